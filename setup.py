@@ -1,0 +1,63 @@
+"""Packaging for jetsplit.
+
+The top-level folders are the system's parts (edge/, cloud/, protocol/, ...), so the
+repository layout shows the architecture; here they are installed under one
+namespace, ``jetsplit.edge``, ``jetsplit.cloud``, ... so nothing lands in
+site-packages under a generic name such as ``protocol``.
+"""
+
+from setuptools import setup
+
+_PARTS = ["edge", "cloud", "protocol", "calibration", "tools"]
+
+_packages = [
+    "jetsplit",
+    "jetsplit.engines",
+    "jetsplit.cli",
+    "jetsplit.demo",
+] + [f"jetsplit.{part}" for part in _PARTS]
+
+_package_dir = {"jetsplit": "jetsplit"}
+_package_dir.update({f"jetsplit.{part}": part for part in _PARTS})
+
+setup(
+    name="jetsplit",
+    version="0.1.0",
+    description="Edge/cloud split-inference runtime for Jetson-class boards",
+    python_requires=">=3.10,<3.13",
+    packages=_packages,
+    package_dir=_package_dir,
+    package_data={
+        "jetsplit": ["py.typed"],
+        "jetsplit.demo": ["zoo/*.onnx", "zoo/*.json", "bundles/*/*"],
+        "jetsplit.protocol": ["SPEC.md"],
+    },
+    install_requires=[
+        "numpy>=1.24",
+        "onnx>=1.15",
+        "onnxruntime>=1.17",
+        "opencv-python-headless>=4.8",
+        "msgspec>=0.18",
+        "pyzmq>=25",
+        "scikit-learn>=1.3",
+        "mlxtend>=0.23",
+        "tomli>=2.0; python_version < '3.11'",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        # Jetson: TensorRT's Python bindings come with JetPack's system Python;
+        # on x86 hosts with a GPU they come from PyPI.
+        "jetson": ["tensorrt>=10", "cuda-python>=12", "jetson-stats>=4.2"],
+        # Training the demo zoo only; never a runtime dependency.
+        "zoo": ["torch==2.13.0"],
+        "dev": [
+            "pytest>=7",
+            "pytest-timeout>=2",
+            "hypothesis>=6",
+            "ruff>=0.4",
+            "mypy>=1.8",
+            "scikit-image>=0.22",
+        ],
+    },
+    entry_points={"console_scripts": ["jetsplit = jetsplit.cli:entry"]},
+)
