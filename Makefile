@@ -47,7 +47,7 @@ zoo: $(VENV)/.stamp-zoo
 	$(MAKE) bundles
 
 bundles: $(VENV)/.stamp-dev
-	$(PY) -m jetsplit.demo.build_bundles
+	$(PY) -m jetsplit.tools.demo_bundles
 
 bench: $(VENV)/.stamp-dev
 	$(BIN)/pytest -q -m slow bench || test $$? -eq 5
