@@ -1,0 +1,379 @@
+"""The client API the edge agent and the tests use.
+
+Synchronous::
+
+    with Client(["tcp://worker:5555"], fingerprint, timeout_ms=200) as client:
+        client.ping()
+        reply = client.infer(1, {"act": activation}, deadline_ms=150, encodings="i8")
+        if reply.ok:
+            label = reply.top1
+
+Asynchronous (the edge agent's window of requests in flight)::
+
+    rid = client.submit(1, {"act": activation}, deadline_ms=150)
+    for reply in client.poll_replies(timeout_ms=5):
+        ...                       # reply.id == rid for one of them
+    for rid in client.expire():   # requests that will not be answered
+        ...                       # fall back to the edge answer
+
+A timed-out request closes and reopens the socket (the "lazy pirate" pattern): stale
+replies and requests queued to a dead worker are discarded, and a restarted worker
+is reached again. A client is not thread-safe: use it from one thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import secrets
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import zmq
+
+from . import security
+from .codec import (
+    DEFAULT_LIMITS,
+    Encodings,
+    Limits,
+    decode_message,
+    encode_infer,
+    encode_message,
+    ping_for,
+)
+from .errors import DecodeError, RemoteError, RequestTimeout, StatusCode, Unavailable
+from .messages import ErrorReply, Pong, Result
+from .transport import DEFAULT_OPTIONS, SocketOptions, dealer_socket, send_frames
+
+__all__ = ["Client", "PingReply", "Reply"]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The answer to one ``infer`` request, success or error.
+
+    ``scores`` are float32 class scores; ``classes`` is None when they cover every
+    class in order, else the class id of each score (top-k, best first).
+    ``rtt_ms`` is measured by the client from send to receipt.
+    """
+
+    id: int
+    status: StatusCode
+    message: str = ""
+    stage: int = -1
+    scores: np.ndarray[Any, Any] = field(default_factory=lambda: np.zeros(0, np.float32))
+    classes: np.ndarray[Any, Any] | None = None
+    queue_ms: float = 0.0
+    compute_ms: float = 0.0
+    rtt_ms: float = 0.0
+    tensors: dict[str, np.ndarray[Any, Any]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True for a ``result``."""
+        return self.status == StatusCode.OK
+
+    @property
+    def top1(self) -> int:
+        """The best class id (-1 when there are no scores)."""
+        if self.scores.size == 0:
+            return -1
+        best = int(np.argmax(self.scores))
+        return int(self.classes[best]) if self.classes is not None else best
+
+    def raise_for_status(self) -> Reply:
+        """Return self if ok, else raise :class:`RemoteError`."""
+        if not self.ok:
+            raise RemoteError(self.status, self.message, self.id)
+        return self
+
+
+@dataclass(frozen=True)
+class PingReply:
+    """A server's ``pong``: who it is, which bundles it serves, and the round trip."""
+
+    server: str
+    bundles: list[str]
+    max_message_bytes: int
+    rtt_ms: float
+
+
+@dataclass
+class _Pending:
+    sent_at: float
+    expires_at: float
+
+
+class Client:
+    """A DEALER-based client of one or more workers.
+
+    ``endpoints`` are ZeroMQ endpoints (``tcp://host:port``, ``ipc:///path``);
+    requests are spread round-robin over the connected ones. ``fingerprint`` is the
+    bundle's hex SHA-256. ``timeout_ms`` is the default wait for a reply and for a
+    connection to be ready to send.
+    """
+
+    def __init__(
+        self,
+        endpoints: str | Sequence[str],
+        fingerprint: str,
+        timeout_ms: int = 1000,
+        *,
+        curve: security.CurveClient | None = None,
+        encodings: Encodings = None,
+        top_k: int = 0,
+        limits: Limits = DEFAULT_LIMITS,
+        options: SocketOptions = DEFAULT_OPTIONS,
+        context: zmq.Context[Any] | None = None,
+    ) -> None:
+        self.endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
+        if not self.endpoints:
+            raise ValueError("Client needs at least one endpoint")
+        self.fingerprint = fingerprint
+        self.timeout_ms = int(timeout_ms)
+        self.encodings = encodings
+        self.top_k = top_k
+        self.limits = limits
+        self._curve = curve
+        self._options = options
+        self._context: zmq.Context[Any] = context if context is not None else zmq.Context.instance()
+        # Random start: ids from different clients differ in the workers' logs.
+        self._next_id = secrets.randbits(31)
+        self._pending: dict[int, _Pending] = {}
+        self._abandoned: list[int] = []
+        self._ready: collections.deque[Reply] = collections.deque()
+        self._pongs: dict[int, PingReply] = {}
+        self._last_recv = time.monotonic()
+        self.reconnects = 0
+        self._socket: zmq.Socket[Any] | None = None
+        self._open()
+
+    # ------------------------------------------------------------------ socket
+
+    def _open(self) -> None:
+        self._socket = dealer_socket(
+            self._context, self.endpoints, limits=self.limits, options=self._options, curve=self._curve
+        )
+
+    def reconnect(self) -> None:
+        """Close and reopen the socket. Requests in flight are abandoned: their ids
+        are returned by the next :meth:`expire`."""
+        if self._socket is not None:
+            self._socket.close(linger=0)
+        self._abandoned.extend(self._pending)
+        self._pending.clear()
+        self._pongs.clear()
+        self.reconnects += 1
+        self._open()
+
+    def close(self) -> None:
+        """Close the socket (LINGER 0: nothing queued is kept)."""
+        if self._socket is not None:
+            self._socket.close(linger=0)
+            self._socket = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def pending(self) -> int:
+        """Requests sent and neither answered nor expired."""
+        return len(self._pending)
+
+    def _sock(self) -> zmq.Socket[Any]:
+        if self._socket is None:
+            raise Unavailable("client is closed")
+        return self._socket
+
+    def _new_id(self) -> int:
+        self._next_id = (self._next_id + 1) % (2**63)
+        return self._next_id
+
+    # ------------------------------------------------------------------ infer
+
+    def submit(
+        self,
+        stage: int,
+        tensors: Mapping[str, np.ndarray[Any, Any]],
+        deadline_ms: float,
+        *,
+        encodings: Encodings = None,
+        top_k: int | None = None,
+        send_timeout_ms: int = 0,
+    ) -> int:
+        """Send an ``infer`` request without waiting for the reply; return its id.
+
+        Raises :class:`Unavailable` if no connection can take it within
+        ``send_timeout_ms`` (0: not at all), :class:`EncodeError` for bad tensors.
+        """
+        request_id = self._new_id()
+        frames = encode_infer(
+            request_id,
+            self.fingerprint,
+            stage,
+            deadline_ms,
+            tensors,
+            self.encodings if encodings is None else encodings,
+            self.top_k if top_k is None else top_k,
+        )
+        now = time.monotonic()
+        if not send_frames(self._sock(), frames, send_timeout_ms):
+            raise Unavailable(f"no worker connection ready among {self.endpoints}")
+        self._pending[request_id] = _Pending(now, now + max(0.0, deadline_ms) / 1000.0)
+        return request_id
+
+    def poll_replies(self, timeout_ms: int = 0) -> list[Reply]:
+        """Replies that have arrived, waiting up to ``timeout_ms`` for the first one.
+
+        Replies to requests no longer pending (expired, abandoned) are dropped.
+        """
+        deadline = time.monotonic() + max(0, timeout_ms) / 1000.0
+        while True:
+            # Once a reply is in hand, only drain what is already queued.
+            left = 0 if self._ready else max(0, int((deadline - time.monotonic()) * 1000.0))
+            if self._receive_one(left) is None:
+                break
+        out = list(self._ready)
+        self._ready.clear()
+        return out
+
+    def expire(self, now: float | None = None) -> list[int]:
+        """Forget requests whose deadline has passed, and those abandoned by a
+        reconnect; return their ids (the caller falls back to the edge answer).
+
+        If nothing at all was received since the oldest expired request was sent,
+        the connection is presumed dead and the socket is reopened.
+        """
+        t = time.monotonic() if now is None else now
+        expired = [rid for rid, p in self._pending.items() if p.expires_at <= t]
+        oldest = min((self._pending[rid].sent_at for rid in expired), default=None)
+        for rid in expired:
+            del self._pending[rid]
+        if oldest is not None and self._last_recv < oldest:
+            self.reconnect()
+        out = expired + self._abandoned
+        self._abandoned = []
+        return out
+
+    def infer(
+        self,
+        stage: int,
+        tensors: Mapping[str, np.ndarray[Any, Any]],
+        deadline_ms: float | None = None,
+        *,
+        encodings: Encodings = None,
+        top_k: int | None = None,
+        timeout_ms: int | None = None,
+    ) -> Reply:
+        """Send one ``infer`` request and wait for its reply.
+
+        ``deadline_ms`` (default: the timeout) is what the server is told; the wait
+        is ``timeout_ms`` (default: the client's). Error statuses come back as a
+        :class:`Reply` with ``ok`` False; no reply in time raises
+        :class:`RequestTimeout` after reopening the socket.
+        """
+        wait = self.timeout_ms if timeout_ms is None else int(timeout_ms)
+        deadline = float(wait if deadline_ms is None else deadline_ms)
+        start = time.monotonic()
+        try:
+            rid = self.submit(stage, tensors, deadline, encodings=encodings, top_k=top_k, send_timeout_ms=wait)
+        except Unavailable:
+            self.reconnect()
+            self.expire()
+            raise RequestTimeout(f"no worker reachable at {self.endpoints} within {wait} ms") from None
+        # Keep the request pending for as long as we wait, whatever its deadline.
+        self._pending[rid].expires_at = max(self._pending[rid].expires_at, start + wait / 1000.0)
+        end = start + wait / 1000.0
+        while True:
+            for i, reply in enumerate(self._ready):
+                if reply.id == rid:
+                    del self._ready[i]
+                    return reply
+            left = int((end - time.monotonic()) * 1000.0)
+            if left <= 0:
+                break
+            self._receive_one(left)
+        self._pending.pop(rid, None)
+        self.reconnect()
+        self.expire()  # requests in flight on the old socket are gone too
+        raise RequestTimeout(f"no reply to request {rid} within {wait} ms from {self.endpoints}")
+
+    def _receive_one(self, timeout_ms: int) -> Reply | PingReply | bool | None:
+        """Receive and dispatch one message: a Reply to a pending request, a
+        PingReply, True for something dropped, or None on timeout."""
+        sock = self._sock()
+        if not sock.poll(timeout_ms, zmq.POLLIN):
+            return None
+        try:
+            frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return None
+        now = time.monotonic()
+        self._last_recv = now
+        try:
+            decoded = decode_message([f.buffer for f in frames], self.limits)
+        except DecodeError as exc:
+            _log.warning("dropped a malformed reply: %s", exc)
+            return True
+        msg = decoded.message
+        if isinstance(msg, Pong):
+            pong = PingReply(msg.server, list(msg.bundles), msg.max_message_bytes, 0.0)
+            self._pongs[msg.id] = pong
+            return pong
+        pending = self._pending.pop(msg.id, None)
+        if pending is None:
+            return True  # late reply to a request we gave up on
+        rtt = (now - pending.sent_at) * 1000.0
+        if isinstance(msg, Result):
+            reply = Reply(
+                id=msg.id,
+                status=StatusCode.OK,
+                stage=msg.stage,
+                scores=np.asarray(msg.scores, dtype=np.float32),
+                classes=None if msg.classes is None else np.asarray(msg.classes, dtype=np.int64),
+                queue_ms=msg.queue_ms,
+                compute_ms=msg.compute_ms,
+                rtt_ms=rtt,
+                tensors=decoded.tensors,
+            )
+        elif isinstance(msg, ErrorReply):
+            try:
+                status = StatusCode(msg.status)
+            except ValueError:
+                status = StatusCode.INTERNAL  # a newer server's code we do not know
+            reply = Reply(id=msg.id, status=status, message=msg.message, rtt_ms=rtt)
+        else:
+            _log.warning("dropped an unexpected %s message", type(msg).__name__)
+            return True
+        self._ready.append(reply)
+        return reply
+
+    # ------------------------------------------------------------------ ping
+
+    def ping(self, timeout_ms: int | None = None) -> PingReply:
+        """Health check: one ``ping``, its ``pong`` or :class:`RequestTimeout`."""
+        wait = self.timeout_ms if timeout_ms is None else int(timeout_ms)
+        rid = self._new_id()
+        start = time.monotonic()
+        if not send_frames(self._sock(), encode_message(ping_for(rid)), wait):
+            self.reconnect()
+            raise RequestTimeout(f"no worker reachable at {self.endpoints} within {wait} ms")
+        end = start + wait / 1000.0
+        while rid not in self._pongs:
+            left = int((end - time.monotonic()) * 1000.0)
+            if left <= 0:
+                self.reconnect()
+                raise RequestTimeout(f"no pong within {wait} ms from {self.endpoints}")
+            self._receive_one(left)
+        pong = self._pongs.pop(rid)
+        rtt = (time.monotonic() - start) * 1000.0
+        return PingReply(pong.server, pong.bundles, pong.max_message_bytes, rtt)
+

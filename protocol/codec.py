@@ -1,0 +1,655 @@
+"""The pure codec: header structs and numpy arrays <-> lists of frames.
+
+No sockets here (this module never imports zmq), so it is tested without a network
+and reused by any transport. Frames going out are ``bytes`` or ``memoryview``
+objects that view the caller's arrays where the encoding allows (``raw`` of a
+C-contiguous little-endian array is sent without a copy). Frames coming in may be
+any buffer (``bytes``, ``memoryview``, a ``zmq.Frame``); ``raw`` tensors come back
+as arrays viewing those buffers, so keep the frames' owner alive only as long as
+the arrays are used (the arrays hold references to it).
+
+Every limit in :class:`Limits` is checked before anything is allocated: a header
+that claims ten billion elements is refused by arithmetic on the header alone.
+
+Example::
+
+    >>> import numpy as np
+    >>> frames = encode_infer(1, "ab" * 32, 1, 100.0, {"x": np.arange(6.0).reshape(2, 3)})
+    >>> msg, tensors = decode_message(frames)
+    >>> msg.kind, tensors["x"].shape
+    ('infer', (2, 3))
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import numpy as np
+
+from .errors import DecodeError, EncodeError, StatusCode
+from .messages import (
+    COMPRESSIONS,
+    DTYPES,
+    ENCODINGS,
+    MAX_RANK,
+    MAX_TENSORS,
+    PROTOCOL_VERSION,
+    ErrorReply,
+    InferRequest,
+    Message,
+    Ping,
+    Result,
+    TensorDesc,
+)
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "Decoded",
+    "Encodings",
+    "Frame",
+    "Limits",
+    "TensorEncoding",
+    "decode_header",
+    "decode_message",
+    "decode_tensor",
+    "decode_tensors",
+    "encode_header",
+    "encode_infer",
+    "encode_message",
+    "encode_tensor",
+    "encode_tensors",
+    "error_for",
+    "ping_for",
+    "result_for",
+]
+
+#: What an outgoing frame is: bytes, or a memoryview onto an array.
+Frame = bytes | memoryview
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds a receiver enforces before allocating anything (SPEC.md section 7).
+
+    ``max_message_bytes`` bounds the sum of all frames and is also the socket's
+    ``ZMQ_MAXMSGSIZE`` (libzmq checks it per frame, we check the sum);
+    ``max_decoded_bytes`` bounds what decoding may allocate (f16/i8 widen, jpeg and
+    compression expand).
+    """
+
+    max_header_bytes: int = 1 << 20
+    max_message_bytes: int = 64 << 20
+    max_decoded_bytes: int = 256 << 20
+    max_tensors: int = 16
+    max_rank: int = MAX_RANK
+    max_elements: int = 1 << 26
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.max_tensors <= MAX_TENSORS:
+            raise ValueError(f"max_tensors must be in [0, {MAX_TENSORS}], got {self.max_tensors}")
+        if not 0 <= self.max_rank <= MAX_RANK:
+            raise ValueError(f"max_rank must be in [0, {MAX_RANK}], got {self.max_rank}")
+
+
+DEFAULT_LIMITS = Limits()
+
+
+@dataclass(frozen=True)
+class TensorEncoding:
+    """How to put one array on the wire: ``encoding`` plus optional ``compression``.
+
+    ``quality`` is the JPEG quality (1-100); ``level`` the compressor's level (None:
+    the library default). :meth:`parse` reads the short form used in bundles and
+    configs: ``"raw"``, ``"f16+lz4"``, ``"i8+zstd"``, ``"jpeg"``.
+    """
+
+    encoding: str = "raw"
+    compression: str = "none"
+    quality: int = 90
+    level: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.encoding not in ENCODINGS:
+            raise EncodeError(f"unknown encoding {self.encoding!r}; expected one of {ENCODINGS}")
+        if self.compression not in COMPRESSIONS:
+            raise EncodeError(
+                f"unknown compression {self.compression!r}; expected one of {COMPRESSIONS}"
+            )
+        if self.encoding == "jpeg" and self.compression != "none":
+            raise EncodeError("jpeg payloads are already compressed; compression must be 'none'")
+        if not 1 <= self.quality <= 100:
+            raise EncodeError(f"jpeg quality must be in [1, 100], got {self.quality}")
+
+    @classmethod
+    def parse(cls, spec: str | TensorEncoding) -> TensorEncoding:
+        """``"i8+lz4"`` -> ``TensorEncoding("i8", "lz4")``; an instance passes through."""
+        if isinstance(spec, TensorEncoding):
+            return spec
+        encoding, _, compression = spec.strip().partition("+")
+        return cls(encoding or "raw", compression or "none")
+
+
+#: Per-tensor encodings: one for all tensors, or a mapping by tensor name
+#: (names not in the mapping are sent ``raw``).
+Encodings = str | TensorEncoding | Mapping[str, str | TensorEncoding] | None
+
+_RAW = TensorEncoding()
+_FLOATS = ("float16", "float32", "float64")
+_JPEG_MAX_SIDE = 65535
+_HEADER_ENCODER = msgspec.msgpack.Encoder()
+_HEADER_DECODER = msgspec.msgpack.Decoder(Message)
+
+
+class _Envelope(msgspec.Struct):
+    """The lenient view of a header that failed strict decoding: enough to answer."""
+
+    v: Any = None
+    id: Any = None
+
+
+_ENVELOPE_DECODER = msgspec.msgpack.Decoder(_Envelope)
+
+
+def _wire_dtype(name: str) -> np.dtype[Any]:
+    # Little-endian on the wire whatever the host; a no-op on x86_64 and aarch64.
+    return np.dtype(name).newbyteorder("<")
+
+
+def _payload_itemsize(desc: TensorDesc) -> int:
+    if desc.encoding == "f16":
+        return 2
+    if desc.encoding == "i8":
+        return 1
+    return np.dtype(desc.dtype).itemsize
+
+
+# --------------------------------------------------------------------------- encode
+
+
+def encode_header(msg: Message) -> bytes:
+    """The MessagePack header frame of ``msg``."""
+    return _HEADER_ENCODER.encode(msg)
+
+
+def encode_tensor(
+    name: str, array: np.ndarray[Any, Any] | Any, encoding: str | TensorEncoding = _RAW
+) -> tuple[TensorDesc, Frame]:
+    """Encode one array; returns its descriptor and its payload frame.
+
+    Any memory layout is accepted (non-contiguous, Fortran order, big-endian,
+    0-d, empty); ``raw`` of a C-contiguous little-endian array is not copied.
+    """
+    enc = TensorEncoding.parse(encoding)
+    a = np.asarray(array)
+    dtype = a.dtype.name
+    if dtype not in DTYPES:
+        raise EncodeError(f"tensor {name!r}: dtype {a.dtype} is not allowed; allowed: {DTYPES}")
+    if a.ndim > MAX_RANK:
+        raise EncodeError(f"tensor {name!r}: rank {a.ndim} exceeds {MAX_RANK}")
+    scale: float | None = None
+    payload: Frame
+    if enc.encoding == "raw":
+        payload = _as_bytes_view(a.astype(_wire_dtype(dtype), copy=False))
+    elif enc.encoding == "f16":
+        if dtype not in _FLOATS:
+            raise EncodeError(f"tensor {name!r}: f16 needs a float array, got {dtype}")
+        payload = _as_bytes_view(a.astype("<f2", copy=False))
+    elif enc.encoding == "i8":
+        if dtype not in _FLOATS:
+            raise EncodeError(f"tensor {name!r}: i8 needs a float array, got {dtype}")
+        q, scale = _quantize(name, a)
+        payload = _as_bytes_view(q)
+    else:
+        payload = _encode_jpeg(name, a, enc.quality)
+    payload = _compress(payload, enc)
+    desc = TensorDesc(
+        name=name,
+        dtype=dtype,  # type: ignore[arg-type]  # checked against DTYPES above
+        shape=list(a.shape),
+        encoding=enc.encoding,  # type: ignore[arg-type]  # checked in TensorEncoding
+        scale=scale,
+        compression=enc.compression,  # type: ignore[arg-type]
+        nbytes=len(payload) if isinstance(payload, bytes) else payload.nbytes,
+    )
+    return desc, payload
+
+
+def _as_bytes_view(a: np.ndarray[Any, Any]) -> memoryview:
+    # ascontiguousarray copies only when the layout needs it (Fortran, strided);
+    # the flat uint8 view makes 0-d and bool arrays plain bytes buffers.
+    c = np.ascontiguousarray(a)
+    return c.reshape(-1).view(np.uint8).data
+
+
+def _quantize(name: str, a: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], float]:
+    x = a.astype(np.float32, copy=False)
+    amax = float(np.max(np.abs(x))) if x.size else 0.0
+    if not math.isfinite(amax):
+        raise EncodeError(f"tensor {name!r}: i8 cannot encode NaN or infinity")
+    # An all-zero tensor still needs a positive scale so that decoders can divide.
+    scale = amax / 127.0 if amax > 0.0 else 1.0
+    q = np.clip(np.rint(x / np.float32(scale)), -127, 127).astype(np.int8)
+    return q, scale
+
+
+def _encode_jpeg(name: str, a: np.ndarray[Any, Any], quality: int) -> bytes:
+    import cv2  # lazily: only jpeg needs OpenCV
+
+    if a.dtype != np.uint8:
+        raise EncodeError(f"tensor {name!r}: jpeg needs uint8, got {a.dtype}")
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (1, 3))):
+        raise EncodeError(f"tensor {name!r}: jpeg needs shape HxW, HxWx1 or HxWx3, got {a.shape}")
+    if not (0 < a.shape[0] <= _JPEG_MAX_SIDE and 0 < a.shape[1] <= _JPEG_MAX_SIDE):
+        raise EncodeError(f"tensor {name!r}: jpeg sides must be in [1, 65535], got {a.shape}")
+    img = np.ascontiguousarray(a)
+    if img.ndim == 3 and img.shape[2] == 3:
+        # The wire maps JPEG's R, G, B to channels 0, 1, 2; OpenCV thinks in BGR.
+        img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+    elif img.ndim == 3:
+        img = img[:, :, 0]
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise EncodeError(f"tensor {name!r}: OpenCV could not encode the jpeg")
+    return buf.tobytes()
+
+
+def _compress(payload: Frame, enc: TensorEncoding) -> Frame:
+    if enc.compression == "none":
+        return payload
+    if enc.compression == "lz4":
+        lz4_frame = _import_codec("lz4.frame", "lz4")
+        kwargs = {} if enc.level is None else {"compression_level": enc.level}
+        return bytes(lz4_frame.compress(payload, store_size=True, **kwargs))
+    zstandard = _import_codec("zstandard", "zstandard")
+    level = 3 if enc.level is None else enc.level
+    return bytes(zstandard.ZstdCompressor(level=level, write_content_size=True).compress(payload))
+
+
+def _import_codec(module: str, package: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise EncodeError(f"compression needs the {package!r} package: pip install {package}") from exc
+
+
+def encode_tensors(
+    tensors: Mapping[str, np.ndarray[Any, Any]], encodings: Encodings = None
+) -> tuple[list[TensorDesc], list[Frame]]:
+    """Encode every array of ``tensors`` (in mapping order) with its encoding."""
+    descs: list[TensorDesc] = []
+    frames: list[Frame] = []
+    for name, array in tensors.items():
+        desc, frame = encode_tensor(name, array, _encoding_for(name, encodings))
+        descs.append(desc)
+        frames.append(frame)
+    return descs, frames
+
+
+def _encoding_for(name: str, encodings: Encodings) -> str | TensorEncoding:
+    if encodings is None:
+        return _RAW
+    if isinstance(encodings, (str, TensorEncoding)):
+        return encodings
+    return encodings.get(name, _RAW)
+
+
+def encode_message(msg: Message, payloads: Sequence[Frame] = ()) -> list[Frame]:
+    """``[header, *payloads]``, checking that the payloads match the descriptors."""
+    descs = msg.tensors if isinstance(msg, (InferRequest, Result)) else []
+    if len(payloads) != len(descs):
+        raise EncodeError(f"{len(descs)} tensor descriptors but {len(payloads)} payload frames")
+    return [encode_header(msg), *payloads]
+
+
+def encode_infer(
+    request_id: int,
+    bundle: str,
+    stage: int,
+    deadline_ms: float,
+    tensors: Mapping[str, np.ndarray[Any, Any]],
+    encodings: Encodings = None,
+    top_k: int = 0,
+) -> list[Frame]:
+    """The frames of an ``infer`` request."""
+    descs, payloads = encode_tensors(tensors, encodings)
+    try:
+        msg = InferRequest(
+            v=PROTOCOL_VERSION,
+            id=request_id,
+            bundle=bundle,
+            stage=stage,
+            deadline_ms=max(0.0, float(deadline_ms)),
+            top_k=top_k,
+            tensors=descs,
+        )
+        # Structs are not validated on construction; a round trip through the
+        # strict decoder catches a bad fingerprint or stage before it is sent.
+        header = encode_header(msg)
+        _HEADER_DECODER.decode(header)
+    except (msgspec.ValidationError, TypeError) as exc:
+        raise EncodeError(f"invalid infer request: {exc}") from exc
+    return [header, *payloads]
+
+
+def result_for(
+    request: InferRequest,
+    scores: np.ndarray[Any, Any] | Sequence[float],
+    stage: int,
+    *,
+    top_k: int | None = None,
+    tensors: Mapping[str, np.ndarray[Any, Any]] | None = None,
+    encodings: Encodings = None,
+    queue_ms: float = 0.0,
+    compute_ms: float = 0.0,
+) -> tuple[Result, list[Frame]]:
+    """Build the reply to ``request`` from one sample's class scores.
+
+    Applies the request's ``top_k`` (or ``top_k`` if given): the best k scores, best
+    first, with their class ids. Returns the header and its payload frames.
+    """
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    k = request.top_k if top_k is None else top_k
+    classes: list[int] | None = None
+    if 0 < k < s.size:
+        idx = np.argsort(-s, kind="stable")[:k]
+        classes = [int(i) for i in idx]
+        s = s[idx]
+    descs, payloads = encode_tensors(tensors or {}, encodings)
+    msg = Result(
+        v=PROTOCOL_VERSION,
+        id=request.id,
+        stage=stage,
+        scores=[float(x) for x in s],
+        classes=classes,
+        queue_ms=queue_ms,
+        compute_ms=compute_ms,
+        tensors=descs,
+    )
+    return msg, payloads
+
+
+# --------------------------------------------------------------------------- decode
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded message: its header struct and its tensors by name."""
+
+    message: Message
+    tensors: dict[str, np.ndarray[Any, Any]]
+
+
+def decode_header(buf: ReadableBuffer, limits: Limits = DEFAULT_LIMITS) -> Message:
+    """Decode and validate a header frame, checking the protocol version.
+
+    Raises :class:`DecodeError` with ``UNSUPPORTED_VERSION`` for another ``v`` (even
+    when the rest of the header is not a v1 header), else ``BAD_REQUEST``.
+    """
+    view = memoryview(buf)
+    if view.nbytes > limits.max_header_bytes:
+        raise DecodeError(
+            f"header of {view.nbytes} bytes exceeds {limits.max_header_bytes}", StatusCode.TOO_LARGE
+        )
+    try:
+        msg = _HEADER_DECODER.decode(view)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        version, request_id = _peek(view)
+        if version is not None and version != PROTOCOL_VERSION:
+            raise _version_error(version, request_id) from None
+        raise DecodeError(f"bad header: {exc}", StatusCode.BAD_REQUEST, request_id) from None
+    if msg.v != PROTOCOL_VERSION:
+        raise _version_error(msg.v, msg.id)
+    return msg
+
+
+def _peek(view: memoryview) -> tuple[int | None, int | None]:
+    """Best-effort ``(v, id)`` of a header that failed strict decoding."""
+    try:
+        env = _ENVELOPE_DECODER.decode(view)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None, None
+    version = env.v if type(env.v) is int else None
+    request_id = env.id if type(env.id) is int and 0 <= env.id < 2**63 else None
+    return version, request_id
+
+
+def _version_error(version: int, request_id: int | None) -> DecodeError:
+    return DecodeError(
+        f"protocol version {version} is not supported; this side speaks {PROTOCOL_VERSION}",
+        StatusCode.UNSUPPORTED_VERSION,
+        request_id,
+    )
+
+
+def decode_message(frames: Sequence[ReadableBuffer], limits: Limits = DEFAULT_LIMITS) -> Decoded:
+    """Decode ``[header, *payloads]`` with every limit checked before allocating.
+
+    Raises :class:`DecodeError`; its ``status`` is the code to answer with.
+    """
+    if not frames:
+        raise DecodeError("empty message: no header frame")
+    views = [memoryview(f) for f in frames]
+    total = sum(v.nbytes for v in views)
+    if total > limits.max_message_bytes:
+        raise DecodeError(
+            f"message of {total} bytes exceeds {limits.max_message_bytes}", StatusCode.TOO_LARGE
+        )
+    msg = decode_header(views[0], limits)
+    descs = msg.tensors if isinstance(msg, (InferRequest, Result)) else []
+    try:
+        tensors = decode_tensors(descs, views[1:], limits)
+    except DecodeError as exc:
+        exc.request_id = msg.id
+        raise
+    return Decoded(msg, tensors)
+
+
+def decode_tensors(
+    descs: Sequence[TensorDesc], frames: Sequence[ReadableBuffer], limits: Limits = DEFAULT_LIMITS
+) -> dict[str, np.ndarray[Any, Any]]:
+    """Decode payload frames against their descriptors; all checks come first."""
+    if len(descs) > limits.max_tensors:
+        raise DecodeError(f"{len(descs)} tensors exceed {limits.max_tensors}", StatusCode.TOO_LARGE)
+    if len(frames) != len(descs):
+        raise DecodeError(f"header describes {len(descs)} tensors but {len(frames)} payload frames follow")
+    views = [memoryview(f) for f in frames]
+    names: set[str] = set()
+    decoded_bytes = 0
+    for desc, view in zip(descs, views):
+        if desc.name in names:
+            raise DecodeError(f"duplicate tensor name {desc.name!r}")
+        names.add(desc.name)
+        decoded_bytes += _check(desc, view.nbytes, limits)
+    if decoded_bytes > limits.max_decoded_bytes:
+        raise DecodeError(
+            f"tensors would decode to {decoded_bytes} bytes, over {limits.max_decoded_bytes}",
+            StatusCode.TOO_LARGE,
+        )
+    return {desc.name: _decode_checked(desc, view) for desc, view in zip(descs, views)}
+
+
+def decode_tensor(
+    desc: TensorDesc, frame: ReadableBuffer, limits: Limits = DEFAULT_LIMITS
+) -> np.ndarray[Any, Any]:
+    """Decode one payload frame; ``raw`` returns a view of ``frame``."""
+    view = memoryview(frame)
+    decoded = _check(desc, view.nbytes, limits)
+    if decoded > limits.max_decoded_bytes:
+        raise DecodeError(f"tensor {desc.name!r} too large", StatusCode.TOO_LARGE)
+    return _decode_checked(desc, view)
+
+
+def _check(desc: TensorDesc, frame_len: int, limits: Limits) -> int:
+    """Validate a descriptor against the limits and its frame's length, allocating
+    nothing; returns the number of bytes decoding will produce."""
+    name = desc.name
+    if len(desc.shape) > limits.max_rank:
+        raise DecodeError(f"tensor {name!r}: rank {len(desc.shape)} exceeds {limits.max_rank}", StatusCode.TOO_LARGE)
+    elements = 1
+    for dim in desc.shape:
+        elements *= dim  # Python ints: no overflow, and the dims are each < 2**31
+        if elements > limits.max_elements:
+            raise DecodeError(
+                f"tensor {name!r}: shape {desc.shape} exceeds {limits.max_elements} elements",
+                StatusCode.TOO_LARGE,
+            )
+    if frame_len != desc.nbytes:
+        raise DecodeError(f"tensor {name!r}: header says {desc.nbytes} bytes, frame has {frame_len}")
+    if desc.encoding == "i8":
+        if desc.scale is None or not math.isfinite(desc.scale) or desc.scale <= 0.0:
+            raise DecodeError(f"tensor {name!r}: i8 needs a finite positive scale, got {desc.scale}")
+    elif desc.scale is not None:
+        raise DecodeError(f"tensor {name!r}: scale is only allowed with i8")
+    if desc.encoding in ("f16", "i8") and desc.dtype not in _FLOATS:
+        raise DecodeError(f"tensor {name!r}: {desc.encoding} decodes to floats, not {desc.dtype}")
+    if desc.encoding == "jpeg":
+        shape = desc.shape
+        if desc.dtype != "uint8" or not (len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 3))):
+            raise DecodeError(f"tensor {name!r}: jpeg must be uint8 HxW, HxWx1 or HxWx3")
+        if not (0 < shape[0] <= _JPEG_MAX_SIDE and 0 < shape[1] <= _JPEG_MAX_SIDE):
+            raise DecodeError(f"tensor {name!r}: jpeg sides must be in [1, 65535]")
+        if desc.compression != "none":
+            raise DecodeError(f"tensor {name!r}: jpeg must not be compressed")
+        if frame_len == 0:
+            raise DecodeError(f"tensor {name!r}: empty jpeg")
+        return elements
+    payload = elements * _payload_itemsize(desc)
+    if desc.compression == "none" and frame_len != payload:
+        raise DecodeError(
+            f"tensor {name!r}: shape {desc.shape} as {desc.encoding} {desc.dtype} needs "
+            f"{payload} bytes, frame has {frame_len}"
+        )
+    # The widened array plus, when compressed, the decompressed payload.
+    return elements * np.dtype(desc.dtype).itemsize + (payload if desc.compression != "none" else 0)
+
+
+def _decode_checked(desc: TensorDesc, view: memoryview) -> np.ndarray[Any, Any]:
+    shape = tuple(desc.shape)
+    if desc.encoding == "jpeg":
+        return _decode_jpeg(desc, view)
+    expected = math.prod(shape) * _payload_itemsize(desc)
+    buf: memoryview | bytes = view
+    if desc.compression != "none":
+        buf = _decompress(desc, view, expected)
+    if desc.encoding == "raw":
+        return np.frombuffer(buf, dtype=_wire_dtype(desc.dtype)).reshape(shape)
+    if desc.encoding == "f16":
+        return np.frombuffer(buf, dtype="<f2").astype(desc.dtype, copy=False).reshape(shape)
+    assert desc.scale is not None  # checked in _check
+    q = np.frombuffer(buf, dtype=np.int8)
+    out = q.astype(desc.dtype)
+    out *= np.asarray(desc.scale, dtype=desc.dtype)
+    return out.reshape(shape)
+
+
+def _decompress(desc: TensorDesc, view: memoryview, expected: int) -> bytes:
+    """Decompress to exactly ``expected`` bytes, never allocating more than that."""
+    bad = DecodeError(f"tensor {desc.name!r}: {desc.compression} payload does not decompress to {expected} bytes")
+    try:
+        if desc.compression == "lz4":
+            lz4_frame = _import_decoder("lz4.frame", "lz4")
+            d = lz4_frame.LZ4FrameDecompressor()
+            # One byte more than expected reveals a payload that is too long.
+            out = d.decompress(view, max_length=expected + 1)
+            if len(out) != expected or not d.eof or d.unused_data:
+                raise bad
+            return bytes(out)
+        zstandard = _import_decoder("zstandard", "zstandard")
+        declared = zstandard.frame_content_size(view)
+        # A declared size is trusted by the library over max_output_size: check it.
+        if declared not in (-1, expected):
+            raise bad
+        out = zstandard.ZstdDecompressor().decompress(view, max_output_size=expected)
+        if len(out) != expected:
+            raise bad
+        return bytes(out)
+    except DecodeError:
+        raise
+    except Exception as exc:  # the libraries raise their own types on corrupt input
+        raise DecodeError(f"tensor {desc.name!r}: corrupt {desc.compression} payload: {exc}") from None
+
+
+def _import_decoder(module: str, package: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise DecodeError(
+            f"{package!r} is not installed on this side", StatusCode.UNSUPPORTED_ENCODING
+        ) from None
+
+
+def _decode_jpeg(desc: TensorDesc, view: memoryview) -> np.ndarray[Any, Any]:
+    import cv2
+
+    height, width, components = _jpeg_frame_size(desc.name, view)
+    channels = desc.shape[2] if len(desc.shape) == 3 else 1
+    if (height, width, components) != (desc.shape[0], desc.shape[1], channels):
+        raise DecodeError(
+            f"tensor {desc.name!r}: jpeg is {height}x{width}x{components}, header says {desc.shape}"
+        )
+    # IMREAD_UNCHANGED: no EXIF rotation, no channel conversion behind our back.
+    img = cv2.imdecode(np.frombuffer(view, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise DecodeError(f"tensor {desc.name!r}: corrupt jpeg")
+    if img.ndim == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    img = img.reshape(desc.shape)
+    if img.shape != tuple(desc.shape):
+        raise DecodeError(f"tensor {desc.name!r}: jpeg decoded to {img.shape}")
+    return img
+
+
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg_frame_size(name: str, data: memoryview) -> tuple[int, int, int]:
+    """Height, width and component count from the JPEG's SOF segment, read without
+    decoding, so a small file cannot make the decoder allocate a huge image."""
+    b = data.cast("B") if data.format != "B" or data.ndim != 1 else data
+    n = len(b)
+    if n < 4 or b[0] != 0xFF or b[1] != 0xD8:
+        raise DecodeError(f"tensor {name!r}: not a jpeg (no SOI marker)")
+    i = 2
+    while i + 4 <= n:
+        if b[i] != 0xFF:
+            raise DecodeError(f"tensor {name!r}: corrupt jpeg marker stream")
+        marker = b[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+            i += 2
+            continue
+        if marker in (0xD9, 0xDA):  # EOI or start of scan before any SOF
+            break
+        length = (b[i + 2] << 8) | b[i + 3]
+        if marker in _SOF_MARKERS:
+            if i + 10 > n or length < 8:
+                break
+            height = (b[i + 5] << 8) | b[i + 6]
+            width = (b[i + 7] << 8) | b[i + 8]
+            return height, width, b[i + 9]
+        i += 2 + length
+    raise DecodeError(f"tensor {name!r}: jpeg has no frame header")
+
+
+def error_for(request_id: int, status: StatusCode, message: str) -> ErrorReply:
+    """An ``error`` header (messages longer than the wire allows are cut)."""
+    return ErrorReply(v=PROTOCOL_VERSION, id=request_id, status=int(status), message=message[:1024])
+
+
+def ping_for(request_id: int) -> Ping:
+    """A ``ping`` header."""
+    return Ping(v=PROTOCOL_VERSION, id=request_id)
+

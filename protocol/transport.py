@@ -1,0 +1,428 @@
+"""Sockets: the client's DEALER, the server's ROUTER, and the server helper.
+
+Every socket gets ``LINGER 0`` (closing never waits for a dead peer), send and
+receive high-water marks, and ``ZMQ_MAXMSGSIZE`` (libzmq drops a peer that sends a
+larger frame before our code sees a byte). Nothing blocks without a timeout.
+
+A worker uses :class:`Server` one request at a time or in batches::
+
+    server = Server(["tcp://*:5555"], bundles=[fingerprint])
+    while running:
+        request = server.recv(timeout_ms=100)          # pings answered inside
+        if request is None:
+            continue                                   # timeout: check shutdown, flush batches
+        header, tensors = request.header, request.tensors
+        reply, payloads = result_for(header, scores, stage=header.stage)
+        server.send(request, reply, payloads)          # or server.post(...) from another thread
+
+or hands a handler to :meth:`Server.serve`. Malformed requests never reach the
+caller: :meth:`Server.recv` answers them with an ``error`` reply and keeps waiting.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import numpy as np
+import zmq
+
+from . import security
+from .codec import DEFAULT_LIMITS, Frame, Limits, decode_message, encode_message, error_for
+from .errors import DecodeError, StatusCode
+from .messages import PROTOCOL_VERSION, ErrorReply, InferRequest, Message, Ping, Pong, Result
+
+__all__ = [
+    "DEFAULT_OPTIONS",
+    "Handler",
+    "HandlerReply",
+    "Request",
+    "Server",
+    "SocketOptions",
+    "dealer_socket",
+    "recv_frames",
+    "router_socket",
+    "send_frames",
+]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SocketOptions:
+    """Socket settings shared by clients and servers.
+
+    ``heartbeat_ivl_ms`` turns on ZMTP heartbeats so a silently dead peer is noticed
+    and its connection dropped (0 disables them).
+    """
+
+    sndhwm: int = 1000
+    rcvhwm: int = 1000
+    linger_ms: int = 0
+    reconnect_ivl_ms: int = 100
+    reconnect_ivl_max_ms: int = 2000
+    heartbeat_ivl_ms: int = 2000
+    heartbeat_timeout_ms: int = 6000
+
+
+#: The options every socket gets unless told otherwise.
+DEFAULT_OPTIONS = SocketOptions()
+
+
+def _configure(sock: zmq.Socket[Any], limits: Limits, options: SocketOptions) -> None:
+    sock.setsockopt(zmq.LINGER, options.linger_ms)
+    sock.setsockopt(zmq.SNDHWM, options.sndhwm)
+    sock.setsockopt(zmq.RCVHWM, options.rcvhwm)
+    sock.setsockopt(zmq.MAXMSGSIZE, limits.max_message_bytes)
+    sock.setsockopt(zmq.RECONNECT_IVL, options.reconnect_ivl_ms)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, options.reconnect_ivl_max_ms)
+    if options.heartbeat_ivl_ms > 0:
+        sock.setsockopt(zmq.HEARTBEAT_IVL, options.heartbeat_ivl_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, options.heartbeat_timeout_ms)
+
+
+def dealer_socket(
+    context: zmq.Context[Any],
+    endpoints: Sequence[str],
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+    options: SocketOptions = DEFAULT_OPTIONS,
+    curve: security.CurveClient | None = None,
+) -> zmq.Socket[Any]:
+    """A configured DEALER connected to every endpoint.
+
+    ``ZMQ_IMMEDIATE`` keeps requests off connections that are not up (a dead worker,
+    or one that refused our CURVE key), so round-robin skips them instead of queueing
+    requests that will never be answered.
+    """
+    sock = context.socket(zmq.DEALER)
+    try:
+        _configure(sock, limits, options)
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        if curve is not None:
+            security.apply_client(sock, curve)
+        for endpoint in endpoints:
+            sock.connect(endpoint)
+    except BaseException:
+        sock.close(linger=0)
+        raise
+    return sock
+
+
+def router_socket(
+    context: zmq.Context[Any],
+    endpoints: Sequence[str],
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+    options: SocketOptions = DEFAULT_OPTIONS,
+    curve: security.CurveServer | None = None,
+) -> zmq.Socket[Any]:
+    """A configured ROUTER bound to every endpoint (start ZAP before calling this)."""
+    sock = context.socket(zmq.ROUTER)
+    try:
+        _configure(sock, limits, options)
+        if curve is not None:
+            security.apply_server(sock, curve)
+        for endpoint in endpoints:
+            sock.bind(endpoint)
+    except BaseException:
+        sock.close(linger=0)
+        raise
+    return sock
+
+
+def send_frames(sock: zmq.Socket[Any], frames: Sequence[Frame], timeout_ms: int) -> bool:
+    """Send a multipart message without copying; False if it could not be queued
+    within ``timeout_ms`` (no peer connected, or the high-water mark is reached)."""
+    if timeout_ms > 0 and not sock.poll(timeout_ms, zmq.POLLOUT):
+        return False
+    try:
+        sock.send_multipart(list(frames), flags=zmq.NOBLOCK, copy=False)
+    except zmq.Again:
+        return False
+    return True
+
+
+def recv_frames(sock: zmq.Socket[Any], timeout_ms: int) -> list[zmq.Frame] | None:
+    """Receive one multipart message without copying, or None after ``timeout_ms``."""
+    if timeout_ms > 0 and not sock.poll(timeout_ms, zmq.POLLIN):
+        return None
+    try:
+        return sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+    except zmq.Again:
+        return None
+
+
+@dataclass
+class Request:
+    """One decoded request as the server sees it.
+
+    ``route`` is where the reply goes (the client's identity, plus the empty
+    delimiter when the client is a REQ socket). ``tensors`` may view the received
+    frames, which they keep alive. ``received_at`` is ``time.monotonic()``.
+    """
+
+    route: tuple[bytes, ...]
+    header: InferRequest | Ping
+    tensors: dict[str, np.ndarray[Any, Any]]
+    received_at: float
+    nbytes: int = 0
+
+    @property
+    def deadline_at(self) -> float:
+        """Monotonic time after which the answer is useless to the client."""
+        if isinstance(self.header, InferRequest):
+            return self.received_at + self.header.deadline_ms / 1000.0
+        return float("inf")
+
+    def remaining_ms(self, now: float | None = None) -> float:
+        """Milliseconds left before the deadline (negative once it has passed)."""
+        return (self.deadline_at - (time.monotonic() if now is None else now)) * 1000.0
+
+    def expired(self, now: float | None = None) -> bool:
+        """True once the deadline has passed."""
+        return self.remaining_ms(now) <= 0.0
+
+
+#: What a handler returns: a header alone, or a header and its payload frames.
+HandlerReply = Result | ErrorReply | tuple[Result | ErrorReply, Sequence[Frame]]
+#: ``handler(header, tensors) -> reply`` as :meth:`Server.serve` calls it.
+Handler = Callable[[InferRequest, dict[str, np.ndarray[Any, Any]]], HandlerReply]
+
+
+class Server:
+    """The server side of the protocol: a ROUTER plus decoding, limits and errors.
+
+    Single-threaded like any zmq socket: :meth:`recv`, :meth:`send`,
+    :meth:`send_error` and :meth:`serve` belong to one thread. Other threads (engine
+    workers) hand replies back with :meth:`post`, which is thread-safe and wakes up
+    a :meth:`recv` in progress.
+
+    ``bundles`` and ``name`` are reported in ``pong`` replies; assign to
+    ``server.bundles`` when the set of loaded bundles changes.
+    """
+
+    def __init__(
+        self,
+        endpoints: str | Sequence[str],
+        *,
+        bundles: Sequence[str] = (),
+        name: str = "jetsplit",
+        limits: Limits = DEFAULT_LIMITS,
+        options: SocketOptions = DEFAULT_OPTIONS,
+        curve: security.CurveServer | None = None,
+        context: zmq.Context[Any] | None = None,
+        answer_pings: bool = True,
+    ) -> None:
+        eps = [endpoints] if isinstance(endpoints, str) else list(endpoints)
+        self.bundles: list[str] = list(bundles)
+        self.name = name
+        self.limits = limits
+        self.answer_pings = answer_pings
+        # Our own context by default: a ZAP authenticator is per context, and a
+        # private one means closing the server cannot hang on other sockets.
+        self._own_context = context is None
+        self.context: zmq.Context[Any] = zmq.Context() if context is None else context
+        self._auth: Any = None
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._outbox: queue.SimpleQueue[tuple[tuple[bytes, ...], list[Frame]]] = queue.SimpleQueue()
+        self._closed = False
+        try:
+            if curve is not None:
+                self._auth = security.start_authenticator(self.context, curve.allowed_clients_dir)
+            self.socket = router_socket(self.context, eps, limits=limits, options=options, curve=curve)
+        except BaseException:
+            self._close_resources()
+            raise
+        self._poller = zmq.Poller()
+        self._poller.register(self.socket, zmq.POLLIN)
+        self._poller.register(self._wake_r.fileno(), zmq.POLLIN)
+
+    @property
+    def last_endpoint(self) -> str:
+        """The last bound endpoint as libzmq resolved it (``tcp://127.0.0.1:*`` -> port)."""
+        return self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    # ------------------------------------------------------------------ receive
+
+    def recv(self, timeout_ms: int) -> Request | None:
+        """The next valid request, or None once ``timeout_ms`` has passed.
+
+        Answers malformed requests with an error reply (never raises for what a
+        peer sent), answers pings when ``answer_pings``, and flushes replies that
+        other threads :meth:`post`-ed.
+        """
+        deadline = time.monotonic() + max(0, timeout_ms) / 1000.0
+        while True:
+            self._flush_outbox()
+            try:
+                frames = self.socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                left = int((deadline - time.monotonic()) * 1000.0)
+                if left <= 0:
+                    return None
+                events = dict(self._poller.poll(left))
+                if self._wake_r.fileno() in events:
+                    self._drain_wakeups()
+                continue
+            request = self._decode(frames)
+            if request is not None:
+                return request
+            if time.monotonic() >= deadline:
+                return None
+
+    def _decode(self, frames: list[zmq.Frame]) -> Request | None:
+        received_at = time.monotonic()
+        if len(frames) < 2:
+            return None  # no identity or no body: nothing we can even answer
+        route: tuple[bytes, ...] = (frames[0].bytes,)
+        body = frames[1:]
+        if len(body[0]) == 0 and len(body) > 1:
+            # A REQ client put an empty delimiter before the header: keep it in the route.
+            route, body = (*route, b""), body[1:]
+        try:
+            decoded = decode_message([f.buffer for f in body], self.limits)
+        except DecodeError as exc:
+            _log.debug("bad request from %r: %s", route[0], exc)
+            self._send_route(route, [error_for(exc.request_id or 0, exc.status, str(exc))])
+            return None
+        except Exception as exc:  # a codec bug must not kill the serving loop
+            _log.exception("internal error decoding a request")
+            self._send_route(route, [error_for(0, StatusCode.INTERNAL, f"decoding failed: {exc!r}")])
+            return None
+        msg = decoded.message
+        if isinstance(msg, Ping):
+            if self.answer_pings:
+                self._send_route(route, [self.pong_for(msg)])
+                return None
+            return Request(route, msg, {}, received_at)
+        if not isinstance(msg, InferRequest):
+            self._send_route(
+                route, [error_for(msg.id, StatusCode.BAD_REQUEST, f"a server does not accept {type(msg).__name__} messages")]
+            )
+            return None
+        nbytes = sum(len(f) for f in body)
+        return Request(route, msg, decoded.tensors, received_at, nbytes)
+
+    def pong_for(self, ping: Ping) -> Pong:
+        """The ``pong`` this server answers ``ping`` with."""
+        return Pong(
+            v=PROTOCOL_VERSION,
+            id=ping.id,
+            server=self.name,
+            bundles=list(self.bundles),
+            max_message_bytes=self.limits.max_message_bytes,
+        )
+
+    # ------------------------------------------------------------------ send
+
+    def send(self, request: Request, reply: Message, payloads: Sequence[Frame] = ()) -> None:
+        """Send ``reply`` (with its payload frames) to the client of ``request``.
+
+        Never blocks: a reply to a client that is gone, or whose queue is full, is
+        dropped by the ROUTER, which is what a client past its deadline wants.
+        """
+        self._send_route(request.route, encode_message(reply, payloads))
+
+    def send_error(self, request: Request, status: StatusCode, message: str = "") -> None:
+        """Answer ``request`` with an ``error`` reply."""
+        self.send(request, error_for(request.header.id, status, message))
+
+    def post(self, request: Request, reply: Message, payloads: Sequence[Frame] = ()) -> None:
+        """Thread-safe :meth:`send`: queue the reply for the socket's thread to send."""
+        self._outbox.put((request.route, encode_message(reply, payloads)))
+        try:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass  # the wake-up pipe is full: the receiving thread is awake anyway
+
+    def _send_route(self, route: tuple[bytes, ...], frames: Sequence[Frame | Message]) -> None:
+        out: list[Any] = list(route)
+        for f in frames:
+            out.append(encode_message(f)[0] if isinstance(f, msgspec.Struct) else f)
+        try:
+            self.socket.send_multipart(out, flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            _log.debug("dropped a reply: client's queue is full")
+        except zmq.ZMQError as exc:
+            _log.warning("dropped a reply: %s", exc)
+
+    def _flush_outbox(self) -> None:
+        while True:
+            try:
+                route, frames = self._outbox.get_nowait()
+            except queue.Empty:
+                return
+            self._send_route(route, frames)
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    # ------------------------------------------------------------------ loop
+
+    def serve(self, handler: Handler, stop: threading.Event, *, poll_ms: int = 100) -> None:
+        """Answer requests with ``handler(header, tensors)`` until ``stop`` is set.
+
+        Expired requests are answered ``EXPIRED`` without calling the handler; an
+        exception in the handler becomes an ``INTERNAL`` error reply; the result's
+        ``queue_ms`` and ``compute_ms`` are filled in when the handler left them 0.
+        """
+        while not stop.is_set():
+            request = self.recv(poll_ms)
+            if request is None or not isinstance(request.header, InferRequest):
+                continue
+            started = time.monotonic()
+            if request.expired(started):
+                self.send_error(request, StatusCode.EXPIRED, "deadline passed before the request ran")
+                continue
+            try:
+                outcome = handler(request.header, request.tensors)
+                reply, payloads = outcome if isinstance(outcome, tuple) else (outcome, ())
+                if isinstance(reply, Result) and reply.queue_ms == 0.0 and reply.compute_ms == 0.0:
+                    reply = msgspec.structs.replace(
+                        reply,
+                        queue_ms=(started - request.received_at) * 1000.0,
+                        compute_ms=(time.monotonic() - started) * 1000.0,
+                    )
+                self.send(request, reply, payloads)
+            except Exception as exc:
+                _log.exception("handler failed on request %d", request.header.id)
+                self.send_error(request, StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+
+    # ------------------------------------------------------------------ close
+
+    def close(self) -> None:
+        """Close the socket (LINGER 0), stop ZAP, and end our own context."""
+        if self._closed:
+            return
+        self._closed = True
+        self.socket.close(linger=0)
+        self._close_resources()
+
+    def _close_resources(self) -> None:
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+        if self._own_context:
+            self.context.term()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
