@@ -9,7 +9,15 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from jetsplit.errors import BundleError
-from jetsplit.gates import DGate, entropy_score, load_gate, margin_score, maxprob_score, softmax, support_inputs
+from jetsplit.gates import (
+    DGate,
+    entropy_score,
+    load_gate,
+    margin_score,
+    maxprob_score,
+    softmax,
+    support_inputs,
+)
 
 
 def test_fixed_gates_on_known_vectors() -> None:
