@@ -43,6 +43,8 @@ setup(
         "mlxtend>=0.23",
         "tomli>=2.0; python_version < '3.11'",
         "tqdm>=4.60",
+        # Real photos for checking splits when the user gives no data.
+        "scikit-image>=0.22",
     ],
     extras_require={
         # Jetson: TensorRT's Python bindings come with JetPack's system Python;
