@@ -188,6 +188,12 @@ class Client:
         """Requests sent and neither answered nor expired."""
         return len(self._pending)
 
+    def wait_ready(self, timeout_ms: int | None = None) -> bool:
+        """Wait until some worker connection can take a request (True), or the
+        timeout passes (False). Useful before the first :meth:`submit`."""
+        wait = self.timeout_ms if timeout_ms is None else int(timeout_ms)
+        return bool(self._sock().poll(wait, zmq.POLLOUT))
+
     def _sock(self) -> zmq.Socket[Any]:
         if self._socket is None:
             raise Unavailable("client is closed")

@@ -401,7 +401,9 @@ def decode_header(buf: ReadableBuffer, limits: Limits = DEFAULT_LIMITS) -> Messa
         )
     try:
         msg = _HEADER_DECODER.decode(view)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    # msgspec raises its own errors, but also UnicodeDecodeError on bad UTF-8 and
+    # RecursionError on deep nesting: anything it raises means a bad header.
+    except Exception as exc:
         version, request_id = _peek(view)
         if version is not None and version != PROTOCOL_VERSION:
             raise _version_error(version, request_id) from None
@@ -415,7 +417,7 @@ def _peek(view: memoryview) -> tuple[int | None, int | None]:
     """Best-effort ``(v, id)`` of a header that failed strict decoding."""
     try:
         env = _ENVELOPE_DECODER.decode(view)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except Exception:
         return None, None
     version = env.v if type(env.v) is int else None
     request_id = env.id if type(env.id) is int and 0 <= env.id < 2**63 else None
@@ -546,9 +548,11 @@ def _decode_checked(desc: TensorDesc, view: memoryview) -> np.ndarray[Any, Any]:
         return np.frombuffer(buf, dtype="<f2").astype(desc.dtype, copy=False).reshape(shape)
     assert desc.scale is not None  # checked in _check
     q = np.frombuffer(buf, dtype=np.int8)
-    out = q.astype(desc.dtype)
-    out *= np.asarray(desc.scale, dtype=desc.dtype)
-    return out.reshape(shape)
+    # Dequantize in at least float32: a float16 scale can underflow to zero.
+    work = np.float64 if desc.dtype == "float64" else np.float32
+    out = q.astype(work)
+    out *= work(desc.scale)
+    return out.astype(desc.dtype, copy=False).reshape(shape)
 
 
 def _decompress(desc: TensorDesc, view: memoryview, expected: int) -> bytes:

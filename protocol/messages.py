@@ -105,6 +105,11 @@ class _Header(msgspec.Struct, tag_field="kind", forbid_unknown_fields=True, froz
     v: _Version
     id: _U64
 
+    @property
+    def kind(self) -> str:
+        """The ``kind`` tag on the wire: ``infer``, ``ping``, ``result``, ``error``, ``pong``."""
+        return str(self.__struct_config__.tag)
+
 
 class TensorDesc(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """Describes one payload frame: what array it decodes to and how it is encoded.

@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-#: The ZAP domain our server sockets announce; the authenticator covers all domains.
+#: The ZAP domain our server sockets announce, and the one the allow-list covers.
 ZAP_DOMAIN = b"jetsplit"
 
 
@@ -137,7 +137,7 @@ def start_authenticator(context: zmq.Context[Any], allowed_clients_dir: str | os
     allowed_client_keys(folder)  # validate the files early, with a clear error
     auth = ThreadAuthenticator(context)
     auth.start()
-    auth.configure_curve(domain="*", location=str(folder))
+    auth.configure_curve(domain=ZAP_DOMAIN.decode(), location=str(folder))
     return auth
 
 
