@@ -572,10 +572,20 @@ def _decompress(desc: TensorDesc, view: memoryview, expected: int) -> bytes:
         # A declared size is trusted by the library over max_output_size: check it.
         if declared not in (-1, expected):
             raise bad
-        out = zstandard.ZstdDecompressor().decompress(view, max_output_size=expected)
-        if len(out) != expected:
+        # A stream reader bounds the output; reading on across frames makes
+        # trailing bytes (another frame, or garbage) show up as data or an error.
+        reader = zstandard.ZstdDecompressor().stream_reader(view, read_across_frames=True)
+        chunks: list[bytes] = []
+        got = 0
+        while got <= expected:
+            chunk = reader.read(expected + 1 - got)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+        if got != expected:
             raise bad
-        return bytes(out)
+        return b"".join(chunks)
     except DecodeError:
         raise
     except Exception as exc:  # the libraries raise their own types on corrupt input

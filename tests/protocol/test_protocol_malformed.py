@@ -117,6 +117,8 @@ CASES: list[tuple[str, Callable[[], list[bytes]], StatusCode, int | None]] = [
     ("lz4 too long", lambda: _with_payload(lz4.frame.compress(bytes(49)), compression="lz4"), BAD, 42),
     ("lz4 too short", lambda: _with_payload(lz4.frame.compress(bytes(47)), compression="lz4"), BAD, 42),
     ("lz4 bomb", lambda: _with_payload(lz4.frame.compress(bytes(64 << 20)), compression="lz4"), BAD, 42),
+    ("zstd trailing garbage", lambda: _with_payload(zstandard.ZstdCompressor().compress(bytes(48)) + b"abc", compression="zstd"), BAD, 42),
+    ("lz4 trailing garbage", lambda: _with_payload(lz4.frame.compress(bytes(48)) + b"abc", compression="lz4"), BAD, 42),
     ("zstd garbage", lambda: _with_payload(b"\x28\xb5\x2f\xfdgarbage", compression="zstd"), BAD, 42),
     ("zstd declares a bomb", lambda: _with_payload(zstandard.ZstdCompressor().compress(bytes(64 << 20)), compression="zstd"), BAD, 42),
     (

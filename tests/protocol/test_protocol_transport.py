@@ -257,6 +257,7 @@ def test_recv_and_post_from_a_worker_thread(ipc_dir: Any, fingerprint: str) -> N
     """The batching worker's shape: recv on the socket thread, reply from another."""
     endpoint = f"ipc://{ipc_dir}/batch.sock"
     with Server(endpoint, bundles=[fingerprint]) as server, Client(endpoint, fingerprint, TIMEOUT_MS) as c:
+        assert c.wait_ready()
         ids = [c.submit(1, {"x": np.full(2, i, np.float32)}, deadline_ms=TIMEOUT_MS) for i in range(4)]
         batch = []
         end = time.monotonic() + TIMEOUT_MS / 1000
