@@ -8,6 +8,8 @@ edge uses, :class:`Server` is what a worker builds on.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .client import Client, PingReply, Reply
 from .codec import (
     DEFAULT_LIMITS,
@@ -24,7 +26,6 @@ from .codec import (
     error_for,
     result_for,
 )
-from .echo import EchoServer
 from .errors import (
     DecodeError,
     EncodeError,
@@ -46,6 +47,19 @@ from .messages import (
 )
 from .security import CurveClient, CurveServer, generate_keypair, load_keypair
 from .transport import Request, Server, SocketOptions
+
+if TYPE_CHECKING:
+    from .echo import EchoServer
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use, so `python -m jetsplit.protocol.echo` does not find
+    # its own module already loaded by the package.
+    if name == "EchoServer":
+        from .echo import EchoServer
+
+        return EchoServer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "DEFAULT_LIMITS",

@@ -45,6 +45,7 @@ from .messages import (
     Result,
     TensorDesc,
 )
+from .payloads import JPEG_MAX_SIDE, compress, decode_jpeg, decompress, encode_jpeg
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -142,7 +143,6 @@ Encodings = str | TensorEncoding | Mapping[str, str | TensorEncoding] | None
 
 _RAW = TensorEncoding()
 _FLOATS = ("float16", "float32", "float64")
-_JPEG_MAX_SIDE = 65535
 _HEADER_ENCODER = msgspec.msgpack.Encoder()
 _HEADER_DECODER = msgspec.msgpack.Decoder(Message)
 
@@ -207,8 +207,8 @@ def encode_tensor(
         q, scale = _quantize(name, a)
         payload = _as_bytes_view(q)
     else:
-        payload = _encode_jpeg(name, a, enc.quality)
-    payload = _compress(payload, enc)
+        payload = encode_jpeg(name, a, enc.quality)
+    payload = compress(payload, enc.compression, enc.level)
     desc = TensorDesc(
         name=name,
         dtype=dtype,  # type: ignore[arg-type]  # checked against DTYPES above
@@ -237,48 +237,6 @@ def _quantize(name: str, a: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any],
     scale = amax / 127.0 if amax > 0.0 else 1.0
     q = np.clip(np.rint(x / np.float32(scale)), -127, 127).astype(np.int8)
     return q, scale
-
-
-def _encode_jpeg(name: str, a: np.ndarray[Any, Any], quality: int) -> bytes:
-    import cv2  # lazily: only jpeg needs OpenCV
-
-    if a.dtype != np.uint8:
-        raise EncodeError(f"tensor {name!r}: jpeg needs uint8, got {a.dtype}")
-    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (1, 3))):
-        raise EncodeError(f"tensor {name!r}: jpeg needs shape HxW, HxWx1 or HxWx3, got {a.shape}")
-    if not (0 < a.shape[0] <= _JPEG_MAX_SIDE and 0 < a.shape[1] <= _JPEG_MAX_SIDE):
-        raise EncodeError(f"tensor {name!r}: jpeg sides must be in [1, 65535], got {a.shape}")
-    img = np.ascontiguousarray(a)
-    if img.ndim == 3 and img.shape[2] == 3:
-        # The wire maps JPEG's R, G, B to channels 0, 1, 2; OpenCV thinks in BGR.
-        img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
-    elif img.ndim == 3:
-        img = img[:, :, 0]
-    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise EncodeError(f"tensor {name!r}: OpenCV could not encode the jpeg")
-    return buf.tobytes()
-
-
-def _compress(payload: Frame, enc: TensorEncoding) -> Frame:
-    if enc.compression == "none":
-        return payload
-    if enc.compression == "lz4":
-        lz4_frame = _import_codec("lz4.frame", "lz4")
-        kwargs = {} if enc.level is None else {"compression_level": enc.level}
-        return bytes(lz4_frame.compress(payload, store_size=True, **kwargs))
-    zstandard = _import_codec("zstandard", "zstandard")
-    level = 3 if enc.level is None else enc.level
-    return bytes(zstandard.ZstdCompressor(level=level, write_content_size=True).compress(payload))
-
-
-def _import_codec(module: str, package: str) -> Any:
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise EncodeError(f"compression needs the {package!r} package: pip install {package}") from exc
 
 
 def encode_tensors(
@@ -517,7 +475,7 @@ def _check(desc: TensorDesc, frame_len: int, limits: Limits) -> int:
         shape = desc.shape
         if desc.dtype != "uint8" or not (len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 3))):
             raise DecodeError(f"tensor {name!r}: jpeg must be uint8 HxW, HxWx1 or HxWx3")
-        if not (0 < shape[0] <= _JPEG_MAX_SIDE and 0 < shape[1] <= _JPEG_MAX_SIDE):
+        if not (0 < shape[0] <= JPEG_MAX_SIDE and 0 < shape[1] <= JPEG_MAX_SIDE):
             raise DecodeError(f"tensor {name!r}: jpeg sides must be in [1, 65535]")
         if desc.compression != "none":
             raise DecodeError(f"tensor {name!r}: jpeg must not be compressed")
@@ -537,11 +495,11 @@ def _check(desc: TensorDesc, frame_len: int, limits: Limits) -> int:
 def _decode_checked(desc: TensorDesc, view: memoryview) -> np.ndarray[Any, Any]:
     shape = tuple(desc.shape)
     if desc.encoding == "jpeg":
-        return _decode_jpeg(desc, view)
+        return decode_jpeg(desc, view)
     expected = math.prod(shape) * _payload_itemsize(desc)
     buf: memoryview | bytes = view
     if desc.compression != "none":
-        buf = _decompress(desc, view, expected)
+        buf = decompress(desc, view, expected)
     if desc.encoding == "raw":
         return np.frombuffer(buf, dtype=_wire_dtype(desc.dtype)).reshape(shape)
     if desc.encoding == "f16":
@@ -553,109 +511,6 @@ def _decode_checked(desc: TensorDesc, view: memoryview) -> np.ndarray[Any, Any]:
     out = q.astype(work)
     out *= work(desc.scale)
     return out.astype(desc.dtype, copy=False).reshape(shape)
-
-
-def _decompress(desc: TensorDesc, view: memoryview, expected: int) -> bytes:
-    """Decompress to exactly ``expected`` bytes, never allocating more than that."""
-    bad = DecodeError(f"tensor {desc.name!r}: {desc.compression} payload does not decompress to {expected} bytes")
-    try:
-        if desc.compression == "lz4":
-            lz4_frame = _import_decoder("lz4.frame", "lz4")
-            d = lz4_frame.LZ4FrameDecompressor()
-            # One byte more than expected reveals a payload that is too long.
-            out = d.decompress(view, max_length=expected + 1)
-            if len(out) != expected or not d.eof or d.unused_data:
-                raise bad
-            return bytes(out)
-        zstandard = _import_decoder("zstandard", "zstandard")
-        declared = zstandard.frame_content_size(view)
-        # A declared size is trusted by the library over max_output_size: check it.
-        if declared not in (-1, expected):
-            raise bad
-        # A stream reader bounds the output; reading on across frames makes
-        # trailing bytes (another frame, or garbage) show up as data or an error.
-        reader = zstandard.ZstdDecompressor().stream_reader(view, read_across_frames=True)
-        chunks: list[bytes] = []
-        got = 0
-        while got <= expected:
-            chunk = reader.read(expected + 1 - got)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            got += len(chunk)
-        if got != expected:
-            raise bad
-        return b"".join(chunks)
-    except DecodeError:
-        raise
-    except Exception as exc:  # the libraries raise their own types on corrupt input
-        raise DecodeError(f"tensor {desc.name!r}: corrupt {desc.compression} payload: {exc}") from None
-
-
-def _import_decoder(module: str, package: str) -> Any:
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise DecodeError(
-            f"{package!r} is not installed on this side", StatusCode.UNSUPPORTED_ENCODING
-        ) from None
-
-
-def _decode_jpeg(desc: TensorDesc, view: memoryview) -> np.ndarray[Any, Any]:
-    import cv2
-
-    height, width, components = _jpeg_frame_size(desc.name, view)
-    channels = desc.shape[2] if len(desc.shape) == 3 else 1
-    if (height, width, components) != (desc.shape[0], desc.shape[1], channels):
-        raise DecodeError(
-            f"tensor {desc.name!r}: jpeg is {height}x{width}x{components}, header says {desc.shape}"
-        )
-    # IMREAD_UNCHANGED: no EXIF rotation, no channel conversion behind our back.
-    img = cv2.imdecode(np.frombuffer(view, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise DecodeError(f"tensor {desc.name!r}: corrupt jpeg")
-    if img.ndim == 3:
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    img = img.reshape(desc.shape)
-    if img.shape != tuple(desc.shape):
-        raise DecodeError(f"tensor {desc.name!r}: jpeg decoded to {img.shape}")
-    return img
-
-
-_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-
-
-def _jpeg_frame_size(name: str, data: memoryview) -> tuple[int, int, int]:
-    """Height, width and component count from the JPEG's SOF segment, read without
-    decoding, so a small file cannot make the decoder allocate a huge image."""
-    b = data.cast("B") if data.format != "B" or data.ndim != 1 else data
-    n = len(b)
-    if n < 4 or b[0] != 0xFF or b[1] != 0xD8:
-        raise DecodeError(f"tensor {name!r}: not a jpeg (no SOI marker)")
-    i = 2
-    while i + 4 <= n:
-        if b[i] != 0xFF:
-            raise DecodeError(f"tensor {name!r}: corrupt jpeg marker stream")
-        marker = b[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
-            i += 2
-            continue
-        if marker in (0xD9, 0xDA):  # EOI or start of scan before any SOF
-            break
-        length = (b[i + 2] << 8) | b[i + 3]
-        if marker in _SOF_MARKERS:
-            if i + 10 > n or length < 8:
-                break
-            height = (b[i + 5] << 8) | b[i + 6]
-            width = (b[i + 7] << 8) | b[i + 8]
-            return height, width, b[i + 9]
-        i += 2 + length
-    raise DecodeError(f"tensor {name!r}: jpeg has no frame header")
 
 
 def error_for(request_id: int, status: StatusCode, message: str) -> ErrorReply:
