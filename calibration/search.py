@@ -249,7 +249,7 @@ def pareto_front(grid: Grid, cost: str) -> tuple[Point, ...]:
 
 def search_thresholds(
     trace: Trace,
-    cost: Cost = "time",
+    cost: Cost | str = "time",
     objective: Objective = "min_cost",
     alpha: float = 0.5,
     min_accuracy: float | None = None,

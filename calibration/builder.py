@@ -1,0 +1,269 @@
+"""Assembling a bundle's stage models from a user's ONNX files.
+
+The three shapes ``jetsplit calibrate`` builds:
+
+- little/big (Yin-Yang): the little model on the edge, the big one on the cloud,
+  both on the frame;
+- ensemble (Tann et al.): members averaged, the first ``edge`` on the edge;
+- cuts (DL-gleaning, d-gates): one model cut at one or more tensors; every
+  segment but the last gets an exit head (:mod:`.exits`) and runs on the edge,
+  carrying the cut activation; the last segment is the cloud's tail.
+
+Then the learned gates are fitted on the train split (:mod:`.gates_train`), the
+models converted to the chosen precision (:mod:`.quantize`) and the learned gates
+written into the graphs as a ``gate_score`` output.
+
+Names are whatever the user's models use: the scores output is the model's only
+output, or the one the user names; a model whose scores come out of a Softmax is
+marked ``scores_kind = "probs"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from jetsplit.errors import ConfigError, EngineError
+from jetsplit.gates import softmax
+
+from .exits import build_exit, run_batched
+from .gates_train import add_gate_output, save_params, train_dgate, train_support
+from .graph import check_cut, load_graph
+from .quantize import PrecisionShift, compare_precision, convert
+from .split import extract, real_inputs, split_model, verify_split
+
+__all__ = [
+    "StageDraft",
+    "input_defaults",
+    "add_gates_to_graphs",
+    "apply_precision",
+    "fit_gates",
+    "run_stages",
+    "scores_output",
+    "stages_cuts",
+    "stages_ensemble",
+    "stages_little_big",
+    "to_manifest",
+]
+
+
+@dataclass(frozen=True)
+class StageDraft:
+    """One stage before it is written: its model file and how the chain reads it."""
+
+    name: str
+    path: Path
+    where: str
+    input: str
+    scores: str
+    scores_kind: str = "logits"
+    carry: str | None = None
+    features: str | None = None
+    combine: str = "replace"
+    gate: str | None = None
+    gate_params: Path | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_file(self) -> str:
+        return f"{self.name}.onnx"
+
+
+def _outputs(path: Path) -> list[str]:
+    return [o.name for o in onnx.load(str(path), load_external_data=False).graph.output]
+
+
+def scores_output(path: Path, wanted: str | None = None) -> tuple[str, str]:
+    """(name, 'logits' | 'probs') of the class-scores output of ``path``."""
+    model = onnx.load(str(path), load_external_data=False)
+    names = [o.name for o in model.graph.output]
+    if wanted is not None and wanted in names:
+        name = wanted
+    elif len(names) == 1:
+        name = names[0]
+    else:
+        raise ConfigError(
+            f"{path.name}: which output holds the class scores? It has {names}; name one with --scores"
+        )
+    producer = next((n for n in model.graph.node if name in n.output), None)
+    return name, "probs" if producer is not None and producer.op_type == "Softmax" else "logits"
+
+
+def input_defaults(path: Path) -> dict[str, Any]:
+    """[input] defaults read from the model's first input: size, layout, colour, dtype."""
+    model = onnx.load(str(path), load_external_data=False)
+    inits = {t.name for t in model.graph.initializer}
+    inp = next(i for i in model.graph.input if i.name not in inits)
+    tt = inp.type.tensor_type
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name
+    out: dict[str, Any] = {"dtype": dtype if dtype in ("float32", "float16", "uint8") else "float32"}
+    if len(dims) == 4:
+        if dims[1] in (1, 3):
+            out.update(layout="nchw", channels=dims[1], height=dims[2], width=dims[3])
+        elif dims[3] in (1, 3):
+            out.update(layout="nhwc", channels=dims[3], height=dims[1], width=dims[2])
+    if "channels" in out:
+        out["colour"] = "gray" if out.pop("channels") == 1 else "rgb"
+    return out
+
+
+def stages_little_big(little: Path, big: Path, scores: str | None) -> list[StageDraft]:
+    s_little, k_little = scores_output(little, scores)
+    s_big, k_big = scores_output(big, scores)
+    return [StageDraft("little", little, "edge", "frame", s_little, k_little),
+            StageDraft("big", big, "cloud", "frame", s_big, k_big)]
+
+
+def stages_ensemble(models: Sequence[Path], scores: str | None, edge: int) -> list[StageDraft]:
+    if len(models) < 2:
+        raise ConfigError(f"--ensemble: expected at least 2 models, got {len(models)}")
+    if not 0 <= edge <= len(models):
+        raise ConfigError(f"--edge-stages: expected 0..{len(models)}, got {edge}")
+    out = []
+    for i, m in enumerate(models):
+        s, k = scores_output(m, scores)
+        out.append(StageDraft(f"m{i}", m, "edge" if i < edge else "cloud", "frame", s, k, combine="average"))
+    return out
+
+
+def stages_cuts(model: Path, cuts: Sequence[str], scores: str | None, train_x: np.ndarray,
+                train_y: np.ndarray, num_classes: int, work: Path, data: str | None = None) -> list[StageDraft]:
+    """Cut ``model`` at ``cuts`` (any order), exits on every segment but the last."""
+    graph = load_graph(model)
+    points = sorted((check_cut(graph, [c]) for c in dict.fromkeys(cuts)), key=lambda p: p.position)
+    names = [p.tensors[0] for p in points]
+    s_tail, k_tail = scores_output(model, scores)
+    if len(names) == 1:
+        # One cut: the split module's own cut, verified head->tail == full model.
+        res = split_model(model, names, work / "split")
+        verify_split(model, res, real_inputs(graph, data))
+        segments = [res.head_path, res.tail_path]
+    else:
+        bounds = [list(graph.inputs), *[[n] for n in names], list(graph.outputs)]
+        segments = []
+        for i in range(len(bounds) - 1):
+            path = work / f"segment{i}.onnx"
+            onnx.save(extract(graph, bounds[i], bounds[i + 1]), str(path))
+            segments.append(path)
+    drafts: list[StageDraft] = []
+    x = train_x
+    for i, (seg, cut) in enumerate(zip(segments[:-1], names)):
+        exit_ = build_exit(seg, cut, x, train_y, num_classes, work / f"exit{i}.onnx", prefix=f"exit{i}")
+        drafts.append(StageDraft(f"exit{i}", exit_.path, "edge", "frame" if i == 0 else "carry", exit_.scores,
+                                 carry=cut, features=exit_.features,
+                                 info={"cut": cut, "exit_train_accuracy": exit_.train_accuracy}))
+        x = np.concatenate([o[cut] for o in run_batched(exit_.path, x, [cut])])
+    drafts.append(StageDraft("tail", segments[-1], "cloud", "carry", s_tail, k_tail))
+    return drafts
+
+
+def run_stages(stages: Sequence[StageDraft], x: np.ndarray) -> list[dict[str, np.ndarray]]:
+    """Every stage's scores, combined probabilities, features and carry on ``x``."""
+    outs: list[dict[str, np.ndarray]] = []
+    carry: np.ndarray | None = None
+    probs: np.ndarray | None = None
+    for i, st in enumerate(stages):
+        inp = x if st.input == "frame" else carry
+        if inp is None:
+            raise EngineError(f"stage {st.name!r} takes a carry, but stage {i - 1} gives none")
+        want = [n for n in dict.fromkeys([st.scores, st.features, st.carry]) if n]
+        parts = list(run_batched(st.path, inp, want))
+        got = {k: np.concatenate([p[k] for p in parts]) for k in want}
+        own = softmax(got[st.scores]) if st.scores_kind == "logits" else got[st.scores].astype(np.float32)
+        probs = (probs * i + own) / (i + 1) if st.combine == "average" and probs is not None else own
+        got["own_probs"], got["probs"] = own, probs
+        outs.append(got)
+        carry = got.get(st.carry) if st.carry else None
+    return outs
+
+
+def fit_gates(stages: list[StageDraft], kind: str, train_out: list[dict[str, np.ndarray]],
+              labels: np.ndarray, num_classes: int, work: Path, support_hidden: int = 16) -> list[StageDraft]:
+    """Gates after every stage but the last; learned ones fitted on the train split."""
+    out = []
+    for i, st in enumerate(stages):
+        if i == len(stages) - 1:
+            out.append(st)
+            continue
+        params_path = None
+        info = dict(st.info)
+        features = st.features
+        if kind in ("dgate", "support"):
+            o = train_out[i]
+            # Without an intermediate tensor, a d-gate reads the stage's own scores.
+            feats = o[features] if features else None
+            if kind == "dgate":
+                if feats is None:
+                    features, feats = st.scores, o[st.scores]
+                params = train_dgate(feats, labels, num_classes)
+            else:
+                correct = o["probs"].argmax(axis=1) == labels
+                params = train_support(o["probs"], correct, feats, hidden=support_hidden)
+                info["support_train_right"] = float(correct.mean())
+            params_path = save_params(params, work / f"{st.name}.{kind}.npz")
+        out.append(replace(st, gate=kind, gate_params=params_path, features=features, info=info))
+    return out
+
+
+def apply_precision(stages: list[StageDraft], precision: str, calib_x: np.ndarray, labels: np.ndarray,
+                    work: Path) -> tuple[list[StageDraft], list[PrecisionShift]]:
+    """Stages converted to ``precision``, and what each stage's scores lost."""
+    if precision == "fp32":
+        return stages, []
+    fp32 = run_stages(stages, calib_x)
+    out, shifts = [], []
+    for i, st in enumerate(stages):
+        inp = calib_x if st.input == "frame" else fp32[i - 1][stages[i - 1].carry or ""]
+        path = convert(precision, st.path, work / f"{st.name}.{precision}.onnx", inp)
+        converted = replace(st, path=path)
+        prec_scores = np.concatenate([o[st.scores] for o in run_batched(path, inp, [st.scores])])
+        shifts.append(compare_precision(st.name, precision, fp32[i][st.scores], prec_scores, labels, st.scores_kind))
+        out.append(converted)
+    return out, shifts
+
+
+def add_gates_to_graphs(stages: list[StageDraft], num_classes: int, work: Path) -> list[StageDraft]:
+    """Learned gates also as a ``gate_score`` graph output where the gate reads this
+    stage alone (not after averaging with earlier stages)."""
+    out = []
+    for i, st in enumerate(stages):
+        own = i == 0 or st.combine == "replace"
+        if st.gate in ("dgate", "support") and st.gate_params is not None and own:
+            with np.load(st.gate_params) as z:
+                params = {k: z[k] for k in z.files}
+            model = add_gate_output(onnx.load(str(st.path)), st.gate, params, st.scores, st.scores_kind,
+                                    st.features, num_classes)
+            path = work / f"{st.name}.gated.onnx"
+            onnx.save(model, str(path))
+            st = replace(st, path=path, info={**st.info, "gate_in_graph": True})
+        out.append(st)
+    return out
+
+
+def to_manifest(stages: Sequence[StageDraft], thresholds: Sequence[float | None]) -> tuple[list[dict[str, Any]], dict[str, Path]]:
+    """[[stage]] tables and the files to copy into the bundle."""
+    tables: list[dict[str, Any]] = []
+    sources: dict[str, Path] = {}
+    for st, thr in zip(stages, thresholds):
+        t: dict[str, Any] = {"name": st.name, "model": st.model_file, "where": st.where, "input": st.input,
+                             "scores": st.scores, "scores_kind": st.scores_kind}
+        for key in ("carry", "features"):
+            if getattr(st, key):
+                t[key] = getattr(st, key)
+        if st.combine != "replace":
+            t["combine"] = st.combine
+        sources[st.model_file] = st.path
+        if st.gate is not None:
+            gate: dict[str, Any] = {"kind": st.gate, "threshold": float(thr if thr is not None else 0.5)}
+            if st.gate_params is not None:
+                gate["params"] = f"{st.name}.{st.gate}.npz"
+                sources[gate["params"]] = st.gate_params
+            t["gate"] = gate
+        tables.append(t)
+    return tables, sources
