@@ -49,7 +49,7 @@ from .builder import (
 )
 from .collect import PowerModel, collect
 from .quantize import PRECISIONS
-from .search import continue_curve, search_thresholds
+from .search import continue_curves, search_thresholds
 
 __all__ = ["calibrate", "main", "parse_preprocess"]
 
@@ -193,14 +193,11 @@ def calibrate(args: argparse.Namespace) -> tuple[Bundle, dict[str, Any]]:
         )
         thresholds = result.chosen.thresholds
         stats = trace.cascade(thresholds)
-        reach = np.ones(trace.n, bool)
-        for table, thr, s in zip(tables, thresholds, range(len(tables))):
-            if thr is None or "gate" not in table:
+        for table, thr, curve in zip(tables, thresholds, continue_curves(trace, thresholds)):
+            if thr is None or curve is None or "gate" not in table:
                 continue
             table["gate"]["threshold"] = float(thr)
-            curve_t, curve_c = continue_curve(trace.score[reach, s])
-            table["gate"]["curve_threshold"], table["gate"]["curve_continue"] = curve_t, curve_c
-            reach &= trace.score[:, s] < thr
+            table["gate"]["curve_threshold"], table["gate"]["curve_continue"] = curve
         offload = float((stats.exit_stage >= first_cloud).mean()) if first_cloud is not None else None
         summary: dict[str, Any] = {
             "bundle": str(args.out), "mode": mode, "gate": args.gate, "precision": args.precision,

@@ -40,8 +40,10 @@ __all__ = [
     "SearchResult",
     "candidate_thresholds",
     "continue_curve",
+    "continue_curves",
     "default_grid",
     "evaluate_grid",
+    "oracle_comparison",
     "pareto_front",
     "search_thresholds",
     "select",
@@ -279,3 +281,45 @@ def continue_curve(scores: np.ndarray, points: int = 21) -> tuple[list[float], l
     thresholds = np.unique(np.quantile(finite, np.linspace(0, 1, points))) if finite.size else np.zeros(1)
     cont = np.searchsorted(finite, thresholds, side="left") / max(len(finite), 1)
     return [float(t) for t in thresholds], [float(c) for c in cont]
+
+
+def continue_curves(trace: Trace, thresholds: Sequence[float | None],
+                    points: int = 21) -> list[tuple[list[float], list[float]] | None]:
+    """Per gate, the continue curve over the samples that reach it under
+    ``thresholds`` (None for the last stage)."""
+    reach = np.ones(trace.n, bool)
+    out: list[tuple[list[float], list[float]] | None] = []
+    for s, thr in enumerate(thresholds):
+        if s == trace.num_stages - 1 or thr is None:
+            out.append(None)
+            continue
+        out.append(continue_curve(trace.score[reach, s], points))
+        reach &= trace.score[:, s] < thr
+    return out
+
+
+def oracle_comparison(trace: Trace, first_cloud: int | None) -> dict[str, float] | None:
+    """The gate's offload at the final stage's accuracy against the oracle's.
+
+    The oracle offloads exactly the samples that every edge stage gets wrong and
+    the final stage gets right; its accuracy (right wherever any side is right)
+    shows what a perfect gate could reach above the final stage.
+    """
+    if first_cloud is None or first_cloud == 0 or trace.n == 0:
+        return None
+    correct = trace.correct
+    edge_right = correct[:, :first_cloud].any(axis=1)
+    final_right = correct[:, -1]
+    oracle_offload = float((~edge_right & final_right).mean())
+    full_acc = float(final_right.mean())
+    g = evaluate_grid(trace, ("offload",), first_cloud)
+    ok = g.accuracy >= full_acc - 1e-12
+    gate_offload = float(g.costs["offload"][ok].min()) if ok.any() else float("nan")
+    return {
+        "final_accuracy": full_acc,
+        "oracle_offload": oracle_offload,
+        "gate_offload_at_final_accuracy": gate_offload,
+        "gate_over_oracle": gate_offload / oracle_offload if oracle_offload > 0 else float("inf"),
+        "oracle_accuracy": float((edge_right | final_right).mean()),
+        "edge_right_final_wrong": float((edge_right & ~final_right).mean()),
+    }
