@@ -1,0 +1,442 @@
+"""The budget controller: moves the edge's last gate threshold to hold budgets.
+
+The operator sets budgets (:class:`Budgets`): a p95 latency, a maximum offload
+rate, uplink bytes per second, energy per frame, average power. The controller
+moves the *effective threshold* of the last edge gate (the one that decides
+edge answer or cloud), never above the calibrated one: calibration chose the
+threshold for accuracy, and budgets can only ask to offload less.
+
+Every ``update_interval_s`` it computes, with ``r`` the fraction of frames the
+gate sends on (the *offload rate*) and ``c(theta)`` the calibrated
+threshold -> continue-fraction curve (:class:`ThresholdCurve`)::
+
+    r_cal   = c(theta_bundle)                            # never offload more
+    r_max   = max_offload_rate
+    r_bytes = g_B * B / (fps * mean_bytes_per_offload)   # uplink bytes/s B
+    r_lat   = g_L * (1 - p) * margin / q                 # p95 latency budget L
+    r_E     = g_E * (E - E_local) / (E_off - E_local)    # energy per frame E
+    r_P     = r_obs + (P - P_obs) / (fps * (E_off - E_local))   # power P
+    r*      = clip(min(r_cal, r_max, r_bytes, r_lat, r_E, r_P), 0, 1)
+
+``q`` is the fraction of offloaded frames whose latency (edge + round trip, or
+the deadline when the cloud is late) exceeded ``L``, an EWMA over offloaded
+frames: at most ``1 - p`` of all frames may exceed ``L``, so at most
+``(1 - p) / q`` of them may be offloaded. ``E_local`` and ``E_off`` are EWMAs of
+the energy of local and offloaded frames; ``fps`` is measured. Each ``g`` is a
+feedback gain in [gain_min, 1] on a budget measured over the last
+``feedback_frames`` frames: multiplied by ``shrink`` at each update while the
+measurement is over budget (and the recent rate already obeys the feed-forward
+limit: anti-windup), by ``grow`` while it is under ``relax`` x budget (integral
+action in the log domain, for what the feed-forward models miss). For latency,
+``1 - p`` is first reduced by the late fraction of frames answered locally.
+
+Feed-forward, then feedback on the rate itself: the threshold comes from
+inverting the curve, corrected by ``b``, the bias of the curve seen in
+operation: per frame, ``sent_i - c(theta_i)`` (whether the gate sent it, minus
+what the curve predicted at the threshold then in force), averaged over
+``window_frames``. This integrates the error between the calibration and the
+stream, and does not depend on how fast the threshold moves, so it does not
+wind up or oscillate::
+
+    r_cmd   = clip(r* - b, 0, 1)
+    theta   = c^-1(r_cmd)
+
+Hysteresis: ``r_cmd`` may fall by at most ``max_step_down`` and rise by at most
+``max_step_up`` per update (cut fast, restore slowly), and a change smaller
+than ``deadband`` leaves the threshold where it is. Without a calibrated curve
+the controller builds one from the last ``score_window`` gate scores it saw
+(and holds the bundle threshold until it has ``warmup_frames``).
+
+Pure logic: time comes from ``clock`` (or ``now=`` arguments), nothing sleeps.
+
+    >>> ctl = BudgetController.for_bundle(bundle, Budgets(max_offload_rate=0.1))  # doctest: +SKIP
+    >>> thr = ctl.threshold                      # use for this frame's gate
+    >>> ctl.observe_frame(score, offloaded=score < thr, latency_ms=12.0)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from jetsplit.bundle import Bundle, GateSpec
+from jetsplit.errors import ConfigError
+from jetsplit.manifest import TableReader
+
+__all__ = ["Budgets", "BudgetController", "ControllerConfig", "ControllerState", "ThresholdCurve"]
+
+
+class ThresholdCurve:
+    """Threshold -> fraction of frames that continue past the gate (score below
+    the threshold), non-decreasing; :meth:`threshold_for` inverts it."""
+
+    def __init__(self, thresholds: Sequence[float] | np.ndarray, continue_fraction: Sequence[float] | np.ndarray) -> None:
+        t = np.asarray(thresholds, np.float64)
+        c = np.asarray(continue_fraction, np.float64)
+        if t.ndim != 1 or t.shape != c.shape or len(t) < 2:
+            raise ConfigError(f"threshold curve: expected two equal-length lists of >= 2 points, got {t.shape} and {c.shape}")
+        if not (np.all(np.isfinite(t)) and np.all(np.isfinite(c))) or np.any(np.diff(t) < 0):
+            raise ConfigError("threshold curve: expected finite values and non-decreasing thresholds")
+        c = np.maximum.accumulate(np.clip(c, 0.0, 1.0))
+        if c[-1] < 1.0:
+            # Just above the largest threshold every frame continues.
+            span = max(float(t[-1] - t[0]), 1e-6)
+            t, c = np.append(t, t[-1] + 1e-3 * span), np.append(c, 1.0)
+        self.thresholds, self.fractions = t, c
+        # For the inverse: one threshold (the lowest) per distinct fraction.
+        self._inv_c, first = np.unique(c, return_index=True)
+        self._inv_t = t[first]
+
+    @classmethod
+    def from_gate(cls, gate: GateSpec | None) -> ThresholdCurve | None:
+        if gate is None or len(gate.curve_threshold) < 2:
+            return None
+        return cls(gate.curve_threshold, gate.curve_continue)
+
+    @classmethod
+    def from_scores(cls, scores: Sequence[float] | np.ndarray, points: int = 41) -> ThresholdCurve:
+        """The empirical curve of a set of gate scores (what calibration stores)."""
+        s = np.sort(np.asarray(scores, np.float64)[np.isfinite(np.asarray(scores, np.float64))])
+        if s.size == 0:
+            raise ConfigError("threshold curve: no finite scores")
+        t = np.unique(np.quantile(s, np.linspace(0.0, 1.0, points)))
+        if len(t) == 1:
+            t = np.array([t[0], t[0] + 1e-6])
+        return cls(t, np.searchsorted(s, t, side="left") / s.size)
+
+    def rate(self, threshold: float) -> float:
+        """Fraction of frames that continue at ``threshold``."""
+        if threshold > self.thresholds[-1]:
+            return 1.0
+        return float(np.interp(threshold, self.thresholds, self.fractions, left=0.0))
+
+    def threshold_for(self, rate: float) -> float:
+        """The threshold at which ``rate`` of the frames continue."""
+        if len(self._inv_c) == 1:
+            return float(self._inv_t[0])
+        return float(np.interp(min(max(rate, 0.0), 1.0), self._inv_c, self._inv_t))
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """What the operator allows; ``None`` is no budget. ``[budget]`` in edge.toml."""
+
+    latency_ms: float | None = None
+    latency_quantile: float = 0.95
+    max_offload_rate: float | None = None
+    uplink_bytes_per_s: float | None = None
+    energy_per_frame_mj: float | None = None
+    power_w: float | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.5 <= self.latency_quantile < 1.0:
+            raise ConfigError(f"[budget].latency_quantile: expected a number in [0.5, 1), got {self.latency_quantile}")
+        if self.max_offload_rate is not None and not 0.0 <= self.max_offload_rate <= 1.0:
+            raise ConfigError(f"[budget].max_offload_rate: expected a fraction in [0, 1], got {self.max_offload_rate}")
+        for name in ("latency_ms", "uplink_bytes_per_s", "energy_per_frame_mj", "power_w"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"[budget].{name}: expected a number > 0, got {value}")
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any], where: str = "[budget]") -> Budgets:
+        r = TableReader(table, where, ConfigError)
+        budgets = cls(
+            latency_ms=r.number("latency_ms", None),
+            latency_quantile=r.number("latency_quantile", 0.95),
+            max_offload_rate=r.number("max_offload_rate", None),
+            uplink_bytes_per_s=r.number("uplink_bytes_per_s", None),
+            energy_per_frame_mj=r.number("energy_per_frame_mj", None),
+            power_w=r.number("power_w", None),
+        )
+        r.done()
+        return budgets
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """Tuning of the loop (``[controller]``); the defaults suit 10-60 fps."""
+
+    update_interval_s: float = 0.25
+    window_frames: int = 300
+    feedback_frames: int = 100
+    score_window: int = 1000
+    warmup_frames: int = 50
+    ewma: float = 0.1
+    latency_margin: float = 0.6
+    max_step_down: float = 0.25
+    max_step_up: float = 0.02
+    deadband: float = 0.005
+    shrink: float = 0.9
+    grow: float = 1.02
+    relax: float = 0.9
+    gain_min: float = 0.05
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any], where: str = "[controller]") -> ControllerConfig:
+        r = TableReader(table, where, ConfigError)
+        kwargs: dict[str, Any] = {}
+        for f in cls.__dataclass_fields__.values():
+            kwargs[f.name] = (r.integer if f.type == "int" else r.number)(f.name, f.default)
+        r.done()
+        return cls(**kwargs)
+
+
+@dataclass
+class ControllerState:
+    """A snapshot for logs, the agent's summary and ``jetsplit top``."""
+
+    threshold: float
+    base_threshold: float
+    target_rate: float
+    commanded_rate: float
+    observed_rate: float
+    curve_bias: float
+    binding: str
+    limits: dict[str, float] = field(default_factory=dict)
+    gains: dict[str, float] = field(default_factory=dict)
+    fps: float = 0.0
+    latency_p_ms: float = 0.0
+    rtt_p95_ms: float = 0.0
+    late_fraction: float = 0.0
+    bytes_per_s: float = 0.0
+    energy_per_frame_mj: float = 0.0
+    watts: float = 0.0
+    curve: str = "calibrated"
+    updates: int = 0
+
+
+class _Ewma:
+    def __init__(self, alpha: float) -> None:
+        self.alpha, self.value, self.count = alpha, 0.0, 0
+
+    def add(self, x: float) -> None:
+        self.count += 1
+        # The first samples average plainly, so one early outlier does not linger.
+        a = max(self.alpha, 1.0 / self.count)
+        self.value += a * (x - self.value)
+
+
+class BudgetController:
+    """Holds :class:`Budgets` by moving one gate threshold (module docstring).
+
+    ``threshold`` is what the gate should use now; feed back every frame with
+    :meth:`observe_frame`, every cloud round trip with :meth:`observe_round_trip`
+    and, where power is measured, :meth:`observe_power`.
+    """
+
+    def __init__(self, curve: ThresholdCurve | None, base_threshold: float, budgets: Budgets,
+                 config: ControllerConfig | None = None, clock: Callable[[], float] = time.monotonic,
+                 gate_stage: int | None = None) -> None:
+        self.budgets = budgets
+        self.config = cfg = config or ControllerConfig()
+        self.base_threshold = float(base_threshold)
+        self.gate_stage = gate_stage
+        self._clock = clock
+        self._curve = curve
+        self._calibrated = curve is not None
+        self.threshold = float(base_threshold)
+        self._r_cmd: float | None = None
+        self._last_update: float | None = None
+        n = cfg.window_frames
+        self._sent: deque[float] = deque(maxlen=n)  # sent_i - c(theta_i)
+        self._wanted: deque[bool] = deque(maxlen=n)
+        self._latency: deque[float] = deque(maxlen=n)
+        self._times: deque[float] = deque(maxlen=n)
+        self._bytes: deque[int] = deque(maxlen=n)
+        self._energy: deque[float] = deque(maxlen=n)
+        self._scores: deque[float] = deque(maxlen=cfg.score_window)
+        self._rtt: deque[float] = deque(maxlen=max(20, n // 3))
+        self._late = _Ewma(cfg.ewma)
+        self._late_local = _Ewma(cfg.ewma)
+        self._bytes_off = _Ewma(cfg.ewma)
+        self._e_local = _Ewma(cfg.ewma)
+        self._e_off = _Ewma(cfg.ewma)
+        self._watts = _Ewma(cfg.ewma)
+        self._gains = {"latency": 1.0, "bytes": 1.0, "energy": 1.0}
+        self._limits: dict[str, float] = {}
+        self._binding = "calibration"
+        self._target = 1.0
+        self.updates = 0
+
+    @classmethod
+    def for_bundle(cls, bundle: Bundle, budgets: Budgets, config: ControllerConfig | None = None,
+                   clock: Callable[[], float] = time.monotonic) -> BudgetController:
+        """A controller on the gate of the last edge stage (the one that
+        decides edge answer or cloud), with the bundle's calibrated curve."""
+        first_cloud = bundle.first_cloud_stage()
+        if not first_cloud:
+            raise ConfigError(f"bundle {bundle.name!r}: no edge stage followed by a cloud stage: nothing to control")
+        gate = bundle.stages[first_cloud - 1].gate
+        if gate is None:
+            raise ConfigError(f"bundle {bundle.name!r}: stage {bundle.stages[first_cloud - 1].name!r} has no gate")
+        return cls(ThresholdCurve.from_gate(gate), gate.threshold, budgets, config, clock, gate_stage=first_cloud - 1)
+
+    # -- what the agent uses ------------------------------------------------------
+    def thresholds(self, base: Sequence[float | None]) -> tuple[float | None, ...]:
+        """``base`` (the bundle's thresholds) with the controlled gate's replaced:
+        for ``Chain.run_from(thresholds=...)``."""
+        out = list(base)
+        if self.gate_stage is not None:
+            out[self.gate_stage] = self.threshold
+        return tuple(out)
+
+    def observe_frame(self, score: float, offloaded: bool, latency_ms: float, bytes_up: int = 0,
+                      energy_mj: float = 0.0, now: float | None = None) -> None:
+        """One frame's outcome: its gate ``score`` at the controlled gate,
+        whether it was sent to the cloud, its capture-to-result latency, the
+        bytes sent and energy used for it."""
+        now = self._clock() if now is None else now
+        cfg = self.config
+        wanted = bool(score < self.threshold)
+        if math.isfinite(score):
+            self._scores.append(float(score))
+        curve = self._curve
+        self._sent.append(float(wanted) - (curve.rate(self.threshold) if curve is not None else float(wanted)))
+        self._wanted.append(wanted)
+        self._latency.append(float(latency_ms))
+        self._times.append(now)
+        self._bytes.append(int(bytes_up))
+        self._energy.append(float(energy_mj))
+        if offloaded:
+            if self.budgets.latency_ms is not None:
+                self._late.add(float(latency_ms > self.budgets.latency_ms))
+            self._bytes_off.add(float(bytes_up))
+            self._e_off.add(float(energy_mj))
+        else:
+            if self.budgets.latency_ms is not None:
+                self._late_local.add(float(latency_ms > self.budgets.latency_ms))
+            self._e_local.add(float(energy_mj))
+        if self._last_update is None:
+            self._last_update = now
+        elif now - self._last_update >= cfg.update_interval_s:
+            self.update(now)
+
+    def observe_round_trip(self, rtt_ms: float, ok: bool = True, now: float | None = None) -> None:
+        """A cloud reply's round trip (``ok=False``: a timeout, counted at the
+        deadline it took)."""
+        self._rtt.append(float(rtt_ms))
+
+    def observe_power(self, watts: float, now: float | None = None) -> None:
+        """The board's measured average power."""
+        self._watts.add(float(watts))
+
+    # -- the loop -----------------------------------------------------------------
+    def _fps(self) -> float:
+        if len(self._times) < 2 or self._times[-1] <= self._times[0]:
+            return 0.0
+        return (len(self._times) - 1) / (self._times[-1] - self._times[0])
+
+    def _gain(self, name: str, measured: float, budget: float, r_recent: float, feed_forward: float) -> float:
+        cfg = self.config
+        g = self._gains[name]
+        if measured > budget:
+            # Anti-windup: while the recent rate is still above the feed-forward
+            # limit, the cut is under way; only a budget still missed once the
+            # rate obeys the model says the model is wrong.
+            if r_recent <= 1.1 * g * feed_forward + 1e-3:
+                g *= cfg.shrink
+        elif measured < cfg.relax * budget:
+            g *= cfg.grow
+        self._gains[name] = g = min(1.0, max(cfg.gain_min, g))
+        return g
+
+    def _compute_limits(self, fps: float, r_obs: float) -> dict[str, float]:
+        b, cfg = self.budgets, self.config
+        k = cfg.feedback_frames
+        recent_wanted = list(self._wanted)[-k:]
+        r_recent = sum(recent_wanted) / max(len(recent_wanted), 1)
+        limits: dict[str, float] = {}
+        curve = self._curve
+        if curve is not None:
+            limits["calibration"] = curve.rate(self.base_threshold)
+        if b.max_offload_rate is not None:
+            limits["offload_rate"] = b.max_offload_rate
+        if b.uplink_bytes_per_s is not None and fps > 0 and self._bytes_off.count and self._bytes_off.value > 0:
+            recent = list(self._bytes)[-k:]
+            measured = sum(recent) / len(recent) * fps
+            ff = b.uplink_bytes_per_s / (fps * self._bytes_off.value)
+            limits["uplink"] = self._gain("bytes", measured, b.uplink_bytes_per_s, r_recent, ff) * ff
+        if b.latency_ms is not None and self._late.count:
+            # Frames answered on the edge may be late too; they use up part of
+            # the allowance before any offload does.
+            allowed = max(0.0, (1.0 - b.latency_quantile) - self._late_local.value * (1.0 - r_obs))
+            measured = float(np.quantile(list(self._latency)[-k:], b.latency_quantile))
+            ff = allowed * cfg.latency_margin / max(self._late.value, 1e-6)
+            limits["latency"] = self._gain("latency", measured, b.latency_ms, r_recent, ff) * ff
+        delta_e = self._e_off.value - self._e_local.value if self._e_off.count and self._e_local.count else 0.0
+        if b.energy_per_frame_mj is not None and self._energy:
+            recent_e = list(self._energy)[-k:]
+            measured = sum(recent_e) / len(recent_e)
+            if delta_e > 0:
+                ff = (b.energy_per_frame_mj - self._e_local.value) / delta_e
+                limits["energy"] = self._gain("energy", measured, b.energy_per_frame_mj, r_recent, ff) * ff
+            elif measured > b.energy_per_frame_mj:
+                # Offloading does not look costlier than local answers: nothing to cut.
+                limits["energy"] = 1.0
+        if b.power_w is not None:
+            watts = self._watts.value if self._watts.count else (
+                sum(self._energy) / len(self._energy) / 1000.0 * fps if self._energy else 0.0)
+            slope = fps * delta_e / 1000.0  # W per unit of offload rate
+            if slope > 0:
+                # A Newton step from where we are: feedback by construction.
+                limits["power"] = r_obs + (b.power_w - watts) / slope
+            elif watts > b.power_w:
+                limits["power"] = r_obs * b.power_w / watts
+        return {name: min(1.0, max(0.0, v)) for name, v in limits.items()}
+
+    def update(self, now: float | None = None) -> float:
+        """Recompute the threshold (``observe_frame`` calls this when due)."""
+        now = self._clock() if now is None else now
+        cfg = self.config
+        self._last_update = now
+        self.updates += 1
+        if not self._calibrated and len(self._scores) >= cfg.warmup_frames:
+            # No calibrated curve: the stream's own scores are the curve.
+            self._curve = ThresholdCurve.from_scores(self._scores)
+        curve = self._curve
+        if curve is None or not self._wanted:
+            return self.threshold
+        fps = self._fps()
+        r_obs = sum(self._wanted) / len(self._wanted)
+        self._limits = self._compute_limits(fps, r_obs)
+        self._binding, self._target = min(self._limits.items(), key=lambda kv: kv[1]) if self._limits else ("none", 1.0)
+        bias = sum(self._sent) / len(self._sent) if self._calibrated else 0.0
+        want = min(1.0, max(0.0, self._target - bias))
+        prev = curve.rate(self.threshold) if self._r_cmd is None else self._r_cmd
+        want = min(prev + cfg.max_step_up, max(prev - cfg.max_step_down, want))
+        if self._r_cmd is None or abs(want - self._r_cmd) >= cfg.deadband:
+            self._r_cmd = want
+            # Never looser than calibrated: budgets only take offloads away.
+            self.threshold = min(curve.threshold_for(want), self.base_threshold)
+        return self.threshold
+
+    def snapshot(self) -> ControllerState:
+        b = self.budgets
+        q = b.latency_quantile
+        return ControllerState(
+            threshold=self.threshold,
+            base_threshold=self.base_threshold,
+            target_rate=self._target,
+            commanded_rate=self._r_cmd if self._r_cmd is not None else float("nan"),
+            observed_rate=sum(self._wanted) / len(self._wanted) if self._wanted else 0.0,
+            curve_bias=sum(self._sent) / len(self._sent) if self._sent else 0.0,
+            binding=self._binding,
+            limits=dict(self._limits),
+            gains=dict(self._gains),
+            fps=self._fps(),
+            latency_p_ms=float(np.quantile(self._latency, q)) if self._latency else 0.0,
+            rtt_p95_ms=float(np.quantile(self._rtt, 0.95)) if self._rtt else 0.0,
+            late_fraction=self._late.value,
+            bytes_per_s=sum(self._bytes) / len(self._bytes) * self._fps() if self._bytes else 0.0,
+            energy_per_frame_mj=sum(self._energy) / len(self._energy) if self._energy else 0.0,
+            watts=self._watts.value,
+            curve="calibrated" if self._calibrated else ("observed" if self._curve is not None else "none"),
+            updates=self.updates,
+        )
