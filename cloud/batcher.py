@@ -1,0 +1,151 @@
+"""Dynamic batching per (bundle, stage), ordered by deadline.
+
+Requests wait in one queue per key. A batch is released when a key holds
+``max_batch`` requests or its oldest request has waited ``max_wait_ms``, whichever
+comes first; within a key the most urgent deadlines go first. A request whose
+deadline has passed by the time it would run is handed back as expired, so the
+worker answers it ``expired`` without spending compute on it.
+
+The batcher is shared by the socket thread (``put``) and the engine threads
+(``take``); one condition variable guards it. Nothing waits without a timeout.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+__all__ = ["Batch", "Batcher"]
+
+T = TypeVar("T")
+
+
+@dataclass(order=True)
+class _Entry(Generic[T]):
+    deadline: float
+    seq: int
+    enqueued: float = field(compare=False)
+    item: T = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Batch(Generic[T]):
+    key: Hashable
+    items: list[T]
+    expired: list[T]
+    waited_ms: list[float]  # per item in ``items``: time in the queue
+
+
+class Batcher(Generic[T]):
+    def __init__(self, max_batch: int = 16, max_wait_ms: float = 2.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        self.max_batch = max_batch
+        self.max_wait = max_wait_ms / 1000.0
+        self._clock = clock
+        self._queues: dict[Hashable, list[_Entry[T]]] = {}
+        self._oldest: dict[Hashable, float] = {}
+        self._cond = threading.Condition()
+        self._seq = itertools.count()
+        self._pending = 0
+        self._busy = 0
+        self._closed = False
+
+    def put(self, key: Hashable, item: T, deadline: float) -> None:
+        now = self._clock()
+        with self._cond:
+            q = self._queues.setdefault(key, [])
+            heapq.heappush(q, _Entry(deadline, next(self._seq), now, item))
+            self._oldest[key] = min(self._oldest.get(key, now), now)
+            self._pending += 1
+            if len(q) >= self.max_batch:
+                self._cond.notify()
+            elif len(q) == 1:
+                self._cond.notify()  # a waiting taker must start the max-wait clock
+
+    @property
+    def pending(self) -> int:
+        """Requests queued or being run (the drain condition on shutdown)."""
+        with self._cond:
+            return self._pending + self._busy
+
+    def close(self) -> None:
+        """Release everything without waiting (shutdown drain)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def _ready_key(self, now: float) -> tuple[Hashable | None, float]:
+        """The key to release now, or None and how long until one may be ready."""
+        best: Hashable | None = None
+        best_deadline = float("inf")
+        wait = float("inf")
+        for key, q in self._queues.items():
+            if not q:
+                continue
+            due = self._oldest[key] + self.max_wait
+            if len(q) >= self.max_batch or due <= now or self._closed:
+                if q[0].deadline < best_deadline:
+                    best, best_deadline = key, q[0].deadline
+            else:
+                wait = min(wait, due - now)
+        return best, wait
+
+    def take(self, timeout: float) -> Batch[T] | None:
+        """The next batch, or None after ``timeout`` seconds with nothing ready."""
+        end = self._clock() + timeout
+        with self._cond:
+            while True:
+                now = self._clock()
+                key, wait = self._ready_key(now)
+                if key is not None:
+                    return self._pop(key, now)
+                left = end - now
+                if left <= 0:
+                    return None
+                self._cond.wait(min(left, wait))
+
+    def _pop(self, key: Hashable, now: float) -> Batch[T]:
+        q = self._queues[key]
+        items: list[T] = []
+        waited: list[float] = []
+        expired: list[T] = []
+        while q and len(items) < self.max_batch:
+            e = heapq.heappop(q)
+            if e.deadline <= now:
+                expired.append(e.item)
+            else:
+                items.append(e.item)
+                waited.append((now - e.enqueued) * 1000.0)
+        if q:
+            self._oldest[key] = min(e.enqueued for e in q)
+        else:
+            del self._queues[key]
+            del self._oldest[key]
+        taken = len(items) + len(expired)
+        self._pending -= taken
+        self._busy += len(items)
+        return Batch(key, items, expired, waited)
+
+    def done(self, count: int) -> None:
+        """An engine thread finished ``count`` items of a batch it took."""
+        with self._cond:
+            self._busy -= count
+            self._cond.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until nothing is queued or running, or ``timeout`` passes."""
+        end = self._clock() + timeout
+        with self._cond:
+            while self._pending + self._busy > 0:
+                left = end - self._clock()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.05))
+            return True

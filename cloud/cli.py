@@ -1,0 +1,78 @@
+"""``jetsplit cloud serve``: run the cloud worker.
+
+    jetsplit cloud serve --bundle DIR [--bundle DIR ...] --bind tcp://HOST:PORT
+                         [--config cloud.toml] [--metrics-port N]
+                         [--curve-secret FILE --curve-allow DIR]
+                         [--max-batch N] [--max-wait-ms X] [--threads N]
+
+Prints the address it serves and the fingerprints it holds, logs the resolved
+configuration, and on SIGTERM or SIGINT answers everything it accepted, then exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from jetsplit.cloud.config import load_cloud_config
+from jetsplit.cloud.worker import Worker
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jetsplit cloud", description="jetsplit cloud worker")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="serve bundles' cloud stages over ZeroMQ")
+    s.add_argument("--bundle", action="append", dest="bundles", help="bundle directory or demo:NAME (repeatable)")
+    s.add_argument("--bind", action="append", help="endpoint to bind, e.g. tcp://0.0.0.0:5555 (repeatable)")
+    s.add_argument("--config", type=Path, help="cloud.toml")
+    s.add_argument("--metrics-port", type=int)
+    s.add_argument("--curve-secret", help="the worker's CURVE secret key file")
+    s.add_argument("--curve-allow", help="directory of allowed client public keys")
+    s.add_argument("--max-batch", type=int)
+    s.add_argument("--max-wait-ms", type=float)
+    s.add_argument("--threads", type=int, help="engine threads")
+    s.add_argument("--intra-op-threads", type=int)
+    s.add_argument("--backend")
+    s.add_argument("--log-level", default="INFO")
+    return p
+
+
+def main(argv: Sequence[str]) -> int:
+    args = _parser().parse_args(list(argv))
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    flags = {
+        "bundles": args.bundles, "bind": args.bind, "metrics_port": args.metrics_port,
+        "curve_secret": args.curve_secret, "curve_allow": args.curve_allow, "max_batch": args.max_batch,
+        "max_wait_ms": args.max_wait_ms, "threads": args.threads, "intra_op_threads": args.intra_op_threads,
+        "backend": args.backend,
+    }
+    config = load_cloud_config(args.config, os.environ, flags)
+    log = logging.getLogger("jetsplit.cloud")
+    log.info("config %s", json.dumps(config.describe()))
+    worker = Worker(config)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %d: draining", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    worker.start()
+    for fp, served in worker.served.items():
+        print(f"bundle {served.bundle.name} {fp}", flush=True)
+    print(f"serving {' '.join(worker.endpoints)}", flush=True)
+    worker.serve(stop)
+    log.info("stopped: accepted %d, answered %d", worker.accepted, worker.answered)
+    return 0

@@ -1,0 +1,127 @@
+"""Cloud worker configuration: ``cloud.toml``, then ``JETSPLIT_CLOUD_*`` environment
+variables, then command-line flags, each overriding the one before.
+
+    bind = ["tcp://0.0.0.0:5555"]
+    bundles = ["/var/lib/jetsplit/bundles/little-big"]
+    max_batch = 16          # requests per engine batch
+    max_wait_ms = 2.0       # longest a request waits for its batch to fill
+    threads = 2             # engine threads
+    intra_op_threads = 1    # ONNX Runtime threads per engine call
+    backend = "onnxruntime"
+    metrics_port = 9100     # 0: no metrics endpoint
+    drain_timeout_s = 30.0  # SIGTERM: longest wait for accepted work
+
+    [curve]
+    secret = "/etc/jetsplit/keys/worker.key_secret"
+    allow = "/etc/jetsplit/keys/clients"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from jetsplit.errors import ConfigError
+from jetsplit.manifest import TableReader, read_toml
+
+__all__ = ["CloudConfig", "load_cloud_config"]
+
+
+@dataclass(frozen=True)
+class CloudConfig:
+    bind: tuple[str, ...] = ("tcp://127.0.0.1:5555",)
+    bundles: tuple[str, ...] = ()
+    max_batch: int = 16
+    max_wait_ms: float = 2.0
+    threads: int = 1
+    intra_op_threads: int = 1
+    backend: str = "onnxruntime"
+    metrics_port: int = 0
+    drain_timeout_s: float = 30.0
+    curve_secret: str | None = None
+    curve_allow: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.bundles:
+            raise ConfigError("bundles: expected at least one bundle (--bundle DIR), got none")
+        if not self.bind:
+            raise ConfigError("bind: expected at least one endpoint (--bind tcp://HOST:PORT), got none")
+        for ep in self.bind:
+            if "://" not in ep:
+                raise ConfigError(f"bind: expected an endpoint such as tcp://0.0.0.0:5555, got {ep!r}")
+        if self.max_batch < 1:
+            raise ConfigError(f"max_batch: expected an integer >= 1, got {self.max_batch}")
+        if self.max_wait_ms < 0:
+            raise ConfigError(f"max_wait_ms: expected a number >= 0, got {self.max_wait_ms}")
+        if self.threads < 1:
+            raise ConfigError(f"threads: expected an integer >= 1, got {self.threads}")
+        if not 0 <= self.metrics_port < 65536:
+            raise ConfigError(f"metrics_port: expected 0..65535, got {self.metrics_port}")
+        if (self.curve_secret is None) != (self.curve_allow is None):
+            raise ConfigError("curve: expected both the secret key file and the allowed-clients directory, got one")
+
+    def describe(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+
+
+def _from_file(path: Path) -> dict[str, Any]:
+    raw = read_toml(path, ConfigError)
+    r = TableReader(raw, str(path), ConfigError)
+    out: dict[str, Any] = {}
+    for key in ("bind", "bundles"):
+        value = r.texts(key, None)
+        if value is not None:
+            out[key] = value
+    for key in ("max_batch", "threads", "intra_op_threads", "metrics_port"):
+        value = r.integer(key, None)
+        if value is not None:
+            out[key] = value
+    for key in ("max_wait_ms", "drain_timeout_s"):
+        value = r.number(key, None)
+        if value is not None:
+            out[key] = value
+    backend = r.text("backend", None)
+    if backend is not None:
+        out["backend"] = backend
+    curve = r.table("curve", None)
+    if curve is not None:
+        c = TableReader(curve, f"{path} [curve]", ConfigError)
+        out["curve_secret"] = c.text("secret")
+        out["curve_allow"] = c.text("allow")
+        c.done()
+    r.done()
+    # Relative bundle paths in a file are relative to the file.
+    if "bundles" in out:
+        out["bundles"] = tuple(b if b.startswith("demo:") or Path(b).is_absolute() else str(path.parent / b)
+                               for b in out["bundles"])
+    return out
+
+
+_ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "JETSPLIT_CLOUD_BIND": ("bind", lambda s: tuple(x for x in s.split(",") if x)),
+    "JETSPLIT_CLOUD_BUNDLES": ("bundles", lambda s: tuple(x for x in s.split(",") if x)),
+    "JETSPLIT_CLOUD_MAX_BATCH": ("max_batch", int),
+    "JETSPLIT_CLOUD_MAX_WAIT_MS": ("max_wait_ms", float),
+    "JETSPLIT_CLOUD_THREADS": ("threads", int),
+    "JETSPLIT_CLOUD_METRICS_PORT": ("metrics_port", int),
+}
+
+
+def load_cloud_config(path: Path | None, environ: Mapping[str, str], flags: Mapping[str, Any]) -> CloudConfig:
+    values: dict[str, Any] = {}
+    if path is not None:
+        values.update(_from_file(path))
+    for var, (key, conv) in _ENV.items():
+        if var in environ:
+            try:
+                values[key] = conv(environ[var])
+            except ValueError:
+                raise ConfigError(f"{var}: expected a value for {key}, got {environ[var]!r}") from None
+    values.update({k: v for k, v in flags.items() if v is not None})
+    for key in ("bind", "bundles"):
+        if key in values:
+            values[key] = tuple(values[key])
+    return CloudConfig(**values)

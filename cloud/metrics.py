@@ -1,0 +1,45 @@
+"""Prometheus metrics of the cloud worker, on a registry of its own (so several
+workers in one test process do not collide), served over HTTP when a port is set."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["WorkerMetrics"]
+
+
+class WorkerMetrics:
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter("jetsplit_requests", "Requests answered, by status code",
+                                ["status"], registry=self.registry)
+        self.batch_size = Histogram("jetsplit_batch_size", "Requests per engine batch",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=self.registry)
+        self.queue_seconds = Histogram("jetsplit_queue_seconds", "Time a request waited for its batch",
+                                       buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5),
+                                       registry=self.registry)
+        self.compute_seconds = Histogram("jetsplit_compute_seconds", "Engine time per batch",
+                                         buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5),
+                                         registry=self.registry)
+        self.in_flight = Gauge("jetsplit_in_flight", "Requests accepted and not yet answered",
+                               registry=self.registry)
+        self._server: Any = None
+
+    def serve(self, port: int, addr: str = "127.0.0.1") -> None:
+        from prometheus_client import start_http_server
+
+        self._server = start_http_server(port, addr=addr, registry=self.registry)
+
+    def close(self) -> None:
+        if self._server is not None:
+            server = self._server[0] if isinstance(self._server, tuple) else self._server
+            server.shutdown()
+            self._server = None
+
+    def render(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        out: bytes = generate_latest(self.registry)
+        return out

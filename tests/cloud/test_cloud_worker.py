@@ -1,0 +1,139 @@
+"""The worker in-process, on real sockets: routing, resumption, batching, errors."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jetsplit.bundle import Bundle
+from jetsplit.chain import Chain
+from jetsplit.cloud.batcher import Batcher
+from jetsplit.cloud.config import CloudConfig
+from jetsplit.cloud.worker import Worker
+from jetsplit.datasets import load_dataset
+from jetsplit.handoff import pack
+from jetsplit.protocol import Client, StatusCode
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[object]:
+    started: list[tuple[Worker, threading.Event, threading.Thread]] = []
+
+    def start(*bundles: Bundle, **kw: object) -> str:
+        endpoint = f"ipc://{tmp_path}/w{len(started)}.sock"
+        cfg = CloudConfig(bind=(endpoint,), bundles=tuple(str(b.root) for b in bundles), **kw)  # type: ignore[arg-type]
+        worker = Worker(cfg)
+        worker.start()
+        stop = threading.Event()
+        t = threading.Thread(target=worker.serve, args=(stop,), daemon=True)
+        t.start()
+        started.append((worker, stop, t))
+        return endpoint
+
+    yield start
+    for _, stop, t in started:
+        stop.set()
+        t.join(timeout=10)
+
+
+def _edge_requests(bundle: Bundle, n: int) -> tuple[list[dict[str, np.ndarray]], np.ndarray, int]:
+    """Run the edge prefix on real digits and pack what the cloud needs."""
+    data = load_dataset("digits", "test")
+    with Chain.open(bundle, where="edge") as edge:
+        frames = data.images[:n]
+        res = edge.run_from(0, edge.preprocess(frames), stop_at=edge.first_cloud,
+                            thresholds=[float("inf")] * len(bundle.stages))  # offload everything
+        assert res.next_stage == edge.first_cloud
+        reqs = [pack(bundle, res.next_stage, frames[i], None if res.carry is None else res.carry[i:i + 1],
+                     None if res.state is None else res.state.take(np.array([i])))
+                for i in range(n)]
+    return reqs, frames, res.next_stage
+
+
+@pytest.mark.parametrize("mode", ["split", "ensemble", "little-big"])
+def test_cloud_answers_equal_offline_chain(make_bundle, serve, mode: str) -> None:
+    bundle = make_bundle(mode)
+    endpoint = serve(bundle)
+    reqs, frames, stage = _edge_requests(bundle, 24)
+    with Chain.open(bundle) as full:
+        # Every frame offloaded at the edge's gates; the cloud's own gates as tuned.
+        thresholds = [float("inf") if s.where == "edge" else t for s, t in zip(bundle.stages, bundle.thresholds())]
+        outs = full.run_from(0, full.preprocess(frames), thresholds=thresholds)
+    with Client(endpoint, bundle.fingerprint, timeout_ms=5000) as client:
+        ids = [client.submit(stage, r, deadline_ms=5000, send_timeout_ms=2000) for r in reqs]
+        got: dict[int, object] = {}
+        while len(got) < len(ids):
+            for rep in client.poll_replies(2000):
+                got[rep.id] = rep
+    for i, rid in enumerate(ids):
+        rep = got[rid]
+        assert rep.ok, rep.message
+        np.testing.assert_allclose(rep.scores, outs.probs[i], atol=1e-5)
+        assert rep.stage == outs.stage[i]
+
+
+def test_errors_by_status(make_bundle, serve) -> None:
+    bundle = make_bundle("split")
+    other = make_bundle("little-big", name="other")
+    endpoint = serve(bundle)
+    reqs, _, stage = _edge_requests(bundle, 1)
+    with Client(endpoint, other.fingerprint, timeout_ms=3000) as stranger:
+        rep = stranger.infer(1, reqs[0], deadline_ms=1000)
+        assert rep.status == StatusCode.UNKNOWN_BUNDLE and "not served here" in rep.message
+    with Client(endpoint, bundle.fingerprint, timeout_ms=3000) as client:
+        assert client.infer(0, reqs[0], deadline_ms=1000).status == StatusCode.UNKNOWN_STAGE
+        bad = {"carry": np.zeros((1, 31), np.float32)}
+        rep = client.infer(stage, bad, deadline_ms=1000)
+        assert rep.status == StatusCode.BAD_REQUEST and "tensor 'carry': expected (1, 32) float32" in rep.message
+        rep = client.infer(stage, {"frame": np.zeros((8, 8), np.uint8)}, deadline_ms=1000)
+        assert rep.status == StatusCode.BAD_REQUEST and "expects tensors ['carry']" in rep.message
+        assert client.infer(stage, reqs[0], deadline_ms=0).status == StatusCode.EXPIRED
+        assert client.infer(stage, reqs[0], deadline_ms=2000).ok  # still serving
+        pong = client.ping()
+        assert bundle.fingerprint in pong.bundles
+
+
+def test_requests_are_batched(make_bundle, serve) -> None:
+    bundle = make_bundle("split")
+    endpoint = serve(bundle, max_batch=8, max_wait_ms=20.0)
+    reqs, _, stage = _edge_requests(bundle, 32)
+    with Client(endpoint, bundle.fingerprint, timeout_ms=5000) as client:
+        client.wait_ready(2000)
+        ids = [client.submit(stage, r, deadline_ms=5000) for r in reqs]
+        replies = []
+        while len(replies) < len(ids):
+            replies += client.poll_replies(2000)
+    assert all(r.ok for r in replies)
+    # With 32 requests sent at once and a 20 ms window, batches fill up.
+    assert max(r.queue_ms for r in replies) > 0.0
+
+
+def test_batcher_deadline_order_and_expiry() -> None:
+    now = [0.0]
+    b: Batcher[str] = Batcher(max_batch=3, max_wait_ms=10, clock=lambda: now[0])
+    b.put("k", "late", deadline=5.0)
+    b.put("k", "soon", deadline=1.0)
+    assert b.take(0) is None  # neither full nor waited long enough
+    b.put("k", "dead", deadline=0.0)  # already past: handed back as expired
+    batch = b.take(0)
+    assert batch is not None and batch.items == ["soon", "late"] and batch.expired == ["dead"]
+    b.done(2)
+    b.put("x", "a", deadline=9.0)
+    now[0] = 0.02  # waited 20 ms > 10 ms
+    batch = b.take(0)
+    assert batch is not None and batch.items == ["a"]
+    b.done(1)
+    assert b.pending == 0
+
+
+def test_config_errors() -> None:
+    from jetsplit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="bundles: expected at least one bundle"):
+        CloudConfig(bundles=())
+    with pytest.raises(ConfigError, match="bind: expected an endpoint such as"):
+        CloudConfig(bundles=("demo:split",), bind=("localhost:5555",))
