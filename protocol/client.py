@@ -150,6 +150,7 @@ class Client:
         self._pongs: dict[int, PingReply] = {}
         self._last_recv = time.monotonic()
         self.reconnects = 0
+        self.last_sent_bytes = 0
         self._socket: zmq.Socket[Any] | None = None
         self._open()
 
@@ -233,6 +234,8 @@ class Client:
         now = time.monotonic()
         if not send_frames(self._sock(), frames, send_timeout_ms):
             raise Unavailable(f"no worker connection ready among {self.endpoints}")
+        # What went up the link, header included: the edge accounts it per frame.
+        self.last_sent_bytes = sum(memoryview(f).nbytes for f in frames)
         self._pending[request_id] = _Pending(now, now + max(0.0, deadline_ms) / 1000.0)
         return request_id
 

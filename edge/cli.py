@@ -1,0 +1,85 @@
+"""``jetsplit edge run``: run the edge agent.
+
+    jetsplit edge run --bundle DIR --cloud tcp://HOST:PORT --source URI [--sink SPEC ...]
+                      [--config edge.toml] [--latency-budget-ms X] [--max-offload-rate R]
+                      [--power-budget-w W] [--offload activations|frames|none]
+                      [--curve-secret FILE --curve-server-key FILE]
+
+Results go to the sinks (default: stdout, one JSON object per frame); the summary
+goes to stderr at the end. SIGTERM or SIGINT finishes the frames in flight, then
+exits 0; so does the end of the input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from jetsplit.edge.agent import EdgeAgent
+from jetsplit.edge.config import OFFLOAD_MODES, load_edge_config
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jetsplit edge", description="jetsplit edge agent")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run a bundle's edge stages on a source")
+    r.add_argument("--bundle")
+    r.add_argument("--cloud", action="append", help="worker endpoint (repeatable)")
+    r.add_argument("--source")
+    r.add_argument("--sink", action="append", dest="sinks", help="stdout | jsonl:PATH | zmq-pub:ENDPOINT (repeatable)")
+    r.add_argument("--config", type=Path)
+    r.add_argument("--latency-budget-ms", type=float)
+    r.add_argument("--max-offload-rate", type=float)
+    r.add_argument("--power-budget-w", type=float)
+    r.add_argument("--offload", choices=OFFLOAD_MODES)
+    r.add_argument("--deadline-ms", type=float)
+    r.add_argument("--window", type=int)
+    r.add_argument("--realtime", action="store_true", default=None, help="pace file sources like a camera")
+    r.add_argument("--fps", type=float)
+    r.add_argument("--curve-secret")
+    r.add_argument("--curve-server-key")
+    r.add_argument("--log-level", default="INFO")
+    return p
+
+
+def main(argv: Sequence[str]) -> int:
+    args = _parser().parse_args(list(argv))
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    flags = {
+        "bundle": args.bundle, "cloud": args.cloud, "source": args.source, "sinks": args.sinks,
+        "offload": args.offload, "deadline_ms": args.deadline_ms, "window": args.window,
+        "realtime": args.realtime, "fps": args.fps,
+        "curve_secret": args.curve_secret, "curve_server_key": args.curve_server_key,
+    }
+    budgets = {"latency_ms": args.latency_budget_ms, "max_offload_rate": args.max_offload_rate,
+               "power_w": args.power_budget_w}
+    config = load_edge_config(args.config, os.environ, flags, budgets)
+    log = logging.getLogger("jetsplit.edge")
+    log.info("config %s", json.dumps(config.describe(), default=str))
+    agent = EdgeAgent(config)
+    notifier = agent.notifier
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %d: finishing the frames in flight", signum)
+        agent.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    notifier.ready(f"bundle {agent.bundle.name}")
+    try:
+        stats = agent.run()
+    finally:
+        notifier.stopping()
+        agent.close()
+    print(json.dumps({"summary": stats.summary()}), file=sys.stderr, flush=True)
+    return 0

@@ -1,0 +1,164 @@
+"""Edge agent configuration: ``edge.toml``, then ``JETSPLIT_EDGE_*`` environment
+variables, then command-line flags, each overriding the one before.
+
+    [edge]
+    bundle = "/var/lib/jetsplit/bundles/split"
+    cloud = ["tcp://cloud-a:5555", "tcp://cloud-b:5555"]
+    source = "csi://0"
+    sinks = ["jsonl:/var/log/jetsplit/results.jsonl", "zmq-pub:ipc:///run/jetsplit/results"]
+    offload = "activations"     # activations | frames | none: what may leave the board
+    deadline_ms = 150.0         # capture to result, for frames sent to the cloud
+    window = 8                  # requests in flight at most
+    backend = "onnxruntime"
+    intra_op_threads = 1
+
+    [budget]                    # see jetsplit.edge.controller.Budgets
+    latency_ms = 120.0
+    max_offload_rate = 0.2
+
+    [breaker]                   # see jetsplit.edge.breaker.BreakerConfig
+    [controller]                # see jetsplit.edge.controller.ControllerConfig
+    [power]                     # see jetsplit.edge.power.PowerConfig
+
+    [curve]
+    secret = "/etc/jetsplit/keys/edge.key_secret"
+    server_key = "/etc/jetsplit/keys/worker.key"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from jetsplit.edge.breaker import BreakerConfig
+from jetsplit.edge.controller import Budgets, ControllerConfig
+from jetsplit.edge.power import PowerConfig
+from jetsplit.errors import ConfigError
+from jetsplit.manifest import TableReader, read_toml
+
+__all__ = ["OFFLOAD_MODES", "EdgeConfig", "load_edge_config"]
+
+OFFLOAD_MODES = ("activations", "frames", "none")
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    bundle: str = ""
+    source: str = ""
+    cloud: tuple[str, ...] = ()
+    sinks: tuple[str, ...] = ("stdout",)
+    offload: str = "activations"
+    deadline_ms: float = 150.0
+    window: int = 8
+    backend: str = "onnxruntime"
+    intra_op_threads: int = 1
+    realtime: bool = False
+    fps: float | None = None
+    curve_secret: str | None = None
+    curve_server_key: str | None = None
+    budgets: Budgets = field(default_factory=Budgets)
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
+    power: PowerConfig = field(default_factory=PowerConfig)
+
+    def __post_init__(self) -> None:
+        if not self.bundle:
+            raise ConfigError("bundle: expected a bundle directory or demo:NAME (--bundle), got none")
+        if not self.source:
+            raise ConfigError("source: expected a source URI (--source), got none")
+        if self.offload not in OFFLOAD_MODES:
+            raise ConfigError(f"offload: expected one of {', '.join(OFFLOAD_MODES)}, got {self.offload!r}")
+        if not self.deadline_ms > 0:
+            raise ConfigError(f"deadline_ms: expected a number > 0, got {self.deadline_ms}")
+        if self.window < 1:
+            raise ConfigError(f"window: expected an integer >= 1, got {self.window}")
+        for ep in self.cloud:
+            if "://" not in ep:
+                raise ConfigError(f"cloud: expected endpoints such as tcp://host:5555, got {ep!r}")
+        if (self.curve_secret is None) != (self.curve_server_key is None):
+            raise ConfigError("curve: expected both the edge's secret key and the worker's public key, got one")
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = value.__dict__ if hasattr(value, "__dataclass_fields__") else value
+        return out
+
+
+def _from_file(path: Path) -> dict[str, Any]:
+    raw = read_toml(path, ConfigError)
+    top = TableReader(raw, str(path), ConfigError)
+    out: dict[str, Any] = {}
+    edge = top.table("edge", {})
+    r = TableReader(edge, f"{path} [edge]", ConfigError)
+    for key in ("bundle", "source", "offload", "backend"):
+        if (v := r.text(key, None)) is not None:
+            out[key] = v
+    for key in ("cloud", "sinks"):
+        if (v := r.texts(key, None)) is not None:
+            out[key] = v
+    for key in ("deadline_ms", "fps"):
+        if (v := r.number(key, None)) is not None:
+            out[key] = v
+    for key in ("window", "intra_op_threads"):
+        if (v := r.integer(key, None)) is not None:
+            out[key] = v
+    realtime = r.custom("realtime", lambda v: v, None)
+    if realtime is not None:
+        if not isinstance(realtime, bool):
+            raise r.fail("realtime", "true or false", realtime)
+        out["realtime"] = realtime
+    r.done()
+    sections: dict[str, Callable[[Mapping[str, Any], str], Any]] = {
+        "budget": Budgets.from_table, "breaker": BreakerConfig.from_table,
+        "controller": ControllerConfig.from_table, "power": PowerConfig.from_table,
+    }
+    for name, parse in sections.items():
+        table = top.table(name, None)
+        if table is not None:
+            out["budgets" if name == "budget" else name] = parse(table, f"{path} [{name}]")
+    curve = top.table("curve", None)
+    if curve is not None:
+        c = TableReader(curve, f"{path} [curve]", ConfigError)
+        out["curve_secret"] = c.text("secret")
+        out["curve_server_key"] = c.text("server_key")
+        c.done()
+    top.done()
+    bundle = out.get("bundle")
+    if bundle and not bundle.startswith("demo:") and not Path(bundle).is_absolute():
+        out["bundle"] = str(path.parent / bundle)
+    return out
+
+
+_ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "JETSPLIT_EDGE_BUNDLE": ("bundle", str),
+    "JETSPLIT_EDGE_SOURCE": ("source", str),
+    "JETSPLIT_EDGE_CLOUD": ("cloud", lambda s: tuple(x for x in s.split(",") if x)),
+    "JETSPLIT_EDGE_OFFLOAD": ("offload", str),
+    "JETSPLIT_EDGE_DEADLINE_MS": ("deadline_ms", float),
+}
+
+
+def load_edge_config(path: Path | None, environ: Mapping[str, str], flags: Mapping[str, Any],
+                     budget_flags: Mapping[str, Any] | None = None) -> EdgeConfig:
+    values: dict[str, Any] = {}
+    if path is not None:
+        values.update(_from_file(path))
+    for var, (key, conv) in _ENV.items():
+        if var in environ:
+            try:
+                values[key] = conv(environ[var])
+            except ValueError:
+                raise ConfigError(f"{var}: expected a value for {key}, got {environ[var]!r}") from None
+    values.update({k: v for k, v in flags.items() if v is not None})
+    for key in ("cloud", "sinks"):
+        if key in values:
+            values[key] = tuple(values[key])
+    set_budgets = {k: v for k, v in (budget_flags or {}).items() if v is not None}
+    if set_budgets:
+        base = values.get("budgets", Budgets())
+        values["budgets"] = Budgets(**{**base.__dict__, **set_budgets})
+    return EdgeConfig(**values)

@@ -1,0 +1,114 @@
+"""The edge agent against a real worker on real sockets: one result per frame."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import pytest
+
+from jetsplit.bundle import Bundle
+from jetsplit.cloud.config import CloudConfig
+from jetsplit.cloud.worker import Worker
+from jetsplit.datasets import load_dataset
+from jetsplit.edge.agent import EdgeAgent
+from jetsplit.edge.config import EdgeConfig
+from jetsplit.edge.sinks import QueueSink
+
+
+def write_digit_folder(root: Path, n: int = 120) -> Path:
+    data = load_dataset("digits", "test")
+    for i in range(n):
+        folder = root / data.class_names[data.labels[i]]
+        folder.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / f"{i:04d}.png"), data.images[i])
+    return root
+
+
+@pytest.fixture
+def worker_at(tmp_path: Path) -> Iterator[object]:
+    running: list[tuple[threading.Event, threading.Thread]] = []
+
+    def start(bundle: Bundle) -> str:
+        endpoint = f"ipc://{tmp_path}/worker{len(running)}.sock"
+        w = Worker(CloudConfig(bind=(endpoint,), bundles=(str(bundle.root),)))
+        w.start()
+        stop = threading.Event()
+        t = threading.Thread(target=w.serve, args=(stop,), daemon=True)
+        t.start()
+        running.append((stop, t))
+        return endpoint
+
+    yield start
+    for stop, t in running:
+        stop.set()
+        t.join(10)
+
+
+def _run(config: EdgeConfig) -> tuple[list, EdgeAgent]:
+    agent = EdgeAgent(config, sinks=QueueSink())
+    try:
+        results = list(agent.results())
+    finally:
+        agent.close()
+    return results, agent
+
+
+@pytest.mark.parametrize("mode", ["split", "ensemble"])
+def test_every_frame_one_result_with_cloud(make_bundle, worker_at, tmp_path: Path, mode: str) -> None:
+    bundle = make_bundle(mode)
+    endpoint = worker_at(bundle)
+    src = write_digit_folder(tmp_path / "digits")
+    # The ensemble's cloud members take the frame: frames must be allowed to leave.
+    offload = "frames" if mode == "ensemble" else "activations"
+    results, agent = _run(EdgeConfig(bundle=str(bundle.root), source=str(src), cloud=(endpoint,),
+                                     deadline_ms=2000, sinks=(), offload=offload))
+    frames = sorted(r.frame for r in results)
+    assert frames == list(range(120))
+    wheres = {r.where for r in results}
+    assert "edge" in wheres and "cloud" in wheres and "fallback" not in wheres
+    assert all(r.truth is not None for r in results)
+    cloud = [r for r in results if r.where == "cloud"]
+    assert all(r.bytes_up > 0 for r in cloud)
+    assert agent.stats.offloaded == len(cloud)
+
+
+def test_no_cloud_is_fallback_not_loss(make_bundle, tmp_path: Path) -> None:
+    bundle = make_bundle("split")
+    src = write_digit_folder(tmp_path / "digits", 60)
+    # Nothing listens here: every unsure frame falls back, none is lost, none waits.
+    results, agent = _run(EdgeConfig(bundle=str(bundle.root), source=str(src),
+                                     cloud=(f"ipc://{tmp_path}/nobody.sock",), deadline_ms=300, sinks=()))
+    assert sorted(r.frame for r in results) == list(range(60))
+    assert {r.where for r in results} <= {"edge", "fallback"}
+    assert any(r.where == "fallback" for r in results)
+
+
+def test_privacy_switch_keeps_frames_on_board(make_bundle, worker_at, tmp_path: Path) -> None:
+    bundle = make_bundle("little-big")  # its cloud stage needs the frame
+    endpoint = worker_at(bundle)
+    src = write_digit_folder(tmp_path / "digits", 40)
+    results, agent = _run(EdgeConfig(bundle=str(bundle.root), source=str(src), cloud=(endpoint,),
+                                     offload="activations", sinks=()))
+    assert agent.offload_block is not None and "needs the frame" in agent.offload_block
+    assert agent.stats.offloaded == 0 and all(r.bytes_up == 0 for r in results)
+    results, agent = _run(EdgeConfig(bundle=str(bundle.root), source=str(src), cloud=(endpoint,),
+                                     offload="frames", deadline_ms=2000, sinks=()))
+    assert agent.stats.offloaded > 0 and any(r.where == "cloud" for r in results)
+
+
+def test_other_bundle_on_worker_runs_local_and_says_so_once(make_bundle, worker_at, tmp_path: Path,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    served = make_bundle("split", name="served")
+    mine = make_bundle("split", edit=lambda m: m["stage"][0]["gate"].update(threshold=0.55), name="mine")
+    endpoint = worker_at(served)
+    src = write_digit_folder(tmp_path / "digits", 80)
+    with caplog.at_level("ERROR", logger="jetsplit.edge"):
+        results, agent = _run(EdgeConfig(bundle=str(mine.root), source=str(src), cloud=(endpoint,),
+                                         deadline_ms=2000, sinks=()))
+    assert sorted(r.frame for r in results) == list(range(80))
+    assert not any(r.where == "cloud" for r in results)
+    said = [rec for rec in caplog.records if "does not serve this bundle" in rec.getMessage()]
+    assert len(said) == 1
