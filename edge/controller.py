@@ -288,17 +288,18 @@ class BudgetController:
         return tuple(out)
 
     def observe_frame(self, score: float, offloaded: bool, latency_ms: float, bytes_up: int = 0,
-                      energy_mj: float = 0.0, now: float | None = None) -> None:
-        """One frame's outcome: its gate ``score`` at the controlled gate,
-        whether it was sent to the cloud, its capture-to-result latency, the
-        bytes sent and energy used for it."""
+                      energy_mj: float = 0.0, threshold: float | None = None, now: float | None = None) -> None:
+        """One frame's outcome, when its result is out: its gate ``score`` at the
+        controlled gate, whether it was sent to the cloud, its capture-to-result
+        latency, the bytes sent and energy used for it, and the ``threshold`` it
+        was gated with (default: the current one)."""
         now = self._clock() if now is None else now
-        cfg = self.config
-        wanted = bool(score < self.threshold)
+        thr = self.threshold if threshold is None else float(threshold)
+        wanted = bool(score < thr)
         if math.isfinite(score):
             self._scores.append(float(score))
         curve = self._curve
-        self._sent.append(float(wanted) - (curve.rate(self.threshold) if curve is not None else float(wanted)))
+        self._sent.append(float(wanted) - (curve.rate(thr) if curve is not None else float(wanted)))
         self._wanted.append(wanted)
         self._latency.append(float(latency_ms))
         self._times.append(now)
@@ -315,7 +316,7 @@ class BudgetController:
             self._e_local.add(float(energy_mj))
         if self._last_update is None:
             self._last_update = now
-        elif now - self._last_update >= cfg.update_interval_s:
+        else:
             self.update(now)
 
     def observe_round_trip(self, rtt_ms: float, ok: bool = True, now: float | None = None) -> None:
@@ -391,10 +392,15 @@ class BudgetController:
                 limits["power"] = r_obs * b.power_w / watts
         return {name: min(1.0, max(0.0, v)) for name, v in limits.items()}
 
-    def update(self, now: float | None = None) -> float:
-        """Recompute the threshold (``observe_frame`` calls this when due)."""
+    def update(self, now: float | None = None, force: bool = False) -> float:
+        """Recompute the threshold if ``update_interval_s`` has passed since the
+        last update (``observe_frame`` calls this), or now with ``force``. The
+        interval is part of the rate limiting: calling this per frame does not
+        make the threshold move faster."""
         now = self._clock() if now is None else now
         cfg = self.config
+        if not force and self._last_update is not None and now - self._last_update < cfg.update_interval_s:
+            return self.threshold
         self._last_update = now
         self.updates += 1
         if not self._calibrated and len(self._scores) >= cfg.warmup_frames:
@@ -409,10 +415,13 @@ class BudgetController:
         self._binding, self._target = min(self._limits.items(), key=lambda kv: kv[1]) if self._limits else ("none", 1.0)
         bias = sum(self._sent) / len(self._sent) if self._calibrated else 0.0
         want = min(1.0, max(0.0, self._target - bias))
-        prev = curve.rate(self.threshold) if self._r_cmd is None else self._r_cmd
+        # What the curve says the threshold in force sends on (the observed
+        # curve changes under a fixed threshold as scores come in).
+        predicted = curve.rate(self.threshold)
+        prev = predicted if self._r_cmd is None else self._r_cmd
         want = min(prev + cfg.max_step_up, max(prev - cfg.max_step_down, want))
-        if self._r_cmd is None or abs(want - self._r_cmd) >= cfg.deadband:
-            self._r_cmd = want
+        self._r_cmd = want
+        if abs(want - predicted) >= cfg.deadband:
             # Never looser than calibrated: budgets only take offloads away.
             self.threshold = min(curve.threshold_for(want), self.base_threshold)
         return self.threshold
