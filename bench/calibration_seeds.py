@@ -37,10 +37,12 @@ from jetsplit.calibration.builder import StageDraft, fit_gates, run_stages, to_m
 from jetsplit.calibration.collect import collect
 from jetsplit.calibration.search import oracle_comparison, search_thresholds
 from jetsplit.datasets import load_dataset
-from jetsplit.demo import ZOO_DIR
+from jetsplit.demo import ZOO_DIR as _DEMO_ZOO
 from jetsplit.trace import Trace
 
 RESULTS = Path(__file__).resolve().parent / "results" / "calibration_seeds.json"
+# Another zoo with the same file names (a dry run of this script): JETSPLIT_ZOO=DIR.
+ZOO_DIR = Path(os.environ.get("JETSPLIT_ZOO", _DEMO_ZOO))
 DATA = "mnist"
 INPUT = {"height": 28, "width": 28, "colour": "gray", "layout": "nchw", "dtype": "float32",
          "scale": 1.0 / 255.0, "mean": [0.1307], "std": [0.3081], "interpolation": "area"}
@@ -151,12 +153,15 @@ def _at_offload(calib: Trace, test: Trace, offload: float) -> dict[str, float]:
 
 
 def _at_drop(calib: Trace, test: Trace, drop_pt: float) -> dict[str, Any]:
-    res = search_thresholds(calib, cost="flops", objective="min_cost",
+    cost = "flops" if all(f is not None for f in calib.flops) else "time"
+    res = search_thresholds(calib, cost=cost, objective="min_cost",
                             min_accuracy=calib.full().accuracy - drop_pt / 100.0, first_cloud=1)
     st, full = test.cascade(res.chosen.thresholds), test.full()
     return {"max_drop_pt": drop_pt, "test_accuracy_delta_pt": round(100 * (st.accuracy - full.accuracy), 2),
             "test_offload_pct": _pct(st.exit_fraction[1]),
-            "compute_speedup": round(full.mean_flops / st.mean_flops, 3) if st.mean_flops and full.mean_flops else None}
+            "compute_speedup": round(full.mean_flops / st.mean_flops, 3) if st.mean_flops and full.mean_flops else None,
+            "latency_speedup": round(full.mean_time_ms / st.mean_time_ms, 3) if st.mean_time_ms else None,
+            "tuned_cost": cost}
 
 
 def strip(d: dict[str, Any]) -> dict[str, Any]:
@@ -205,8 +210,9 @@ def main() -> int:
                        "plain margin gate on one held-out little/big pair",
         "seconds": round(time.perf_counter() - started, 1),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(record, indent=2, default=float) + "\n")
+    out = Path(os.environ.get("JETSPLIT_SEEDS_OUT", RESULTS))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2, default=float) + "\n")
     print(json.dumps(record, indent=2, default=float))
     return 0
 
