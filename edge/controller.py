@@ -10,13 +10,12 @@ Every ``update_interval_s`` it computes, with ``r`` the fraction of frames the
 gate sends on (the *offload rate*) and ``c(theta)`` the calibrated
 threshold -> continue-fraction curve (:class:`ThresholdCurve`)::
 
-    r_cal   = c(theta_bundle)                            # never offload more
     r_max   = max_offload_rate
     r_bytes = g_B * B / (fps * mean_bytes_per_offload)   # uplink bytes/s B
     r_lat   = g_L * (1 - p) * margin / q                 # p95 latency budget L
     r_E     = g_E * (E - E_local) / (E_off - E_local)    # energy per frame E
     r_P     = r_obs + (P - P_obs) / (fps * (E_off - E_local))   # power P
-    r*      = clip(min(r_cal, r_max, r_bytes, r_lat, r_E, r_P), 0, 1)
+    r*      = clip(min(r_max, r_bytes, r_lat, r_E, r_P), 0, 1)     # 1 if no budget
 
 ``q`` is the fraction of offloaded frames whose latency (edge + round trip, or
 the deadline when the cloud is late) exceeded ``L``, an EWMA over offloaded
@@ -38,8 +37,12 @@ what the curve predicted at the threshold then in force), averaged over
 stream, and does not depend on how fast the threshold moves, so it does not
 wind up or oscillate::
 
-    r_cmd   = clip(r* - b, 0, 1)
-    theta   = c^-1(r_cmd)
+    r_cmd   = clip(r* - b, 0, c(theta_bundle))
+    theta   = min(c^-1(r_cmd), theta_bundle)
+
+The ceiling ``c(theta_bundle)`` keeps the gate at its calibrated threshold when
+no budget binds (``binding == "calibration"``): budgets only take offloads
+away, whatever rate that threshold gives on the stream at hand.
 
 Hysteresis: ``r_cmd`` may fall by at most ``max_step_down`` and rise by at most
 ``max_step_up`` per update (cut fast, restore slowly), and a change smaller
@@ -354,9 +357,6 @@ class BudgetController:
         recent_wanted = list(self._wanted)[-k:]
         r_recent = sum(recent_wanted) / max(len(recent_wanted), 1)
         limits: dict[str, float] = {}
-        curve = self._curve
-        if curve is not None:
-            limits["calibration"] = curve.rate(self.base_threshold)
         if b.max_offload_rate is not None:
             limits["offload_rate"] = b.max_offload_rate
         if b.uplink_bytes_per_s is not None and fps > 0 and self._bytes_off.count and self._bytes_off.value > 0:
@@ -414,7 +414,12 @@ class BudgetController:
         self._limits = self._compute_limits(fps, r_obs)
         self._binding, self._target = min(self._limits.items(), key=lambda kv: kv[1]) if self._limits else ("none", 1.0)
         bias = sum(self._sent) / len(self._sent) if self._calibrated else 0.0
-        want = min(1.0, max(0.0, self._target - bias))
+        # The curve's rate at the bundle threshold is the most the gate may send:
+        # calibration chose that threshold, budgets only take offloads away.
+        ceiling = curve.rate(self.base_threshold)
+        want = min(ceiling, max(0.0, self._target - bias))
+        if want >= ceiling:
+            self._binding = "calibration"
         # What the curve says the threshold in force sends on (the observed
         # curve changes under a fixed threshold as scores come in).
         predicted = curve.rate(self.threshold)
@@ -423,7 +428,7 @@ class BudgetController:
         self._r_cmd = want
         if abs(want - predicted) >= cfg.deadband:
             # Never looser than calibrated: budgets only take offloads away.
-            self.threshold = min(curve.threshold_for(want), self.base_threshold)
+            self.threshold = self.base_threshold if want >= ceiling else min(curve.threshold_for(want), self.base_threshold)
         return self.threshold
 
     def snapshot(self) -> ControllerState:

@@ -99,7 +99,7 @@ def test_never_offloads_more_than_calibrated(gate_trace: Any, sim_clock: Any, si
     log = sim(ctl, sim_clock, gate_trace.stream, 1500, _fast)
     assert np.all(log.arr("threshold") <= ctl.base_threshold + 1e-9)
     base_rate = float(np.mean(gate_trace.stream < ctl.base_threshold))
-    assert abs(log.arr("wanted")[500:].mean() - base_rate) < 0.05
+    assert abs(log.arr("wanted")[500:].mean() - base_rate) < 0.02
     assert ctl.snapshot().binding == "calibration"
 
 
@@ -120,7 +120,7 @@ def test_holds_p95_latency_when_the_cloud_gets_slow(gate_trace: Any, sim_clock: 
     slow = (t > slow_from + 10) & (t < fast_from)  # settled within 10 s
     recovered = t > fast_from + 40
     # A fast cloud: offload as calibrated, well within the budget.
-    assert wanted[fast].mean() > 0.8 * base_rate
+    assert wanted[fast].mean() > 0.9 * base_rate
     assert np.quantile(lat[fast], 0.95) <= budget
     # A slow cloud: offloads cut until the p95 holds again, in every 10 s.
     assert wanted[slow].mean() < 0.05
