@@ -42,6 +42,9 @@ setup(
         "lz4>=4",
         "zstandard>=0.22",
         "prometheus-client>=0.17",
+        # Tuning plots and FP16 conversion (field-engineer tools).
+        "matplotlib>=3.6",
+        "onnxconverter-common>=1.14",
         "scikit-learn>=1.3",
         "mlxtend>=0.23",
         "tomli>=2.0; python_version < '3.11'",

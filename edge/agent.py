@@ -58,6 +58,7 @@ class AgentStats:
     offloaded: int = 0
     bytes_up: int = 0
     energy_mj: float = 0.0
+    dropped: int = 0  # frames the source captured but never delivered (a camera's)
     correct: int = 0
     labelled: int = 0
     exits: dict[str, int] = field(default_factory=dict)
@@ -82,6 +83,7 @@ class AgentStats:
         n = max(self.frames, 1)
         return {
             "frames": self.frames,
+            "dropped": self.dropped,
             "accuracy": self.correct / self.labelled if self.labelled else None,
             "edge": self.edge, "cloud": self.cloud, "fallback": self.fallback,
             "offload_fraction": self.offloaded / n,
@@ -207,6 +209,7 @@ class EdgeAgent:
         while self._inflight:
             self.notifier.tick()
             yield from self._service(5)
+        self.stats.dropped = self.source.dropped
 
     def process(self, frame: Frame) -> Iterator[FrameResult]:
         """One frame through the edge stages; yields its result unless it was offloaded."""

@@ -59,7 +59,9 @@ class EdgeConfig:
     curve_secret: str | None = None
     curve_server_key: str | None = None
     budgets: Budgets = field(default_factory=Budgets)
-    breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    # Probing a dead cloud costs one frame's deadline a second at most, while a long
+    # back-off delays recovery: cap it at 1 s on the edge.
+    breaker: BreakerConfig = field(default_factory=lambda: BreakerConfig(max_backoff_s=1.0))
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     power: PowerConfig = field(default_factory=PowerConfig)
 
