@@ -65,6 +65,8 @@ setup(
             "ruff>=0.4",
             "mypy>=1.8",
             "scikit-image>=0.22",
+            # Offline validation of the Kubernetes manifest (bundled schemas).
+            "kubernetes-validate>=1.29",
         ],
     },
     entry_points={"console_scripts": ["jetsplit = jetsplit.cli:entry"]},

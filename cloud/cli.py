@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--bind", action="append", help="endpoint to bind, e.g. tcp://0.0.0.0:5555 (repeatable)")
     s.add_argument("--config", type=Path, help="cloud.toml")
     s.add_argument("--metrics-port", type=int)
+    s.add_argument("--metrics-addr", help="address the metrics endpoint listens on (default 127.0.0.1)")
     s.add_argument("--curve-secret", help="the worker's CURVE secret key file")
     s.add_argument("--curve-allow", help="directory of allowed client public keys")
     s.add_argument("--max-batch", type=int)
@@ -52,7 +53,7 @@ def main(argv: Sequence[str]) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     flags = {
-        "bundles": args.bundles, "bind": args.bind, "metrics_port": args.metrics_port,
+        "bundles": args.bundles, "bind": args.bind, "metrics_port": args.metrics_port, "metrics_addr": args.metrics_addr,
         "curve_secret": args.curve_secret, "curve_allow": args.curve_allow, "max_batch": args.max_batch,
         "max_wait_ms": args.max_wait_ms, "threads": args.threads, "intra_op_threads": args.intra_op_threads,
         "backend": args.backend,

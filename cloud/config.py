@@ -9,6 +9,7 @@ variables, then command-line flags, each overriding the one before.
     intra_op_threads = 1    # ONNX Runtime threads per engine call
     backend = "onnxruntime"
     metrics_port = 9100     # 0: no metrics endpoint
+    metrics_addr = "127.0.0.1"
     drain_timeout_s = 30.0  # SIGTERM: longest wait for accepted work
 
     [curve]
@@ -39,6 +40,9 @@ class CloudConfig:
     intra_op_threads: int = 1
     backend: str = "onnxruntime"
     metrics_port: int = 0
+    # Loopback by default: metrics say what a worker serves. In a cluster set
+    # 0.0.0.0 so Prometheus can scrape the pod.
+    metrics_addr: str = "127.0.0.1"
     drain_timeout_s: float = 30.0
     curve_secret: str | None = None
     curve_allow: str | None = None
@@ -83,6 +87,9 @@ def _from_file(path: Path) -> dict[str, Any]:
         value = r.number(key, None)
         if value is not None:
             out[key] = value
+    metrics_addr = r.text("metrics_addr", None)
+    if metrics_addr is not None:
+        out["metrics_addr"] = metrics_addr
     backend = r.text("backend", None)
     if backend is not None:
         out["backend"] = backend
@@ -107,6 +114,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "JETSPLIT_CLOUD_MAX_WAIT_MS": ("max_wait_ms", float),
     "JETSPLIT_CLOUD_THREADS": ("threads", int),
     "JETSPLIT_CLOUD_METRICS_PORT": ("metrics_port", int),
+    "JETSPLIT_CLOUD_METRICS_ADDR": ("metrics_addr", str),
 }
 
 

@@ -89,7 +89,7 @@ class Worker:
             curve = CurveServer(self.config.curve_secret, self.config.curve_allow)
         self.server = Server(list(self.config.bind), bundles=list(self.served), name="jetsplit-cloud", curve=curve)
         if self.config.metrics_port:
-            self.metrics.serve(self.config.metrics_port)
+            self.metrics.serve(self.config.metrics_port, self.config.metrics_addr)
         for i in range(self.config.threads):
             t = threading.Thread(target=self._engine_loop, name=f"engine-{i}", daemon=True)
             t.start()
