@@ -20,6 +20,10 @@ $(VENV)/.stamp-dev: $(BIN)/python $(DEPS)
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@ $(VENV)/.stamp-run
 
+$(VENV)/.stamp-bench: $(VENV)/.stamp-bench
+	$(PY) -m pip install -q -e '.[bench]'
+	touch $@
+
 $(VENV)/.stamp-zoo: $(VENV)/.stamp-dev
 	$(PY) -m pip install -q -e '.[zoo]'
 	touch $@
@@ -49,7 +53,7 @@ zoo: $(VENV)/.stamp-zoo
 bundles: $(VENV)/.stamp-dev
 	$(PY) -m jetsplit.tools.demo_bundles
 
-bench: $(VENV)/.stamp-dev
+bench: $(VENV)/.stamp-bench
 	$(BIN)/pytest -q -m slow bench || test $$? -eq 5
 
 soak: $(VENV)/.stamp-dev

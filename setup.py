@@ -58,6 +58,8 @@ setup(
         "jetson": ["tensorrt>=10", "cuda-python>=12", "jetson-stats>=4.2"],
         # Training the demo zoo only; never a runtime dependency.
         "zoo": ["torch==2.13.0"],
+        # Baselines the benchmarks compare against.
+        "bench": ["grpcio>=1.60"],
         "dev": [
             "pytest>=7",
             "pytest-timeout>=2",

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 JETSPLIT = str(Path(sys.executable).with_name("jetsplit"))
@@ -63,5 +64,31 @@ def start_worker(*bundles: str, bind: str, extra: tuple[str, ...] = ()) -> tuple
     for b in bundles:
         args += ["--bundle", b]
     d = Daemon(*args)
+    line = d.wait_for("serving ")
+    return d, line.split()[1]
+
+
+class NetnsDaemon(Daemon):
+    """A :class:`Daemon` started through a prefix such as ``ip netns exec NS``.
+
+    ``ip netns exec`` execs the command in place, so ``pid`` and the signals sent
+    to it reach the ``jetsplit`` process itself.
+    """
+
+    def __init__(self, prefix: Sequence[str], *args: str, env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            [*prefix, JETSPLIT, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, **(env or {})},
+        )
+        self.lines = []
+
+
+def start_worker_in(prefix: Sequence[str], *bundles: str, bind: str,
+                    extra: tuple[str, ...] = ()) -> tuple[Daemon, str]:
+    """:func:`start_worker` through ``prefix`` (e.g. inside a network namespace)."""
+    args = ["cloud", "serve", "--bind", bind, *extra]
+    for b in bundles:
+        args += ["--bundle", b]
+    d = NetnsDaemon(prefix, *args)
     line = d.wait_for("serving ")
     return d, line.split()[1]
