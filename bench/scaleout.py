@@ -163,6 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--repetitions", type=int, default=3)
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="jetsplit-scaleout-") as tmpdir:
         tmp = Path(tmpdir)
         bundle = args.bundle or tiny_split_bundle(tmp)
@@ -186,6 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "worker": "jetsplit cloud serve --threads 1 --max-batch 16 (ipc://, unpinned)",
                      "bundle": "tests' tiny split bundle (32-float activation, f16 on the wire)"
                      if args.bundle is None else str(args.bundle)},
+        # Other work on the machine moves these figures: say how busy it was.
+        "load_average_before_after": [load_before[0], os.getloadavg()[0]],
         "runs": runs,
         "replies_per_s": {"1_worker": med[1], "2_workers": med[2]},
         "ratio_2_vs_1": ratio,
