@@ -40,6 +40,7 @@ typecheck: $(VENV)/.stamp-dev
 	$(BIN)/mypy --python-version 3.10 jetsplit edge cloud protocol calibration tools
 
 unit: $(VENV)/.stamp-dev
+	sh tests/system/netns_setup.sh
 	$(BIN)/pytest -q -m "not slow"
 
 # The README's test command: static 3.10 checks, then every test this machine can run.
@@ -57,6 +58,7 @@ bench: $(VENV)/.stamp-bench
 	$(BIN)/pytest -q -m slow bench || test $$? -eq 5
 
 soak: $(VENV)/.stamp-dev
+	sh tests/system/netns_setup.sh
 	$(BIN)/pytest -q -m slow tests
 
 clean:

@@ -37,8 +37,8 @@ from jetsplit.edge.controller import BudgetController
 from jetsplit.edge.pool import WorkerPool, is_dns_endpoint
 from jetsplit.edge.power import EnergyMeter, detect_power
 from jetsplit.edge.sinks import FrameResult, Sink, open_sinks
-from jetsplit.edge.sources import Frame, Source, open_source
-from jetsplit.errors import ConfigError, JetsplitError
+from jetsplit.edge.sources import Frame, FrameTimeout, Source, open_source
+from jetsplit.errors import ConfigError, JetsplitError, SourceError
 from jetsplit.handoff import CARRY, FRAME, needed, pack
 from jetsplit.protocol import Client, CurveClient, StatusCode
 from jetsplit.protocol.client import Reply
@@ -197,9 +197,23 @@ class EdgeAgent:
             self.source = open_source(self.config.source, realtime=self.config.realtime, fps=self.config.fps)
         if self.client is not None:
             self.client.wait_ready(min(1000, int(self.config.deadline_ms)))
+        last_frame = time.monotonic()
         while not self.stop_event.is_set():
             self.notifier.tick()
-            frame = self.source.read(timeout=1.0)
+            if self._paced():
+                # A camera: wait for the next frame in short slices, answering
+                # replies and deadlines in between, so a cloud answer is not held
+                # back by up to a frame interval.
+                try:
+                    frame = self.source.read(timeout=self._slice_s())
+                except FrameTimeout:
+                    yield from self._service(0)
+                    if time.monotonic() - last_frame > self._stall_s():
+                        raise SourceError(f"{self.config.source}: no frame for {self._stall_s():.1f} s") from None
+                    continue
+                last_frame = time.monotonic()
+            else:
+                frame = self.source.read(timeout=self._stall_s())
             if frame is None:
                 break
             yield from self._service(0)
@@ -260,6 +274,16 @@ class EdgeAgent:
         yield self._finish(self._result(frame, res, "fallback", energy_mj=energy, threshold=gate_thr,
                                         reason=reason), score, False)
 
+    def _stall_s(self) -> float:
+        return float(getattr(self.source, "stall_timeout_s", 5.0))
+
+    def _slice_s(self) -> float:
+        """How long to wait for a frame before looking at replies again."""
+        if not self._inflight:
+            return 0.05
+        soonest = min(p.deadline_at for p in self._inflight.values())
+        return min(0.005, max(0.0005, soonest - time.monotonic()))
+
     def _paced(self) -> bool:
         """True when frames arrive at the source's own rate (camera, realtime file)."""
         return bool(getattr(self.source, "live", False) or self.config.realtime)
@@ -298,6 +322,11 @@ class EdgeAgent:
             yield self._fallback(pending, "deadline")
 
     def _on_reply(self, pending: _InFlight, reply: Reply) -> FrameResult:
+        if time.monotonic() > pending.deadline_at:
+            # The contract is the cloud's answer *before* the deadline; one that
+            # comes later is a fallback like any other, whatever it says.
+            self.breaker.record_failure("late")
+            return self._fallback(pending, "deadline")
         if reply.ok:
             self.breaker.record_success()
             if self.controller is not None:
@@ -353,6 +382,7 @@ class EdgeAgent:
         self.stats.add(result)
         if self.controller is not None and score is not None:
             self.controller.observe_frame(score, offloaded, result.latency_ms, result.bytes_up, result.energy_mj,
-                                          threshold=result.threshold)
+                                          threshold=result.threshold,
+                                          missed=offloaded and result.where == "fallback")
             self.controller.update()
         return result

@@ -18,7 +18,8 @@ threshold -> continue-fraction curve (:class:`ThresholdCurve`)::
     r*      = clip(min(r_max, r_bytes, r_lat, r_E, r_P), 0, 1)     # 1 if no budget
 
 ``q`` is the fraction of offloaded frames whose latency (edge + round trip, or
-the deadline when the cloud is late) exceeded ``L``, an EWMA over offloaded
+the deadline when the cloud is late) exceeded ``L``, or whose cloud answer missed
+its deadline (sent for nothing: the frame fell back), an EWMA over offloaded
 frames: at most ``1 - p`` of all frames may exceed ``L``, so at most
 ``(1 - p) / q`` of them may be offloaded. ``E_local`` and ``E_off`` are EWMAs of
 the energy of local and offloaded frames; ``fps`` is measured. Each ``g`` is a
@@ -291,11 +292,15 @@ class BudgetController:
         return tuple(out)
 
     def observe_frame(self, score: float, offloaded: bool, latency_ms: float, bytes_up: int = 0,
-                      energy_mj: float = 0.0, threshold: float | None = None, now: float | None = None) -> None:
+                      energy_mj: float = 0.0, threshold: float | None = None, now: float | None = None,
+                      missed: bool = False) -> None:
         """One frame's outcome, when its result is out: its gate ``score`` at the
         controlled gate, whether it was sent to the cloud, its capture-to-result
         latency, the bytes sent and energy used for it, and the ``threshold`` it
-        was gated with (default: the current one)."""
+        was gated with (default: the current one). ``missed``: it was sent, but
+        the cloud's answer did not come by the deadline (a fallback); for the
+        latency budget it counts as late, since the answer the frame was sent
+        for came later than allowed, whatever latency the fallback had."""
         now = self._clock() if now is None else now
         thr = self.threshold if threshold is None else float(threshold)
         wanted = bool(score < thr)
@@ -310,7 +315,7 @@ class BudgetController:
         self._energy.append(float(energy_mj))
         if offloaded:
             if self.budgets.latency_ms is not None:
-                self._late.add(float(latency_ms > self.budgets.latency_ms))
+                self._late.add(float(missed or latency_ms > self.budgets.latency_ms))
             self._bytes_off.add(float(bytes_up))
             self._e_off.add(float(energy_mj))
         else:

@@ -60,6 +60,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "CaptureSource",
     "Frame",
+    "FrameTimeout",
     "ImageFolderSource",
     "Source",
     "VideoFileSource",
@@ -73,6 +74,10 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp"})
 _APPSINK = "appsink drop=true max-buffers=1 sync=false"
+
+
+class FrameTimeout(SourceError):
+    """No frame within the ``read`` timeout (the source is still open: try again)."""
 
 
 @dataclass(frozen=True)
@@ -171,7 +176,8 @@ class _PlayedSource(Source):
         try:
             return self._grabber.get(self.stall_timeout_s if timeout is None else timeout)
         except GrabberTimeout:
-            raise SourceError(f"{self.uri}: no frame within {self.stall_timeout_s:.1f} s") from None
+            wait = self.stall_timeout_s if timeout is None else timeout
+            raise FrameTimeout(f"{self.uri}: no frame within {wait:.3f} s") from None
 
     def _paced(self) -> Callable[[], Frame | None]:
         period = 1.0 / self.fps
@@ -343,7 +349,7 @@ class CaptureSource(Source):
         try:
             return self._grabber.get(wait)
         except GrabberTimeout:
-            raise SourceError(f"{self.uri}: no frame within {wait:.1f} s (camera stalled?)") from None
+            raise FrameTimeout(f"{self.uri}: no frame within {wait:.3f} s (camera stalled?)") from None
 
     def close(self) -> None:
         if self._closed:

@@ -59,17 +59,22 @@ _log = logging.getLogger(__name__)
 class SocketOptions:
     """Socket settings shared by clients and servers.
 
-    ``heartbeat_ivl_ms`` turns on ZMTP heartbeats so a silently dead peer is noticed
-    and its connection dropped (0 disables them).
+    ``heartbeat_ivl_ms`` turns on ZMTP heartbeats so a silently dead peer (a cut
+    link drops packets without a reset) is noticed and its connection dropped (0
+    disables them). ``connect_timeout_ms`` abandons a connection attempt whose SYNs
+    go unanswered, so the next attempt starts fresh instead of waiting out the
+    kernel's growing SYN retransmission intervals: with both, a link restored after
+    a cut is used again within about ``connect_timeout_ms + reconnect_ivl_max_ms``.
     """
 
     sndhwm: int = 1000
     rcvhwm: int = 1000
     linger_ms: int = 0
     reconnect_ivl_ms: int = 100
-    reconnect_ivl_max_ms: int = 2000
-    heartbeat_ivl_ms: int = 2000
-    heartbeat_timeout_ms: int = 6000
+    reconnect_ivl_max_ms: int = 1000
+    heartbeat_ivl_ms: int = 1000
+    heartbeat_timeout_ms: int = 3000
+    connect_timeout_ms: int = 1000
 
 
 #: The options every socket gets unless told otherwise.
@@ -83,6 +88,8 @@ def _configure(sock: zmq.Socket[Any], limits: Limits, options: SocketOptions) ->
     sock.setsockopt(zmq.MAXMSGSIZE, limits.max_message_bytes)
     sock.setsockopt(zmq.RECONNECT_IVL, options.reconnect_ivl_ms)
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, options.reconnect_ivl_max_ms)
+    if options.connect_timeout_ms > 0:
+        sock.setsockopt(zmq.CONNECT_TIMEOUT, options.connect_timeout_ms)
     if options.heartbeat_ivl_ms > 0:
         sock.setsockopt(zmq.HEARTBEAT_IVL, options.heartbeat_ivl_ms)
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, options.heartbeat_timeout_ms)

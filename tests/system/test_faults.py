@@ -194,15 +194,9 @@ def _check(run: dict[str, Any], sc: Scenario, tmp_path: Path) -> None:
     # Restored: cloud answers again within a few seconds.
     assert back, f"offloading never resumed: {report}"
     assert back[0] - marks["restored"] < 5.0, f"offloading resumed {back[0] - marks['restored']:.2f} s after the restore"
-    # Last, because it is the one check the edge does not pass reliably yet: the
-    # controller should offload less on the impaired link than on the clean one.
-    if not late.threshold < clean.threshold:
-        pytest.xfail(
-            "budget controller did not lower the threshold on the impaired link "
-            f"(clean {clean.threshold:.3f}, impaired {late.threshold:.3f}): it counts only offloaded frames "
-            "later than the latency budget, and with the deadline below the budget only loop stalls are; "
-            "the round trip it observes is not fed back (edge/controller.py observe_round_trip)"
-        )
+    # The controller offloads less on the impaired link than on the clean one:
+    # offloads that miss their deadline count against the latency budget.
+    assert late.threshold < clean.threshold and late.offloaded < clean.offloaded, report
 
 
 def test_link_impaired_cut_and_restored(make_bundle, tmp_path: Path) -> None:
