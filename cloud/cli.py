@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import signal
-import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ from types import FrameType
 
 from jetsplit.cloud.config import load_cloud_config
 from jetsplit.cloud.worker import Worker
+from jetsplit.config import setup_logging
 
 __all__ = ["main"]
 
@@ -50,8 +50,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str]) -> int:
     args = _parser().parse_args(list(argv))
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging(args.log_level)
     flags = {
         "bundles": args.bundles, "bind": args.bind, "metrics_port": args.metrics_port, "metrics_addr": args.metrics_addr,
         "curve_secret": args.curve_secret, "curve_allow": args.curve_allow, "max_batch": args.max_batch,

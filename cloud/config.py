@@ -19,11 +19,12 @@ variables, then command-line flags, each overriding the one before.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from jetsplit.config import EnvTable, layered, split_list
 from jetsplit.errors import ConfigError
 from jetsplit.manifest import TableReader, read_toml
 
@@ -107,9 +108,9 @@ def _from_file(path: Path) -> dict[str, Any]:
     return out
 
 
-_ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
-    "JETSPLIT_CLOUD_BIND": ("bind", lambda s: tuple(x for x in s.split(",") if x)),
-    "JETSPLIT_CLOUD_BUNDLES": ("bundles", lambda s: tuple(x for x in s.split(",") if x)),
+_ENV: EnvTable = {
+    "JETSPLIT_CLOUD_BIND": ("bind", split_list),
+    "JETSPLIT_CLOUD_BUNDLES": ("bundles", split_list),
     "JETSPLIT_CLOUD_MAX_BATCH": ("max_batch", int),
     "JETSPLIT_CLOUD_MAX_WAIT_MS": ("max_wait_ms", float),
     "JETSPLIT_CLOUD_THREADS": ("threads", int),
@@ -119,17 +120,5 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
 
 
 def load_cloud_config(path: Path | None, environ: Mapping[str, str], flags: Mapping[str, Any]) -> CloudConfig:
-    values: dict[str, Any] = {}
-    if path is not None:
-        values.update(_from_file(path))
-    for var, (key, conv) in _ENV.items():
-        if var in environ:
-            try:
-                values[key] = conv(environ[var])
-            except ValueError:
-                raise ConfigError(f"{var}: expected a value for {key}, got {environ[var]!r}") from None
-    values.update({k: v for k, v in flags.items() if v is not None})
-    for key in ("bind", "bundles"):
-        if key in values:
-            values[key] = tuple(values[key])
-    return CloudConfig(**values)
+    file_values = _from_file(path) if path is not None else {}
+    return CloudConfig(**layered(file_values, environ, _ENV, flags, ("bind", "bundles")))

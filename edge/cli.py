@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from jetsplit.config import setup_logging
 from jetsplit.edge.agent import EdgeAgent
 from jetsplit.edge.config import OFFLOAD_MODES, load_edge_config
 
@@ -53,8 +54,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str]) -> int:
     args = _parser().parse_args(list(argv))
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging(args.log_level)
     flags = {
         "bundle": args.bundle, "cloud": args.cloud, "source": args.source, "sinks": args.sinks,
         "offload": args.offload, "deadline_ms": args.deadline_ms, "window": args.window,

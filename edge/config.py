@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from jetsplit.config import EnvTable, layered, split_list
 from jetsplit.edge.breaker import BreakerConfig
 from jetsplit.edge.controller import Budgets, ControllerConfig
 from jetsplit.edge.power import PowerConfig
@@ -135,10 +136,10 @@ def _from_file(path: Path) -> dict[str, Any]:
     return out
 
 
-_ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
+_ENV: EnvTable = {
     "JETSPLIT_EDGE_BUNDLE": ("bundle", str),
     "JETSPLIT_EDGE_SOURCE": ("source", str),
-    "JETSPLIT_EDGE_CLOUD": ("cloud", lambda s: tuple(x for x in s.split(",") if x)),
+    "JETSPLIT_EDGE_CLOUD": ("cloud", split_list),
     "JETSPLIT_EDGE_OFFLOAD": ("offload", str),
     "JETSPLIT_EDGE_DEADLINE_MS": ("deadline_ms", float),
 }
@@ -146,19 +147,8 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
 
 def load_edge_config(path: Path | None, environ: Mapping[str, str], flags: Mapping[str, Any],
                      budget_flags: Mapping[str, Any] | None = None) -> EdgeConfig:
-    values: dict[str, Any] = {}
-    if path is not None:
-        values.update(_from_file(path))
-    for var, (key, conv) in _ENV.items():
-        if var in environ:
-            try:
-                values[key] = conv(environ[var])
-            except ValueError:
-                raise ConfigError(f"{var}: expected a value for {key}, got {environ[var]!r}") from None
-    values.update({k: v for k, v in flags.items() if v is not None})
-    for key in ("cloud", "sinks"):
-        if key in values:
-            values[key] = tuple(values[key])
+    file_values = _from_file(path) if path is not None else {}
+    values = layered(file_values, environ, _ENV, flags, ("cloud", "sinks"))
     set_budgets = {k: v for k, v in (budget_flags or {}).items() if v is not None}
     if set_budgets:
         base = values.get("budgets", Budgets())

@@ -27,7 +27,7 @@ and its reply::
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import msgspec
 
@@ -50,24 +50,6 @@ __all__ = [
 #: The only protocol version this implementation speaks; any other ``v`` is refused.
 PROTOCOL_VERSION = 1
 
-#: Element types allowed on the wire (always little-endian).
-DTYPES: tuple[str, ...] = (
-    "bool",
-    "uint8",
-    "int8",
-    "uint16",
-    "int16",
-    "uint32",
-    "int32",
-    "uint64",
-    "int64",
-    "float16",
-    "float32",
-    "float64",
-)
-ENCODINGS: tuple[str, ...] = ("raw", "f16", "i8", "jpeg")
-COMPRESSIONS: tuple[str, ...] = ("none", "lz4", "zstd")
-
 #: Hard caps written into the schema; :class:`.codec.Limits` may set lower ones.
 MAX_TENSORS = 64
 MAX_RANK = 8
@@ -88,6 +70,11 @@ DType = Literal[
 ]
 Encoding = Literal["raw", "f16", "i8", "jpeg"]
 Compression = Literal["none", "lz4", "zstd"]
+
+#: Element types allowed on the wire (always little-endian): the schema's own list.
+DTYPES: tuple[str, ...] = get_args(DType)
+ENCODINGS: tuple[str, ...] = get_args(Encoding)
+COMPRESSIONS: tuple[str, ...] = get_args(Compression)
 
 _U64 = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 _Version = Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)]

@@ -1,0 +1,48 @@
+"""What every daemon's configuration shares: the precedence of its sources, and
+logging set-up.
+
+Precedence is file, then environment, then flags: each later source overrides
+the keys it sets, and a flag left at ``None`` sets nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from jetsplit.errors import ConfigError
+
+__all__ = ["EnvTable", "layered", "setup_logging", "split_list"]
+
+#: environment variable -> (config key, converter from the variable's text)
+EnvTable = Mapping[str, tuple[str, Callable[[str], Any]]]
+
+
+def split_list(text: str) -> tuple[str, ...]:
+    """A comma-separated list from an environment variable."""
+    return tuple(x for x in text.split(",") if x)
+
+
+def layered(file_values: Mapping[str, Any], environ: Mapping[str, str], env: EnvTable,
+            flags: Mapping[str, Any], tuple_keys: Iterable[str] = ()) -> dict[str, Any]:
+    """The merged keyword arguments of a config struct."""
+    values: dict[str, Any] = dict(file_values)
+    for var, (key, conv) in env.items():
+        if var in environ:
+            try:
+                values[key] = conv(environ[var])
+            except ValueError:
+                raise ConfigError(f"{var}: expected a value for {key}, got {environ[var]!r}") from None
+    values.update({k: v for k, v in flags.items() if v is not None})
+    for key in tuple_keys:
+        if key in values:
+            values[key] = tuple(values[key])
+    return values
+
+
+def setup_logging(level: str) -> None:
+    """Timestamped ``level logger message`` lines on stderr (journald keeps them)."""
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
