@@ -7,6 +7,8 @@ still give real, mostly-right answers on real data.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from jetsplit.bundle import Bundle, write_bundle
+from jetsplit.cloud.config import CloudConfig
+from jetsplit.cloud.worker import Worker
 from jetsplit.datasets import load_dataset
 
 DIGITS_INPUT: dict[str, Any] = {
@@ -127,3 +131,25 @@ def make_bundle(tmp_path: Path, tiny_models: dict[str, Path]) -> Any:
         return write_bundle(tmp_path / name, manifest, {k: v for k, v in files.items() if k in used})
 
     return make
+
+
+@pytest.fixture
+def worker_thread(tmp_path: Path) -> Iterator[Any]:
+    """worker_thread(*bundles, endpoint=None, **config) -> a real Worker serving
+    on ``ipc://`` in a thread of this process (stopped and drained at teardown)."""
+    running: list[tuple[threading.Event, threading.Thread]] = []
+
+    def start(*bundles: Bundle, endpoint: str | None = None, **config: Any) -> Worker:
+        ep = endpoint or f"ipc://{tmp_path}/worker{len(running)}.sock"
+        worker = Worker(CloudConfig(bind=(ep,), bundles=tuple(str(b.root) for b in bundles), **config))
+        worker.start()
+        stop = threading.Event()
+        thread = threading.Thread(target=worker.serve, args=(stop,), daemon=True)
+        thread.start()
+        running.append((stop, thread))
+        return worker
+
+    yield start
+    for stop, thread in running:
+        stop.set()
+        thread.join(10)

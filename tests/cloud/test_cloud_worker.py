@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,31 +11,15 @@ from jetsplit.bundle import Bundle
 from jetsplit.chain import Chain
 from jetsplit.cloud.batcher import Batcher
 from jetsplit.cloud.config import CloudConfig
-from jetsplit.cloud.worker import Worker
 from jetsplit.datasets import load_dataset
 from jetsplit.handoff import pack
 from jetsplit.protocol import Client, StatusCode
 
 
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[object]:
-    started: list[tuple[Worker, threading.Event, threading.Thread]] = []
-
-    def start(*bundles: Bundle, **kw: object) -> str:
-        endpoint = f"ipc://{tmp_path}/w{len(started)}.sock"
-        cfg = CloudConfig(bind=(endpoint,), bundles=tuple(str(b.root) for b in bundles), **kw)  # type: ignore[arg-type]
-        worker = Worker(cfg)
-        worker.start()
-        stop = threading.Event()
-        t = threading.Thread(target=worker.serve, args=(stop,), daemon=True)
-        t.start()
-        started.append((worker, stop, t))
-        return endpoint
-
-    yield start
-    for _, stop, t in started:
-        stop.set()
-        t.join(timeout=10)
+def serve(worker_thread: Any) -> Any:
+    """serve(*bundles, **config) -> the endpoint of a worker serving them."""
+    return lambda *bundles, **config: worker_thread(*bundles, **config).endpoints[0]
 
 
 def _edge_requests(bundle: Bundle, n: int) -> tuple[list[dict[str, np.ndarray]], np.ndarray, int]:

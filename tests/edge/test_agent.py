@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import pytest
 
-from jetsplit.bundle import Bundle
-from jetsplit.cloud.config import CloudConfig
-from jetsplit.cloud.worker import Worker
 from jetsplit.datasets import load_dataset
 from jetsplit.edge.agent import EdgeAgent
 from jetsplit.edge.config import EdgeConfig
@@ -28,23 +24,9 @@ def write_digit_folder(root: Path, n: int = 120) -> Path:
 
 
 @pytest.fixture
-def worker_at(tmp_path: Path) -> Iterator[object]:
-    running: list[tuple[threading.Event, threading.Thread]] = []
-
-    def start(bundle: Bundle) -> str:
-        endpoint = f"ipc://{tmp_path}/worker{len(running)}.sock"
-        w = Worker(CloudConfig(bind=(endpoint,), bundles=(str(bundle.root),)))
-        w.start()
-        stop = threading.Event()
-        t = threading.Thread(target=w.serve, args=(stop,), daemon=True)
-        t.start()
-        running.append((stop, t))
-        return endpoint
-
-    yield start
-    for stop, t in running:
-        stop.set()
-        t.join(10)
+def worker_at(worker_thread: Any) -> Any:
+    """worker_at(bundle) -> the endpoint of a real worker serving it."""
+    return lambda bundle: worker_thread(bundle).endpoints[0]
 
 
 def _run(config: EdgeConfig) -> tuple[list, EdgeAgent]:

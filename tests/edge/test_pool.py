@@ -9,7 +9,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,23 +56,9 @@ def requests(bundle: Bundle) -> list[dict[str, np.ndarray]]:
 
 
 @pytest.fixture
-def worker(tmp_path: Path, bundle: Bundle) -> Iterator[Callable[[str], Worker]]:
+def worker(tmp_path: Path, bundle: Bundle, worker_thread: Any) -> Callable[[str], Worker]:
     """worker(name) -> a real Worker serving the bundle at ipc://{tmp}/{name}."""
-    running: list[tuple[threading.Event, threading.Thread]] = []
-
-    def start(name: str) -> Worker:
-        w = Worker(CloudConfig(bind=(f"ipc://{tmp_path}/{name}",), bundles=(str(bundle.root),)))
-        w.start()
-        stop = threading.Event()
-        t = threading.Thread(target=w.serve, args=(stop,), daemon=True)
-        t.start()
-        running.append((stop, t))
-        return w
-
-    yield start
-    for stop, t in running:
-        stop.set()
-        t.join(10)
+    return lambda name: worker_thread(bundle, endpoint=f"ipc://{tmp_path}/{name}")
 
 
 class Scripted(threading.Thread):
