@@ -97,6 +97,12 @@ class Batcher(Generic[T]):
                 wait = min(wait, due - now)
         return best, wait
 
+    def next_due(self) -> float:
+        """Seconds until some batch may be released (0: one is ready; inf: none queued)."""
+        with self._cond:
+            key, wait = self._ready_key(self._clock())
+            return 0.0 if key is not None else wait
+
     def take(self, timeout: float) -> Batch[T] | None:
         """The next batch, or None after ``timeout`` seconds with nothing ready."""
         end = self._clock() + timeout

@@ -5,7 +5,7 @@ variables, then command-line flags, each overriding the one before.
     bundles = ["/var/lib/jetsplit/bundles/little-big"]
     max_batch = 16          # requests per engine batch
     max_wait_ms = 2.0       # longest a request waits for its batch to fill
-    threads = 2             # engine threads
+    threads = 2             # engine threads; 0: the socket thread runs batches itself
     intra_op_threads = 1    # ONNX Runtime threads per engine call
     backend = "onnxruntime"
     metrics_port = 9100     # 0: no metrics endpoint
@@ -61,8 +61,8 @@ class CloudConfig:
             raise ConfigError(f"max_batch: expected an integer >= 1, got {self.max_batch}")
         if self.max_wait_ms < 0:
             raise ConfigError(f"max_wait_ms: expected a number >= 0, got {self.max_wait_ms}")
-        if self.threads < 1:
-            raise ConfigError(f"threads: expected an integer >= 1, got {self.threads}")
+        if self.threads < 0:
+            raise ConfigError(f"threads: expected an integer >= 0, got {self.threads}")
         if not 0 <= self.metrics_port < 65536:
             raise ConfigError(f"metrics_port: expected 0..65535, got {self.metrics_port}")
         if (self.curve_secret is None) != (self.curve_allow is None):

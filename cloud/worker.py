@@ -8,7 +8,9 @@ Threads and their roles:
   and pings the systemd watchdog;
 - ``threads`` engine threads take batches per (bundle, stage), run the chain from
   that stage to the end (ONNX Runtime and TensorRT release the GIL), and post one
-  reply per request.
+  reply per request. With ``threads = 0`` the socket thread runs the batches
+  itself between receives: no hand-off between threads, which is what a worker
+  pinned to one core wants (the threads would only take turns on it).
 
 A malformed or hostile request costs an error reply and nothing else: the decoder
 enforces every limit before allocating, and any exception in a batch is answered
@@ -66,6 +68,7 @@ class Worker:
         self.server: Server | None = None
         self.answered = 0
         self.accepted = 0
+        self._socket_thread: int | None = None
         try:
             for spec in config.bundles:
                 self._load(spec)
@@ -105,12 +108,19 @@ class Worker:
         """Serve until ``stop`` is set, then drain and close."""
         server = self._require_server()
         self.notifier.ready(f"serving {len(self.served)} bundle(s)")
+        self._socket_thread = threading.get_ident()
+        inline = self.config.threads == 0
         try:
             while not stop.is_set():
                 self.notifier.tick()
-                req = server.recv(50)
+                wait_ms = 50
+                if inline:
+                    wait_ms = int(min(50.0, self.batcher.next_due() * 1000.0))
+                req = server.recv(wait_ms)
                 if req is not None:
                     self._accept(server, req)
+                if inline:
+                    self._run_ready()
             self.notifier.stopping()
             self._drain(server)
         finally:
@@ -124,6 +134,9 @@ class Worker:
         quiet_since = time.monotonic()
         while time.monotonic() < end:
             req = server.recv(20)
+            if self.config.threads == 0:
+                self.batcher.close()  # release what is queued at once
+                self._run_ready()
             if req is not None and isinstance(req.header, InferRequest):
                 quiet_since = time.monotonic()
                 self._answer_error(server, req, StatusCode.SHUTTING_DOWN, "worker is shutting down")
@@ -189,21 +202,31 @@ class Worker:
     def _engine_loop(self) -> None:
         while not self._engines_stop.is_set():
             batch = self.batcher.take(0.1)
-            if batch is None:
-                continue
-            try:
-                self._run_batch(batch)
-            except Exception:  # a bug here must not end the thread: answer and go on
-                _log.exception("engine thread failed on a batch")
-                for req in batch.items:
-                    self._post(req, error_for(req.header.id, StatusCode.INTERNAL, "internal error"), (), "internal")
-            finally:
-                self.batcher.done(len(batch.items))
+            if batch is not None:
+                self._run_guarded(batch)
+
+    def _run_ready(self) -> None:
+        """Inline mode: run every batch that is ready now, on the socket thread."""
+        while (batch := self.batcher.take(0.0)) is not None:
+            self._run_guarded(batch)
+
+    def _run_guarded(self, batch: Batch[Request]) -> None:
+        try:
+            self._run_batch(batch)
+        except Exception:  # a bug here must not end the loop: answer and go on
+            _log.exception("engine failed on a batch")
+            for req in batch.items:
+                self._post(req, error_for(req.header.id, StatusCode.INTERNAL, "internal error"), (), "internal")
+        finally:
+            self.batcher.done(len(batch.items))
 
     def _post(self, req: Request, reply: object, payloads: Sequence[object], status: str) -> None:
         server = self.server
         if server is not None:
-            server.post(req, reply, payloads)  # type: ignore[arg-type]
+            if threading.get_ident() == self._socket_thread:
+                server.send(req, reply, payloads)  # type: ignore[arg-type]
+            else:
+                server.post(req, reply, payloads)  # type: ignore[arg-type]
         self.answered += 1
         self.metrics.in_flight.dec()
         self.metrics.requests.labels(status=status).inc()

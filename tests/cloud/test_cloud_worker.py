@@ -36,10 +36,11 @@ def _edge_requests(bundle: Bundle, n: int) -> tuple[list[dict[str, np.ndarray]],
     return reqs, frames, res.next_stage
 
 
+@pytest.mark.parametrize("threads", [1, 0], ids=["engine-thread", "inline"])
 @pytest.mark.parametrize("mode", ["split", "ensemble", "little-big"])
-def test_cloud_answers_equal_offline_chain(make_bundle, serve, mode: str) -> None:
+def test_cloud_answers_equal_offline_chain(make_bundle, serve, mode: str, threads: int) -> None:
     bundle = make_bundle(mode)
-    endpoint = serve(bundle)
+    endpoint = serve(bundle, threads=threads)
     reqs, frames, stage = _edge_requests(bundle, 24)
     with Chain.open(bundle) as full:
         # Every frame offloaded at the edge's gates; the cloud's own gates as tuned.

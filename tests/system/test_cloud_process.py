@@ -131,10 +131,11 @@ def test_curve_allow_list(make_bundle, tmp_path: Path) -> None:
         assert worker.stop() == 0
 
 
-def test_sigterm_under_load_answers_everything_accepted(make_bundle, tmp_path: Path) -> None:
+@pytest.mark.parametrize("threads", ["1", "0"], ids=["engine-thread", "inline"])
+def test_sigterm_under_load_answers_everything_accepted(make_bundle, tmp_path: Path, threads: str) -> None:
     bundle = make_bundle("split")
     worker, endpoint = start_worker(str(bundle.root), bind=f"ipc://{tmp_path}/w.sock",
-                                    extra=("--max-wait-ms", "5", "--max-batch", "8"))
+                                    extra=("--max-wait-ms", "5", "--max-batch", "8", "--threads", threads))
     stage, tensors, _ = _valid_request(bundle)
     with Client(endpoint, bundle.fingerprint, timeout_ms=10000) as client:
         client.wait_ready(5000)
