@@ -20,7 +20,7 @@ variables, then command-line flags, each overriding the one before.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,6 @@ class CloudConfig:
     drain_timeout_s: float = 30.0
     curve_secret: str | None = None
     curve_allow: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.bundles:
@@ -69,7 +68,7 @@ class CloudConfig:
             raise ConfigError("curve: expected both the secret key file and the allowed-clients directory, got one")
 
     def describe(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def _from_file(path: Path) -> dict[str, Any]:
