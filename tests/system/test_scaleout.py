@@ -120,6 +120,8 @@ def test_edge_daemon_with_two_workers_one_killed(make_bundle, tmp_path: Path) ->
     summary = json.loads(stderr.strip().splitlines()[-1])["summary"]
     assert len(frames) == len(set(frames)) == summary["frames"]
     assert len(frames) + summary["dropped"] == 1000
-    assert "down (connection lost)" in stderr
+    # The killed worker was declared down; which signal saw it first (the socket
+    # monitor's disconnect, a missed heartbeat, a failed send) depends on timing.
+    assert f"member {eps[1]} down (" in stderr, stderr[-2000:]
     after = [r for r in results if r["t_capture"] > t_kill + 0.5]
     assert after and any(r["where"] == "cloud" for r in after), "the survivor did not take the load"
