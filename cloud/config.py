@@ -24,7 +24,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from jetsplit.config import EnvTable, layered, split_list
+from jetsplit.config import EnvTable, layered, relative_to_file, split_list
 from jetsplit.errors import ConfigError
 from jetsplit.manifest import TableReader, read_toml
 
@@ -102,8 +102,7 @@ def _from_file(path: Path) -> dict[str, Any]:
     r.done()
     # Relative bundle paths in a file are relative to the file.
     if "bundles" in out:
-        out["bundles"] = tuple(b if b.startswith("demo:") or Path(b).is_absolute() else str(path.parent / b)
-                               for b in out["bundles"])
+        out["bundles"] = tuple(relative_to_file(b, path) for b in out["bundles"])
     return out
 
 

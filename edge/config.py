@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from jetsplit.config import EnvTable, layered, split_list
+from jetsplit.config import EnvTable, layered, relative_to_file, split_list
 from jetsplit.edge.breaker import BreakerConfig
 from jetsplit.edge.controller import Budgets, ControllerConfig
 from jetsplit.edge.power import PowerConfig
@@ -130,9 +130,8 @@ def _from_file(path: Path) -> dict[str, Any]:
         out["curve_server_key"] = c.text("server_key")
         c.done()
     top.done()
-    bundle = out.get("bundle")
-    if bundle and not bundle.startswith("demo:") and not Path(bundle).is_absolute():
-        out["bundle"] = str(path.parent / bundle)
+    if out.get("bundle"):
+        out["bundle"] = relative_to_file(out["bundle"], path)
     return out
 
 

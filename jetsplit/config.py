@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from jetsplit.errors import ConfigError
 
-__all__ = ["EnvTable", "layered", "setup_logging", "split_list"]
+__all__ = ["EnvTable", "layered", "relative_to_file", "setup_logging", "split_list"]
 
 #: environment variable -> (config key, converter from the variable's text)
 EnvTable = Mapping[str, tuple[str, Callable[[str], Any]]]
@@ -46,3 +47,11 @@ def setup_logging(level: str) -> None:
     """Timestamped ``level logger message`` lines on stderr (journald keeps them)."""
     logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+def relative_to_file(ref: str, config_file: Path) -> str:
+    """A bundle named in a config file: ``demo:NAME`` and absolute paths as given,
+    relative paths relative to the file (not to wherever the daemon starts)."""
+    if ref.startswith("demo:") or Path(ref).is_absolute():
+        return ref
+    return str(config_file.parent / ref)

@@ -12,8 +12,7 @@ import pytest
 
 from jetsplit.cloud.config import load_cloud_config
 from jetsplit.cloud.health import HEALTHY, UNHEALTHY, USAGE, _parser, main
-from jetsplit.protocol import generate_keypair
-from tests.system.daemons import start_worker
+from tests.system.daemons import curve_keys, start_worker
 
 
 def test_probe_of_a_live_worker(make_bundle, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -40,13 +39,7 @@ def test_probe_of_a_live_worker(make_bundle, tmp_path: Path, capsys: pytest.Capt
 
 def test_probe_of_a_curve_worker_needs_an_allowed_key(make_bundle, tmp_path: Path) -> None:
     bundle = make_bundle("split")
-    keys = tmp_path / "keys"
-    allowed = keys / "allowed"
-    allowed.mkdir(parents=True)
-    generate_keypair(keys, "worker")
-    generate_keypair(keys, "probe")
-    generate_keypair(keys, "stranger")
-    (allowed / "probe.key").write_bytes((keys / "probe.key").read_bytes())
+    keys, allowed = curve_keys(tmp_path, "probe")
     worker, endpoint = start_worker(
         str(bundle.root), bind="tcp://127.0.0.1:0",
         extra=("--curve-secret", str(keys / "worker.key_secret"), "--curve-allow", str(allowed)),

@@ -92,3 +92,16 @@ def start_worker_in(prefix: Sequence[str], *bundles: str, bind: str,
     d = NetnsDaemon(prefix, *args)
     line = d.wait_for("serving ")
     return d, line.split()[1]
+
+
+def curve_keys(root: Path, client: str) -> tuple[Path, Path]:
+    """CURVE key pairs for a worker, ``client`` and a ``stranger`` under ``root``,
+    with only ``client``'s public key in the allow-list; returns (keys, allowed)."""
+    from jetsplit.protocol import generate_keypair
+
+    keys, allowed = root / "keys", root / "keys" / "allowed"
+    allowed.mkdir(parents=True)
+    for name in ("worker", client, "stranger"):
+        generate_keypair(keys, name)
+    (allowed / f"{client}.key").write_bytes((keys / f"{client}.key").read_bytes())
+    return keys, allowed

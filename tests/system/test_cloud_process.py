@@ -15,9 +15,9 @@ import zmq
 from jetsplit.chain import Chain
 from jetsplit.datasets import load_dataset
 from jetsplit.handoff import pack
-from jetsplit.protocol import Client, CurveClient, StatusCode, encode_infer, generate_keypair
+from jetsplit.protocol import Client, CurveClient, StatusCode, encode_infer
 
-from .daemons import rss_kib, start_worker
+from .daemons import curve_keys, rss_kib, start_worker
 
 
 def _valid_request(bundle) -> tuple[int, dict[str, np.ndarray], int]:
@@ -106,13 +106,7 @@ def test_fuzz_10000_malformed_messages_keeps_serving(make_bundle, tmp_path: Path
 
 def test_curve_allow_list(make_bundle, tmp_path: Path) -> None:
     bundle = make_bundle("split")
-    keys = tmp_path / "keys"
-    allowed = keys / "allowed"
-    allowed.mkdir(parents=True)
-    generate_keypair(keys, "worker")
-    generate_keypair(keys, "edge")
-    generate_keypair(keys, "stranger")
-    (allowed / "edge.key").write_bytes((keys / "edge.key").read_bytes())
+    keys, allowed = curve_keys(tmp_path, "edge")
     worker, endpoint = start_worker(
         str(bundle.root), bind="tcp://127.0.0.1:0",
         extra=("--curve-secret", str(keys / "worker.key_secret"), "--curve-allow", str(allowed)),
