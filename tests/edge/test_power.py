@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,63 +19,8 @@ from jetsplit.edge.power import (
 from jetsplit.errors import ConfigError
 
 
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text + "\n")
-
-
-def _orin_nano(root: Path) -> None:
-    """/sys/bus/i2c/drivers/ina3221/1-0040 on an Orin Nano/NX (JetPack 6): the
-    mainline hwmon driver; mV and mA; in7 is the sum of shunt voltages. On the
-    board devices/1-0040 is a symlink to the same device."""
-    dev = root / "bus/i2c/drivers/ina3221/1-0040"
-    _write(dev / "name", "ina3221")
-    _write(dev / "uevent", "DRIVER=ina3221\nOF_NAME=ina3221")
-    hw = dev / "hwmon/hwmon1"
-    _write(hw / "name", "ina3221")
-    for n, (label, mv, ma) in enumerate([("VDD_IN", 5072, 1248), ("VDD_CPU_GPU_CV", 5064, 296), ("VDD_SOC", 5064, 392)], 1):
-        _write(hw / f"in{n}_label", label)
-        _write(hw / f"in{n}_input", str(mv))
-        _write(hw / f"curr{n}_input", str(ma))
-        _write(hw / f"in{n}_enable", "1")
-        _write(hw / f"curr{n}_max", "32760")
-        _write(hw / f"shunt{n}_resistor", "5000")
-        _write(hw / f"in{n + 3}_input", "6240")  # shunt voltages, uV: not rails
-    _write(hw / "in7_label", "sum of shunt voltages")
-    _write(hw / "in7_input", "9680")
-    (root / "bus/i2c/devices").mkdir(parents=True, exist_ok=True)
-    (root / "bus/i2c/devices/1-0040").symlink_to(dev)
-
-
-def _agx_orin(root: Path) -> None:
-    """AGX Orin: two monitors, the second with NC (not connected) channels."""
-    for dev_name, chans in {
-        "1-0040": [("VDD_GPU_SOC", 19968, 680), ("VDD_CPU_CV", 19968, 160), ("VIN_SYS_5V0", 5048, 608)],
-        "1-0041": [("NC", 0, 0), ("VDDQ_VDD2_1V8AO", 5040, 184), ("NC", 0, 0)],
-    }.items():
-        dev = root / f"bus/i2c/drivers/ina3221/{dev_name}"
-        _write(dev / "name", "ina3221")
-        hw = dev / ("hwmon/hwmon2" if dev_name == "1-0040" else "hwmon/hwmon3")
-        for n, (label, mv, ma) in enumerate(chans, 1):
-            _write(hw / f"in{n}_label", label)
-            _write(hw / f"in{n}_input", str(mv))
-            _write(hw / f"curr{n}_input", str(ma))
-
-
-def _nano(root: Path) -> None:
-    """Jetson Nano (JetPack 4): NVIDIA's ina3221x IIO driver; power in mW."""
-    iio = root / "bus/i2c/drivers/ina3221x/6-0040/iio:device0"
-    _write(iio.parent / "name", "ina3221x")
-    for n, (label, mw, mv, ma) in enumerate([("POM_5V_IN", 3412, 5008, 680), ("POM_5V_GPU", 80, 5008, 16), ("POM_5V_CPU", 802, 5008, 160)]):
-        _write(iio / f"rail_name_{n}", label)
-        _write(iio / f"in_power{n}_input", str(mw))
-        _write(iio / f"in_voltage{n}_input", str(mv))
-        _write(iio / f"in_current{n}_input", str(ma))
-        _write(iio / f"crit_current_limit_{n}", "32760 ma")
-
-
-def test_orin_nano_rails(tmp_path: Path) -> None:
-    _orin_nano(tmp_path)
+def test_orin_nano_rails(tmp_path: Path, jetson_sysfs: Callable[..., Path]) -> None:
+    jetson_sysfs("orin-nano")
     reader = Ina3221Power(tmp_path)
     watts = reader.read_watts()
     assert list(watts) == ["VDD_IN", "VDD_CPU_GPU_CV", "VDD_SOC"]  # once, though reachable twice
@@ -84,31 +30,31 @@ def test_orin_nano_rails(tmp_path: Path) -> None:
     assert "3 rails" in reader.description
 
 
-def test_agx_orin_skips_nc_and_sums(tmp_path: Path) -> None:
-    _agx_orin(tmp_path)
+def test_agx_orin_skips_nc_and_sums(tmp_path: Path, jetson_sysfs: Callable[..., Path]) -> None:
+    jetson_sysfs("agx-orin")
     watts = Ina3221Power(tmp_path).read_watts()
     assert sorted(watts) == ["VDDQ_VDD2_1V8AO", "VDD_CPU_CV", "VDD_GPU_SOC", "VIN_SYS_5V0"]
     assert total_watts(watts) == pytest.approx(sum(watts.values()))
     assert watts["VDD_GPU_SOC"] == pytest.approx(19.968 * 0.680)
 
 
-def test_nano_iio_layout(tmp_path: Path) -> None:
-    _nano(tmp_path)
+def test_nano_iio_layout(tmp_path: Path, jetson_sysfs: Callable[..., Path]) -> None:
+    jetson_sysfs("nano")
     reader = Ina3221Power(tmp_path)
     watts = reader.read_watts()
     assert watts == pytest.approx({"POM_5V_IN": 3.412, "POM_5V_GPU": 0.080, "POM_5V_CPU": 0.802})
     assert reader.total_watts() == pytest.approx(3.412)
 
 
-def test_a_rail_that_fails_to_read_is_left_out(tmp_path: Path) -> None:
-    _orin_nano(tmp_path)
+def test_a_rail_that_fails_to_read_is_left_out(tmp_path: Path, jetson_sysfs: Callable[..., Path]) -> None:
+    jetson_sysfs("orin-nano")
     reader = Ina3221Power(tmp_path)
     (tmp_path / "bus/i2c/drivers/ina3221/1-0040/hwmon/hwmon1/curr2_input").write_text("busy\n")
     assert "VDD_CPU_GPU_CV" not in reader.read_watts() and reader.read_errors == 1
 
 
-def test_detect_falls_back_and_says_why(tmp_path: Path) -> None:
-    _orin_nano(tmp_path)
+def test_detect_falls_back_and_says_why(tmp_path: Path, jetson_sysfs: Callable[..., Path]) -> None:
+    jetson_sysfs("orin-nano")
     reader = detect_power(PowerConfig(sysfs_root=str(tmp_path), jtop_socket=str(tmp_path / "jtop.sock")))
     assert reader.kind == "ina3221" and "jtop" in reader.description
     reader = detect_power(PowerConfig(sysfs_root=str(tmp_path / "none"), jtop_socket=str(tmp_path / "x"), idle_w=3.0))
@@ -158,8 +104,8 @@ def test_meter_integrates_between_samples() -> None:
     assert meter.frame_energy_j(1.0, 1.1) == pytest.approx(0.1 * 3.05)
 
 
-def test_meter_thread_samples_and_stops(tmp_path: Path) -> None:
-    _nano(tmp_path)
+def test_meter_thread_samples_and_stops(tmp_path: Path, jetson_sysfs: Callable[..., Path]) -> None:
+    jetson_sysfs("nano")
     meter = EnergyMeter(Ina3221Power(tmp_path)).start(interval_s=0.005)
     meter.stop()
     assert meter.error is None and meter.energy_j(0.0, 1.0) == pytest.approx(3.412)
