@@ -28,7 +28,10 @@ from jetsplit.chain import Chain, ChainState
 from jetsplit.errors import DataError
 from jetsplit.preprocess import check_frame
 
-__all__ = ["CARRY", "COUNT", "FRAME", "PROBS", "Resume", "expected_count", "needed", "pack", "stack", "validate"]
+__all__ = [
+    "CARRY", "COUNT", "FRAME", "PROBS", "Resume", "expected_count", "needed", "pack", "stack", "validate",
+    "wire_encodings",
+]
 
 FRAME = "frame"
 CARRY = "carry"
@@ -75,6 +78,17 @@ def pack(bundle: Bundle, stage: int, frame: np.ndarray | None, carry: np.ndarray
             out[PROBS] = state.probs[:1].astype(np.float32)
             out[COUNT] = np.asarray(state.count, np.int32)
     return out
+
+
+def wire_encodings(bundle: Bundle) -> dict[str, str]:
+    """How the hand-off tensors travel, from ``[wire]``: the carry as
+    ``activation``, the frame as ``frame``, each ``+compression`` when one is set
+    (the protocol's short form, e.g. ``"f16+lz4"``). ``probs`` and ``count`` are
+    small and go raw. The same mapping the edge agent sends with, so that
+    ``jetsplit bench`` sizes hand-offs as the agent sends them."""
+    wire = bundle.wire
+    suffix = "" if wire.compression == "none" else f"+{wire.compression}"
+    return {CARRY: wire.activation + suffix, FRAME: wire.frame + suffix}
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tune": ("jetsplit.tools.tune:main", "choose thresholds from a trace"),
     "report": ("jetsplit.tools.report:main", "write a report of a tuned bundle"),
     "plan": ("jetsplit.tools.plan:main", "fleet capacity planning"),
+    "bench": ("jetsplit.tools.bench:main", "time each stage of a bundle on this device"),
+    "power": ("jetsplit.tools.power:main", "read the board's power rails"),
+    "top": ("jetsplit.tools.top:main", "live view of a running edge agent"),
 }
 
 
