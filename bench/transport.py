@@ -99,7 +99,7 @@ def _serve_jetsplit(reply: str, ready: Any) -> None:
     echo = EchoServer("tcp://127.0.0.1:*", bundles=[FINGERPRINT], num_classes=NUM_CLASSES,
                       echo_tensors=reply == "echo")
     ready.put(echo.endpoint)
-    echo.server.serve(echo.handle, threading.Event())
+    echo.server.serve_requests(echo.handle_request, threading.Event())
 
 
 def _serve_grpc(reply: str, ready: Any) -> None:

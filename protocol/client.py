@@ -46,6 +46,7 @@ from .codec import (
 )
 from .errors import DecodeError, RemoteError, RequestTimeout, StatusCode, Unavailable
 from .messages import ErrorReply, Pong, Result
+from .sockio import readable, recv_parts, wait
 from .transport import DEFAULT_OPTIONS, SocketOptions, dealer_socket, send_frames
 
 __all__ = ["Client", "PingReply", "Reply"]
@@ -53,7 +54,7 @@ __all__ = ["Client", "PingReply", "Reply"]
 _log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Reply:
     """The answer to one ``infer`` request, success or error.
 
@@ -103,7 +104,7 @@ class PingReply:
     rtt_ms: float
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     sent_at: float
     expires_at: float
@@ -235,7 +236,10 @@ class Client:
         if not send_frames(self._sock(), frames, send_timeout_ms):
             raise Unavailable(f"no worker connection ready among {self.endpoints}")
         # What went up the link, header included: the edge accounts it per frame.
-        self.last_sent_bytes = sum(memoryview(f).nbytes for f in frames)
+        sent = 0
+        for f in frames:
+            sent += len(f) if type(f) is bytes else memoryview(f).nbytes
+        self.last_sent_bytes = sent
         self._pending[request_id] = _Pending(now, now + max(0.0, deadline_ms) / 1000.0)
         return request_id
 
@@ -319,11 +323,10 @@ class Client:
         """Receive and dispatch one message: a Reply to a pending request, a
         PingReply, True for something dropped, or None on timeout."""
         sock = self._sock()
-        if not sock.poll(timeout_ms, zmq.POLLIN):
+        if not (wait(sock, timeout_ms) if timeout_ms > 0 else readable(sock)):
             return None
-        try:
-            frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-        except zmq.Again:
+        frames = recv_parts(sock)
+        if frames is None:
             return None
         now = time.monotonic()
         self._last_recv = now

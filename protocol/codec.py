@@ -22,10 +22,12 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import msgspec
 import numpy as np
@@ -73,6 +75,7 @@ __all__ = [
 
 #: What an outgoing frame is: bytes, or a memoryview onto an array.
 Frame = bytes | memoryview
+_P = TypeVar("_P")
 
 
 @dataclass(frozen=True)
@@ -133,8 +136,15 @@ class TensorEncoding:
         """``"i8+lz4"`` -> ``TensorEncoding("i8", "lz4")``; an instance passes through."""
         if isinstance(spec, TensorEncoding):
             return spec
-        encoding, _, compression = spec.strip().partition("+")
-        return cls(encoding or "raw", compression or "none")
+        return _parse_encoding(spec)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_encoding(spec: str) -> TensorEncoding:
+    # Cached: a client parses the same one or two specs for every request, and
+    # instances are immutable.
+    encoding, _, compression = spec.strip().partition("+")
+    return TensorEncoding(encoding or "raw", compression or "none")
 
 
 #: Per-tensor encodings: one for all tensors, or a mapping by tensor name
@@ -159,15 +169,23 @@ _ENVELOPE_DECODER = msgspec.msgpack.Decoder(_Envelope)
 
 def _wire_dtype(name: str) -> np.dtype[Any]:
     # Little-endian on the wire whatever the host; a no-op on x86_64 and aarch64.
-    return np.dtype(name).newbyteorder("<")
+    return _WIRE_DTYPES[name]
+
+
+#: dtype name -> the little-endian dtype it travels as.
+_WIRE_DTYPES: dict[str, np.dtype[Any]] = {name: np.dtype(name).newbyteorder("<") for name in DTYPES}
+#: Arrays whose dtype is already the wire's (the host's native one on x86_64 and
+#: aarch64) -> the name; looked up by dtype so the hot path skips ``dtype.name``
+#: (a Python-level property in numpy) and any byte swapping.
+_AS_WIRE: dict[np.dtype[Any], str] = {np.dtype(n): n for n in DTYPES if np.dtype(n) == _WIRE_DTYPES[n]}
+_NATIVE_DTYPES: dict[str, np.dtype[Any]] = {name: np.dtype(name) for name in DTYPES}
+_ITEMSIZE: dict[str, int] = {name: np.dtype(name).itemsize for name in DTYPES}
+_F16 = np.dtype("<f2")
+_ENCODED_ITEMSIZE = {"f16": 2, "i8": 1}
 
 
 def _payload_itemsize(desc: TensorDesc) -> int:
-    if desc.encoding == "f16":
-        return 2
-    if desc.encoding == "i8":
-        return 1
-    return np.dtype(desc.dtype).itemsize
+    return _ENCODED_ITEMSIZE.get(desc.encoding) or _ITEMSIZE[desc.dtype]
 
 
 # --------------------------------------------------------------------------- encode
@@ -186,17 +204,23 @@ def encode_tensor(
     Any memory layout is accepted (non-contiguous, Fortran order, big-endian,
     0-d, empty); ``raw`` of a C-contiguous little-endian array is not copied.
     """
-    enc = TensorEncoding.parse(encoding)
-    a = np.asarray(array)
-    dtype = a.dtype.name
-    if dtype not in DTYPES:
-        raise EncodeError(f"tensor {name!r}: dtype {a.dtype} is not allowed; allowed: {DTYPES}")
+    enc = encoding if isinstance(encoding, TensorEncoding) else _parse_encoding(encoding)
+    a = array if type(array) is np.ndarray else np.asarray(array)
+    dtype = _AS_WIRE.get(a.dtype)
+    if dtype is None:
+        dtype = a.dtype.name
+        if dtype not in _WIRE_DTYPES:
+            raise EncodeError(f"tensor {name!r}: dtype {a.dtype} is not allowed; allowed: {DTYPES}")
+        a = a.astype(_WIRE_DTYPES[dtype])  # a byte-swapped array: swap once, here
     if a.ndim > MAX_RANK:
         raise EncodeError(f"tensor {name!r}: rank {a.ndim} exceeds {MAX_RANK}")
+    if not 0 < len(name) <= 128:
+        raise EncodeError(f"tensor name {name!r}: expected 1 to 128 characters")
     scale: float | None = None
     payload: Frame
     if enc.encoding == "raw":
-        payload = _as_bytes_view(a.astype(_wire_dtype(dtype), copy=False))
+        # A C-contiguous array is sent as its own buffer (any format: ZeroMQ sends bytes).
+        payload = a.data if a.flags.c_contiguous else _as_bytes_view(a)
     elif enc.encoding == "f16":
         if dtype not in _FLOATS:
             raise EncodeError(f"tensor {name!r}: f16 needs a float array, got {dtype}")
@@ -208,7 +232,8 @@ def encode_tensor(
         payload = _as_bytes_view(q)
     else:
         payload = encode_jpeg(name, a, enc.quality)
-    payload = compress(payload, enc.compression, enc.level)
+    if enc.compression != "none":
+        payload = compress(payload, enc.compression, enc.level)
     desc = TensorDesc(
         name=name,
         dtype=dtype,  # type: ignore[arg-type]  # checked against DTYPES above
@@ -260,8 +285,11 @@ def _encoding_for(name: str, encodings: Encodings) -> str | TensorEncoding:
     return encodings.get(name, _RAW)
 
 
-def encode_message(msg: Message, payloads: Sequence[Frame] = ()) -> list[Frame]:
-    """``[header, *payloads]``, checking that the payloads match the descriptors."""
+def encode_message(msg: Message, payloads: Sequence[_P] = ()) -> list[bytes | _P]:
+    """``[header, *payloads]``, checking that the payloads match the descriptors.
+
+    Payloads are passed through untouched: any buffer a transport can send.
+    """
     descs = msg.tensors if isinstance(msg, (InferRequest, Result)) else []
     if len(payloads) != len(descs):
         raise EncodeError(f"{len(descs)} tensor descriptors but {len(payloads)} payload frames")
@@ -277,25 +305,45 @@ def encode_infer(
     encodings: Encodings = None,
     top_k: int = 0,
 ) -> list[Frame]:
-    """The frames of an ``infer`` request."""
+    """The frames of an ``infer`` request.
+
+    Raises :class:`EncodeError` for anything the strict decoder on the other side
+    would refuse (a bad fingerprint, stage, id or top-k, a deadline over an hour).
+    """
+    # Structs are not validated on construction: check what the schema constrains
+    # here, in plain Python (a strict decode of our own header per request would
+    # cost more than the rest of the encoding).
+    if not _valid_fingerprint(bundle):
+        raise EncodeError(f"invalid infer request: bundle must be a lowercase hex SHA-256, got {bundle!r}")
+    for field, value, high in (("id", request_id, 2**63 - 1), ("stage", stage, 1023), ("top_k", top_k, 65535)):
+        if type(value) is not int or not 0 <= value <= high:
+            raise EncodeError(f"invalid infer request: {field} must be an integer in [0, {high}], got {value!r}")
+    deadline = max(0.0, float(deadline_ms))
+    if not deadline <= _MAX_DEADLINE_MS:  # also refuses NaN
+        raise EncodeError(f"invalid infer request: deadline_ms must be at most {_MAX_DEADLINE_MS:.0f}, got {deadline_ms}")
     descs, payloads = encode_tensors(tensors, encodings)
-    try:
-        msg = InferRequest(
-            v=PROTOCOL_VERSION,
-            id=request_id,
-            bundle=bundle,
-            stage=stage,
-            deadline_ms=max(0.0, float(deadline_ms)),
-            top_k=top_k,
-            tensors=descs,
-        )
-        # Structs are not validated on construction; a round trip through the
-        # strict decoder catches a bad fingerprint or stage before it is sent.
-        header = encode_header(msg)
-        _HEADER_DECODER.decode(header)
-    except (msgspec.ValidationError, TypeError) as exc:
-        raise EncodeError(f"invalid infer request: {exc}") from exc
-    return [header, *payloads]
+    if len(descs) > MAX_TENSORS:
+        raise EncodeError(f"invalid infer request: {len(descs)} tensors exceed {MAX_TENSORS}")
+    msg = InferRequest(
+        v=PROTOCOL_VERSION,
+        id=request_id,
+        bundle=bundle,
+        stage=stage,
+        deadline_ms=deadline,
+        top_k=top_k,
+        tensors=descs,
+    )
+    return [_HEADER_ENCODER.encode(msg), *payloads]
+
+
+_MAX_DEADLINE_MS = 3_600_000.0
+_FINGERPRINT = re.compile("[0-9a-f]{64}")
+
+
+@functools.lru_cache(maxsize=64)
+def _valid_fingerprint(bundle: str) -> bool:
+    # Cached: a client sends the same one or few fingerprints all its life.
+    return isinstance(bundle, str) and _FINGERPRINT.fullmatch(bundle) is not None
 
 
 def result_for(
@@ -319,14 +367,17 @@ def result_for(
     classes: list[int] | None = None
     if 0 < k < s.size:
         idx = np.argsort(-s, kind="stable")[:k]
-        classes = [int(i) for i in idx]
+        classes = idx.tolist()
         s = s[idx]
-    descs, payloads = encode_tensors(tensors or {}, encodings)
+    descs: list[TensorDesc] = []
+    payloads: list[Frame] = []
+    if tensors:
+        descs, payloads = encode_tensors(tensors, encodings)
     msg = Result(
         v=PROTOCOL_VERSION,
         id=request.id,
         stage=stage,
-        scores=[float(x) for x in s],
+        scores=s.tolist(),
         classes=classes,
         queue_ms=queue_ms,
         compute_ms=compute_ms,
@@ -338,8 +389,7 @@ def result_for(
 # --------------------------------------------------------------------------- decode
 
 
-@dataclass(frozen=True)
-class Decoded:
+class Decoded(NamedTuple):
     """A decoded message: its header struct and its tensors by name."""
 
     message: Message
@@ -352,7 +402,7 @@ def decode_header(buf: ReadableBuffer, limits: Limits = DEFAULT_LIMITS) -> Messa
     Raises :class:`DecodeError` with ``UNSUPPORTED_VERSION`` for another ``v`` (even
     when the rest of the header is not a v1 header), else ``BAD_REQUEST``.
     """
-    view = memoryview(buf)
+    view = buf if type(buf) is memoryview else memoryview(buf)
     if view.nbytes > limits.max_header_bytes:
         raise DecodeError(
             f"header of {view.nbytes} bytes exceeds {limits.max_header_bytes}", StatusCode.TOO_LARGE
@@ -397,16 +447,21 @@ def decode_message(frames: Sequence[ReadableBuffer], limits: Limits = DEFAULT_LI
     """
     if not frames:
         raise DecodeError("empty message: no header frame")
-    views = [memoryview(f) for f in frames]
-    total = sum(v.nbytes for v in views)
+    views = [f if type(f) is memoryview else memoryview(f) for f in frames]
+    total = 0
+    for v in views:
+        total += v.nbytes
     if total > limits.max_message_bytes:
         raise DecodeError(
             f"message of {total} bytes exceeds {limits.max_message_bytes}", StatusCode.TOO_LARGE
         )
     msg = decode_header(views[0], limits)
-    descs = msg.tensors if isinstance(msg, (InferRequest, Result)) else []
+    kind = type(msg)
+    descs = msg.tensors if kind is InferRequest or kind is Result else ()  # type: ignore[union-attr]
+    if not descs and len(views) == 1:
+        return Decoded(msg, {})
     try:
-        tensors = decode_tensors(descs, views[1:], limits)
+        tensors = _decode_views(descs, views[1:], limits)
     except DecodeError as exc:
         exc.request_id = msg.id
         raise
@@ -417,18 +472,25 @@ def decode_tensors(
     descs: Sequence[TensorDesc], frames: Sequence[ReadableBuffer], limits: Limits = DEFAULT_LIMITS
 ) -> dict[str, np.ndarray[Any, Any]]:
     """Decode payload frames against their descriptors; all checks come first."""
+    return _decode_views(descs, [f if type(f) is memoryview else memoryview(f) for f in frames], limits)
+
+
+def _decode_views(
+    descs: Sequence[TensorDesc], views: Sequence[memoryview], limits: Limits
+) -> dict[str, np.ndarray[Any, Any]]:
     if len(descs) > limits.max_tensors:
         raise DecodeError(f"{len(descs)} tensors exceed {limits.max_tensors}", StatusCode.TOO_LARGE)
-    if len(frames) != len(descs):
-        raise DecodeError(f"header describes {len(descs)} tensors but {len(frames)} payload frames follow")
-    views = [memoryview(f) for f in frames]
-    names: set[str] = set()
+    if len(views) != len(descs):
+        raise DecodeError(f"header describes {len(descs)} tensors but {len(views)} payload frames follow")
     decoded_bytes = 0
     for desc, view in zip(descs, views):
-        if desc.name in names:
-            raise DecodeError(f"duplicate tensor name {desc.name!r}")
-        names.add(desc.name)
         decoded_bytes += _check(desc, view.nbytes, limits)
+    if len(descs) > 1:
+        seen: set[str] = set()
+        for desc in descs:
+            if desc.name in seen:
+                raise DecodeError(f"duplicate tensor name {desc.name!r}")
+            seen.add(desc.name)
     if decoded_bytes > limits.max_decoded_bytes:
         raise DecodeError(
             f"tensors would decode to {decoded_bytes} bytes, over {limits.max_decoded_bytes}",
@@ -452,27 +514,26 @@ def _check(desc: TensorDesc, frame_len: int, limits: Limits) -> int:
     """Validate a descriptor against the limits and its frame's length, allocating
     nothing; returns the number of bytes decoding will produce."""
     name = desc.name
-    if len(desc.shape) > limits.max_rank:
-        raise DecodeError(f"tensor {name!r}: rank {len(desc.shape)} exceeds {limits.max_rank}", StatusCode.TOO_LARGE)
-    elements = 1
-    for dim in desc.shape:
-        elements *= dim  # Python ints: no overflow, and the dims are each < 2**31
-        if elements > limits.max_elements:
-            raise DecodeError(
-                f"tensor {name!r}: shape {desc.shape} exceeds {limits.max_elements} elements",
-                StatusCode.TOO_LARGE,
-            )
+    shape = desc.shape
+    if len(shape) > limits.max_rank:
+        raise DecodeError(f"tensor {name!r}: rank {len(shape)} exceeds {limits.max_rank}", StatusCode.TOO_LARGE)
+    # Python ints: no overflow (at most 8 dims, each < 2**31, by the schema).
+    elements = math.prod(shape)
+    if elements > limits.max_elements:
+        raise DecodeError(
+            f"tensor {name!r}: shape {shape} exceeds {limits.max_elements} elements", StatusCode.TOO_LARGE
+        )
     if frame_len != desc.nbytes:
         raise DecodeError(f"tensor {name!r}: header says {desc.nbytes} bytes, frame has {frame_len}")
-    if desc.encoding == "i8":
+    encoding = desc.encoding
+    if encoding == "i8":
         if desc.scale is None or not math.isfinite(desc.scale) or desc.scale <= 0.0:
             raise DecodeError(f"tensor {name!r}: i8 needs a finite positive scale, got {desc.scale}")
     elif desc.scale is not None:
         raise DecodeError(f"tensor {name!r}: scale is only allowed with i8")
-    if desc.encoding in ("f16", "i8") and desc.dtype not in _FLOATS:
-        raise DecodeError(f"tensor {name!r}: {desc.encoding} decodes to floats, not {desc.dtype}")
-    if desc.encoding == "jpeg":
-        shape = desc.shape
+    if (encoding == "f16" or encoding == "i8") and desc.dtype not in _FLOATS:
+        raise DecodeError(f"tensor {name!r}: {encoding} decodes to floats, not {desc.dtype}")
+    if encoding == "jpeg":
         if desc.dtype != "uint8" or not (len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 3))):
             raise DecodeError(f"tensor {name!r}: jpeg must be uint8 HxW, HxWx1 or HxWx3")
         if not (0 < shape[0] <= JPEG_MAX_SIDE and 0 < shape[1] <= JPEG_MAX_SIDE):
@@ -483,34 +544,34 @@ def _check(desc: TensorDesc, frame_len: int, limits: Limits) -> int:
             raise DecodeError(f"tensor {name!r}: empty jpeg")
         return elements
     payload = elements * _payload_itemsize(desc)
-    if desc.compression == "none" and frame_len != payload:
+    compressed = desc.compression != "none"
+    if not compressed and frame_len != payload:
         raise DecodeError(
-            f"tensor {name!r}: shape {desc.shape} as {desc.encoding} {desc.dtype} needs "
+            f"tensor {name!r}: shape {shape} as {encoding} {desc.dtype} needs "
             f"{payload} bytes, frame has {frame_len}"
         )
     # The widened array plus, when compressed, the decompressed payload.
-    return elements * np.dtype(desc.dtype).itemsize + (payload if desc.compression != "none" else 0)
+    return elements * _ITEMSIZE[desc.dtype] + (payload if compressed else 0)
 
 
 def _decode_checked(desc: TensorDesc, view: memoryview) -> np.ndarray[Any, Any]:
-    shape = tuple(desc.shape)
-    if desc.encoding == "jpeg":
+    encoding = desc.encoding
+    if encoding == "jpeg":
         return decode_jpeg(desc, view)
-    expected = math.prod(shape) * _payload_itemsize(desc)
     buf: memoryview | bytes = view
     if desc.compression != "none":
-        buf = decompress(desc, view, expected)
-    if desc.encoding == "raw":
-        return np.frombuffer(buf, dtype=_wire_dtype(desc.dtype)).reshape(shape)
-    if desc.encoding == "f16":
-        return np.frombuffer(buf, dtype="<f2").astype(desc.dtype, copy=False).reshape(shape)
+        buf = decompress(desc, view, math.prod(desc.shape) * _payload_itemsize(desc))
+    if encoding == "raw":
+        return np.frombuffer(buf, dtype=_WIRE_DTYPES[desc.dtype]).reshape(desc.shape)
+    if encoding == "f16":
+        return np.frombuffer(buf, dtype=_F16).astype(_NATIVE_DTYPES[desc.dtype], copy=False).reshape(desc.shape)
     assert desc.scale is not None  # checked in _check
     q = np.frombuffer(buf, dtype=np.int8)
     # Dequantize in at least float32: a float16 scale can underflow to zero.
     work = np.float64 if desc.dtype == "float64" else np.float32
     out = q.astype(work)
     out *= work(desc.scale)
-    return out.astype(desc.dtype, copy=False).reshape(shape)
+    return out.astype(_NATIVE_DTYPES[desc.dtype], copy=False).reshape(desc.shape)
 
 
 def error_for(request_id: int, status: StatusCode, message: str) -> ErrorReply:

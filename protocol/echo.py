@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,8 +21,8 @@ import numpy as np
 
 from . import security
 from .codec import DEFAULT_LIMITS, Frame, Limits, result_for
-from .messages import InferRequest, Result
-from .transport import DEFAULT_OPTIONS, Server, SocketOptions
+from .messages import PROTOCOL_VERSION, InferRequest, Result
+from .transport import DEFAULT_OPTIONS, OutFrame, Request, Server, SocketOptions
 
 __all__ = ["EchoServer", "main"]
 
@@ -50,6 +51,7 @@ class EchoServer:
         self.endpoint = self.server.last_endpoint
         scores = np.arange(num_classes, 0, -1, dtype=np.float64)
         self.scores = scores / scores.sum()
+        self._score_list: list[float] = self.scores.tolist()
         self.echo_tensors = echo_tensors
         self.requests = 0
         self._stop = threading.Event()
@@ -60,6 +62,29 @@ class EchoServer:
         self.requests += 1
         return result_for(header, self.scores, header.stage, tensors=tensors if self.echo_tensors else None)
 
+    def handle_request(self, request: Request) -> tuple[Result, Sequence[OutFrame]]:
+        """:meth:`handle`, sending ``raw`` payloads back as the frames they came in.
+
+        A raw, uncompressed payload decodes to exactly its bytes, so the received
+        frame is the echo: libzmq sends it again by reference count instead of
+        pyzmq wrapping a new buffer (the same as a bare pyzmq echo does). Other
+        encodings are decoded and re-encoded ``raw`` by :meth:`handle`.
+        """
+        header = request.header
+        assert isinstance(header, InferRequest)  # Server.serve_requests passes infer requests only
+        descs = header.tensors
+        if not self.echo_tensors or header.top_k or len(request.payloads) != len(descs):
+            return self.handle(header, request.tensors)
+        for d in descs:
+            if d.encoding != "raw" or d.compression != "none":
+                return self.handle(header, request.tensors)
+        self.requests += 1
+        reply = Result(
+            v=PROTOCOL_VERSION, id=header.id, stage=header.stage, scores=self._score_list, tensors=list(descs),
+            queue_ms=(time.monotonic() - request.received_at) * 1000.0,
+        )
+        return reply, request.payloads
+
     def start(self) -> EchoServer:
         """Serve on a daemon thread until :meth:`stop`."""
         self._thread = threading.Thread(target=self._run, name="jetsplit-echo", daemon=True)
@@ -68,7 +93,7 @@ class EchoServer:
 
     def _run(self) -> None:
         try:
-            self.server.serve(self.handle, self._stop, poll_ms=50)
+            self.server.serve_requests(self.handle_request, self._stop, poll_ms=50)
         finally:
             # The socket belongs to this thread: close it here, not in stop().
             self.server.close()
@@ -115,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger(__name__).info("echo server on %s", echo.endpoint)
     stop = threading.Event()
     try:
-        echo.server.serve(echo.handle, stop)
+        echo.server.serve_requests(echo.handle_request, stop)
     except KeyboardInterrupt:
         pass
     finally:

@@ -21,8 +21,8 @@ caller: :meth:`Server.recv` answers them with an ``error`` reply and keeps waiti
 
 from __future__ import annotations
 
+import collections
 import logging
-import queue
 import socket
 import threading
 import time
@@ -35,14 +35,24 @@ import numpy as np
 import zmq
 
 from . import security
-from .codec import DEFAULT_LIMITS, Frame, Limits, decode_message, encode_message, error_for
+from .codec import (
+    DEFAULT_LIMITS,
+    Frame,
+    Limits,
+    decode_message,
+    encode_header,
+    encode_message,
+    error_for,
+)
 from .errors import DecodeError, StatusCode
 from .messages import PROTOCOL_VERSION, ErrorReply, InferRequest, Message, Ping, Pong, Result
+from .sockio import readable, recv_parts, send_parts, wait
 
 __all__ = [
     "DEFAULT_OPTIONS",
     "Handler",
     "HandlerReply",
+    "OutFrame",
     "Request",
     "Server",
     "SocketOptions",
@@ -148,39 +158,42 @@ def router_socket(
 def send_frames(sock: zmq.Socket[Any], frames: Sequence[Frame], timeout_ms: int) -> bool:
     """Send a multipart message without copying; False if it could not be queued
     within ``timeout_ms`` (no peer connected, or the high-water mark is reached)."""
-    if timeout_ms > 0 and not sock.poll(timeout_ms, zmq.POLLOUT):
-        return False
-    try:
-        sock.send_multipart(list(frames), flags=zmq.NOBLOCK, copy=False)
-    except zmq.Again:
-        return False
-    return True
+    # Try first: a connected socket below its high-water mark takes the message at
+    # once, and the poll would only cost a system call on every request.
+    if send_parts(sock, frames):
+        return True
+    return timeout_ms > 0 and wait(sock, timeout_ms, writable=True) and send_parts(sock, frames)
 
 
 def recv_frames(sock: zmq.Socket[Any], timeout_ms: int) -> list[zmq.Frame] | None:
     """Receive one multipart message without copying, or None after ``timeout_ms``."""
-    if timeout_ms > 0 and not sock.poll(timeout_ms, zmq.POLLIN):
+    if timeout_ms > 0 and not wait(sock, timeout_ms):
         return None
-    try:
-        return sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-    except zmq.Again:
-        return None
+    return recv_parts(sock)
 
 
-@dataclass
+@dataclass(slots=True)
 class Request:
     """One decoded request as the server sees it.
 
     ``route`` is where the reply goes (the client's identity, plus the empty
     delimiter when the client is a REQ socket). ``tensors`` may view the received
     frames, which they keep alive. ``received_at`` is ``time.monotonic()``.
+    ``payloads`` are the received payload frames, one per tensor descriptor: a
+    reply may send one back as it came (libzmq shares the buffer, no copy and no
+    Python-side buffer tracking), as the echo server does.
     """
 
     route: tuple[bytes, ...]
     header: InferRequest | Ping
     tensors: dict[str, np.ndarray[Any, Any]]
     received_at: float
-    nbytes: int = 0
+    payloads: Sequence[zmq.Frame] = ()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of tensor payload the request carried."""
+        return sum(len(f) for f in self.payloads)
 
     @property
     def deadline_at(self) -> float:
@@ -198,8 +211,10 @@ class Request:
         return self.remaining_ms(now) <= 0.0
 
 
+#: An outgoing payload frame: bytes, a buffer, or a received frame sent on as it is.
+OutFrame = Frame | zmq.Frame
 #: What a handler returns: a header alone, or a header and its payload frames.
-HandlerReply = Result | ErrorReply | tuple[Result | ErrorReply, Sequence[Frame]]
+HandlerReply = Result | ErrorReply | tuple[Result | ErrorReply, Sequence[OutFrame]]
 #: ``handler(header, tensors) -> reply`` as :meth:`Server.serve` calls it.
 Handler = Callable[[InferRequest, dict[str, np.ndarray[Any, Any]]], HandlerReply]
 
@@ -241,7 +256,9 @@ class Server:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._outbox: queue.SimpleQueue[tuple[tuple[bytes, ...], list[Frame]]] = queue.SimpleQueue()
+        # deque.append and popleft are atomic: engine threads append, the socket
+        # thread pops, no lock needed.
+        self._outbox: collections.deque[tuple[tuple[bytes, ...], list[Any]]] = collections.deque()
         self._closed = False
         try:
             if curve is not None:
@@ -250,9 +267,7 @@ class Server:
         except BaseException:
             self._close_resources()
             raise
-        self._poller = zmq.Poller()
-        self._poller.register(self.socket, zmq.POLLIN)
-        self._poller.register(self._wake_r.fileno(), zmq.POLLIN)
+        self._poll_items: list[tuple[Any, int]] = [(self.socket, zmq.POLLIN), (self._wake_r.fileno(), zmq.POLLIN)]
 
     @property
     def last_endpoint(self) -> str:
@@ -268,24 +283,31 @@ class Server:
         peer sent), answers pings when ``answer_pings``, and flushes replies that
         other threads :meth:`post`-ed.
         """
-        deadline = time.monotonic() + max(0, timeout_ms) / 1000.0
+        deadline = 0.0
+        sock = self.socket
         while True:
-            self._flush_outbox()
-            try:
-                frames = self.socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                left = int((deadline - time.monotonic()) * 1000.0)
-                if left <= 0:
+            if self._outbox:
+                self._flush_outbox()
+            # Ask libzmq whether a message is queued before receiving: a receive on
+            # an empty socket costs a raised zmq.Again, several times the query.
+            if readable(sock):
+                frames = recv_parts(sock)
+                if frames is not None:
+                    request = self._decode(frames)
+                    if request is not None:
+                        return request
+                if deadline and time.monotonic() >= deadline:
                     return None
-                events = dict(self._poller.poll(left))
-                if self._wake_r.fileno() in events:
-                    self._drain_wakeups()
                 continue
-            request = self._decode(frames)
-            if request is not None:
-                return request
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if not deadline:
+                deadline = now + max(0, timeout_ms) / 1000.0
+            left = int((deadline - now) * 1000.0)
+            if left <= 0:
                 return None
+            events = zmq.zmq_poll(self._poll_items, left)
+            if len(events) > 1 or (events and events[0][0] is not sock):
+                self._drain_wakeups()
 
     def _decode(self, frames: list[zmq.Frame]) -> Request | None:
         received_at = time.monotonic()
@@ -293,11 +315,12 @@ class Server:
             return None  # no identity or no body: nothing we can even answer
         route: tuple[bytes, ...] = (frames[0].bytes,)
         body = frames[1:]
-        if len(body[0]) == 0 and len(body) > 1:
+        if len(body) > 1 and len(body[0]) == 0:
             # A REQ client put an empty delimiter before the header: keep it in the route.
             route, body = (*route, b""), body[1:]
+        views = [f.buffer for f in body]
         try:
-            decoded = decode_message([f.buffer for f in body], self.limits)
+            msg, tensors = decode_message(views, self.limits)
         except DecodeError as exc:
             _log.debug("bad request from %r: %s", route[0], exc)
             self._send_route(route, [error_for(exc.request_id or 0, exc.status, str(exc))])
@@ -306,19 +329,17 @@ class Server:
             _log.exception("internal error decoding a request")
             self._send_route(route, [error_for(0, StatusCode.INTERNAL, f"decoding failed: {exc!r}")])
             return None
-        msg = decoded.message
+        if type(msg) is InferRequest:
+            return Request(route, msg, tensors, received_at, body[1:])
         if isinstance(msg, Ping):
             if self.answer_pings:
                 self._send_route(route, [self.pong_for(msg)])
                 return None
             return Request(route, msg, {}, received_at)
-        if not isinstance(msg, InferRequest):
-            self._send_route(
-                route, [error_for(msg.id, StatusCode.BAD_REQUEST, f"a server does not accept {type(msg).__name__} messages")]
-            )
-            return None
-        nbytes = sum(len(f) for f in body)
-        return Request(route, msg, decoded.tensors, received_at, nbytes)
+        self._send_route(
+            route, [error_for(msg.id, StatusCode.BAD_REQUEST, f"a server does not accept {type(msg).__name__} messages")]
+        )
+        return None
 
     def pong_for(self, ping: Ping) -> Pong:
         """The ``pong`` this server answers ``ping`` with."""
@@ -332,44 +353,41 @@ class Server:
 
     # ------------------------------------------------------------------ send
 
-    def send(self, request: Request, reply: Message, payloads: Sequence[Frame] = ()) -> None:
+    def send(self, request: Request, reply: Message, payloads: Sequence[OutFrame] = ()) -> None:
         """Send ``reply`` (with its payload frames) to the client of ``request``.
 
         Never blocks: a reply to a client that is gone, or whose queue is full, is
         dropped by the ROUTER, which is what a client past its deadline wants.
         """
-        self._send_route(request.route, encode_message(reply, payloads))
+        self._send_encoded(request.route, encode_message(reply, payloads))
 
     def send_error(self, request: Request, status: StatusCode, message: str = "") -> None:
         """Answer ``request`` with an ``error`` reply."""
         self.send(request, error_for(request.header.id, status, message))
 
-    def post(self, request: Request, reply: Message, payloads: Sequence[Frame] = ()) -> None:
+    def post(self, request: Request, reply: Message, payloads: Sequence[OutFrame] = ()) -> None:
         """Thread-safe :meth:`send`: queue the reply for the socket's thread to send."""
-        self._outbox.put((request.route, encode_message(reply, payloads)))
+        self._outbox.append((request.route, encode_message(reply, payloads)))
         try:
             self._wake_w.send(b"\0")
         except (BlockingIOError, OSError):
             pass  # the wake-up pipe is full: the receiving thread is awake anyway
 
-    def _send_route(self, route: tuple[bytes, ...], frames: Sequence[Frame | Message]) -> None:
-        out: list[Any] = list(route)
-        for f in frames:
-            out.append(encode_message(f)[0] if isinstance(f, msgspec.Struct) else f)
+    def _send_route(self, route: tuple[bytes, ...], messages: Sequence[Message]) -> None:
+        self._send_encoded(route, [encode_header(m) for m in messages])
+
+    def _send_encoded(self, route: tuple[bytes, ...], frames: Sequence[OutFrame]) -> None:
         try:
-            self.socket.send_multipart(out, flags=zmq.NOBLOCK, copy=False)
-        except zmq.Again:
-            _log.debug("dropped a reply: client's queue is full")
+            if not send_parts(self.socket, [*route, *frames]):
+                _log.debug("dropped a reply: client's queue is full")
         except zmq.ZMQError as exc:
             _log.warning("dropped a reply: %s", exc)
 
     def _flush_outbox(self) -> None:
-        while True:
-            try:
-                route, frames = self._outbox.get_nowait()
-            except queue.Empty:
-                return
-            self._send_route(route, frames)
+        outbox = self._outbox
+        while outbox:
+            route, frames = outbox.popleft()
+            self._send_encoded(route, frames)
 
     def _drain_wakeups(self) -> None:
         try:
@@ -387,18 +405,29 @@ class Server:
         exception in the handler becomes an ``INTERNAL`` error reply; the result's
         ``queue_ms`` and ``compute_ms`` are filled in when the handler left them 0.
         """
+        self.serve_requests(lambda request: handler(request.header, request.tensors), stop,  # type: ignore[arg-type]
+                            poll_ms=poll_ms)
+
+    def serve_requests(
+        self, handler: Callable[[Request], HandlerReply], stop: threading.Event, *, poll_ms: int = 100
+    ) -> None:
+        """:meth:`serve` with a handler that gets the whole :class:`Request` (its
+        route, timing and received payload frames as well as its tensors)."""
         while not stop.is_set():
             request = self.recv(poll_ms)
-            if request is None or not isinstance(request.header, InferRequest):
+            if request is None:
+                continue
+            header = request.header
+            if type(header) is not InferRequest:
                 continue
             started = time.monotonic()
-            if request.expired(started):
+            if started >= request.received_at + header.deadline_ms / 1000.0:
                 self.send_error(request, StatusCode.EXPIRED, "deadline passed before the request ran")
                 continue
             try:
-                outcome = handler(request.header, request.tensors)
+                outcome = handler(request)
                 reply, payloads = outcome if isinstance(outcome, tuple) else (outcome, ())
-                if isinstance(reply, Result) and reply.queue_ms == 0.0 and reply.compute_ms == 0.0:
+                if type(reply) is Result and reply.queue_ms == 0.0 and reply.compute_ms == 0.0:
                     reply = msgspec.structs.replace(
                         reply,
                         queue_ms=(started - request.received_at) * 1000.0,
@@ -406,7 +435,7 @@ class Server:
                     )
                 self.send(request, reply, payloads)
             except Exception as exc:
-                _log.exception("handler failed on request %d", request.header.id)
+                _log.exception("handler failed on request %d", header.id)
                 self.send_error(request, StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
 
     # ------------------------------------------------------------------ close
