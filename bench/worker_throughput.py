@@ -1,24 +1,32 @@
 """Cloud worker throughput on the ``split`` tail, 32 clients, against bare ONNX Runtime.
 
 Issue 3, "Benchmarks": the worker (a real ``jetsplit cloud serve`` process) serves
-the cloud stage of ``demo:split`` to 32 concurrent clients, each a thread with its
-own :class:`jetsplit.protocol.Client` (its own DEALER socket) sending one request,
-waiting for its reply, sending the next (closed loop). Each request carries what
-the edge agent sends when it offloads at the split: the head's activation
-(``carry``, shape from the tail model, non-negative values like a ReLU output),
-encoded as the bundle's ``wire.activation`` says.
+the cloud stage of ``demo:split`` to 32 concurrent clients, each with one request
+in flight: it sends, waits for the reply, sends again (closed loop). Each request
+carries what the edge agent sends when it offloads at the split: the head's
+activation (``carry``, shape from the tail model, non-negative values like a ReLU
+output), encoded as the bundle's ``wire.activation`` says (``f16`` for demo:split).
+The load comes from 32 DEALER connections driven by one thread (``--load
+sockets``, the default: a cheap load generator, as wrk or ghz are) or from 32
+threads each with its own :class:`jetsplit.protocol.Client` (``--load clients``).
 
 The baseline is bare ONNX Runtime running the same tail model in batches of the
 worker's ``max_batch`` with the same session options and intra-op threads, pinned
-to the same core: the most the model allows on that core. The target is worker
+to one core: the most the model allows on that core. The target is worker
 throughput >= 0.9x the baseline.
 
-The worker is pinned to one core and the clients to another where there are two;
-on 2 cores the worker's socket thread, engine threads and ONNX Runtime share one
-core, exactly as the baseline's ONNX Runtime alone does.
+Placements (two cores here; the load generator always runs on the other core):
 
-    $ .venv/bin/python bench/worker_throughput.py                       # demo:split, ~1.5 min
-    $ .venv/bin/python bench/worker_throughput.py --bundle DIR --config 16,1,2 --config 32,1,2
+- ``split`` (the headline): the worker's engine thread, with ONNX Runtime on it,
+  pinned to the baseline's core (``--engine-cpus``); its socket thread and libzmq's
+  I/O thread on the other core (``--io-cpus``), next to the load generator. The
+  engine runs the same model on the same threads as the baseline; the protocol
+  work runs beside it, as on a GPU worker whose CPU serves the sockets;
+- ``one-core``: the whole worker process on the baseline's core, the protocol
+  work taken from the model's time.
+
+    $ .venv/bin/python bench/worker_throughput.py                       # demo:split, ~2 min
+    $ .venv/bin/python bench/worker_throughput.py --bundle DIR --config 16,1,2 --config 16,0,2,1,one-core
 """
 
 from __future__ import annotations
@@ -45,27 +53,43 @@ JETSPLIT = str(Path(sys.executable).with_name("jetsplit"))
 TARGET = 0.9
 
 
+PLACEMENTS = ("split", "one-core")
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
-    """The worker's batching and threading (``jetsplit cloud serve`` flags)."""
+    """The worker's batching, threading and placement (``jetsplit cloud serve`` flags).
+
+    ``placement``: ``split`` gives the engine thread the baseline's core
+    (``--engine-cpus``) and the socket thread the other one, shared with the load
+    generator (``--io-cpus``); ``one-core`` pins the whole worker process to the
+    baseline's core.
+    """
 
     max_batch: int
     threads: int
     max_wait_ms: float
     intra_op_threads: int = 1
+    placement: str = "split"
 
     @classmethod
     def parse(cls, text: str) -> WorkerSettings:
-        """``MAX_BATCH,THREADS,MAX_WAIT_MS[,INTRA_OP_THREADS]``, e.g. ``16,1,2``."""
+        """``MAX_BATCH,THREADS,MAX_WAIT_MS[,INTRA_OP_THREADS[,PLACEMENT]]``, e.g. ``16,1,2`` or
+        ``16,0,2,1,one-core``."""
         parts = text.split(",")
-        if len(parts) not in (3, 4):
-            raise argparse.ArgumentTypeError(f"expected MAX_BATCH,THREADS,MAX_WAIT_MS[,INTRA_OP], got {text!r}")
-        intra = int(parts[3]) if len(parts) == 4 else 1
-        return cls(int(parts[0]), int(parts[1]), float(parts[2]), intra)
+        if len(parts) not in (3, 4, 5) or (len(parts) == 5 and parts[4] not in PLACEMENTS):
+            raise argparse.ArgumentTypeError(
+                f"expected MAX_BATCH,THREADS,MAX_WAIT_MS[,INTRA_OP[,{'|'.join(PLACEMENTS)}]], got {text!r}")
+        intra = int(parts[3]) if len(parts) >= 4 else 1
+        placement = parts[4] if len(parts) == 5 else "split"
+        return cls(int(parts[0]), int(parts[1]), float(parts[2]), intra, placement)
 
-    def flags(self) -> list[str]:
-        return ["--max-batch", str(self.max_batch), "--threads", str(self.threads),
-                "--max-wait-ms", str(self.max_wait_ms), "--intra-op-threads", str(self.intra_op_threads)]
+    def flags(self, worker_core: int | None, client_core: int | None) -> list[str]:
+        out = ["--max-batch", str(self.max_batch), "--threads", str(self.threads),
+               "--max-wait-ms", str(self.max_wait_ms), "--intra-op-threads", str(self.intra_op_threads)]
+        if self.placement == "split" and worker_core is not None and client_core is not None:
+            out += ["--engine-cpus", str(worker_core), "--io-cpus", str(client_core)]
+        return out
 
 
 @dataclass(frozen=True)
@@ -152,12 +176,13 @@ def _baseline_main(tail: Tail, batch: int, intra: int, core: int | None, command
 class _Worker:
     """A ``jetsplit cloud serve`` process pinned to ``core``."""
 
-    def __init__(self, tail: Tail, settings: WorkerSettings, core: int | None) -> None:
+    def __init__(self, tail: Tail, settings: WorkerSettings, core: int | None, client_core: int | None) -> None:
         args = [JETSPLIT, "cloud", "serve", "--bundle", tail.bundle, "--bind", "tcp://127.0.0.1:*",
-                "--log-level", "WARNING", *settings.flags()]
+                "--log-level", "WARNING", *settings.flags(core, client_core)]
 
         def preexec() -> None:
-            if core is not None:
+            # "split": the worker places its own threads (--engine-cpus/--io-cpus).
+            if core is not None and settings.placement == "one-core":
                 os.sched_setaffinity(0, {core})
 
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -199,67 +224,144 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _clients_main(tail: Tail, endpoint: str, clients: int, core: int | None, worker_pid: int, warmup: float,
-                  commands: Any, out: Any) -> None:
-    """``clients`` threads, each its own Client in a closed loop while ``go`` is
-    set. Each command (seconds) loads the worker for ``warmup`` then counts the
-    replies of one window and the CPU both sides used; None ends it."""
-    pin(core)
-    from jetsplit.protocol import Client, RequestTimeout
+class _Load:
+    """The counters a load generator shares with its command loop."""
 
-    ok = [0] * clients
-    failed = [0] * clients
-    rtt: list[list[float]] = [[] for _ in range(clients)]
-    go = threading.Event()
-    stop = threading.Event()
-    errors: list[BaseException] = []
+    def __init__(self, clients: int) -> None:
+        self.ok = 0
+        self.failed = 0
+        self.rtt_ms: list[float] = []
+        self.errors: list[str] = []
+        self.go = threading.Event()
+        self.stop = threading.Event()
+
+
+def _load_sockets(tail: Tail, endpoint: str, clients: int, load: _Load) -> None:
+    """``clients`` DEALER connections driven by one thread, each with one request
+    in flight (closed loop): a load generator that costs little CPU, so the
+    worker, not Python client threads, is what the window measures (as wrk or
+    ghz do for HTTP and gRPC servers). Each connection's request is encoded once
+    with the protocol's codec and sent again after each reply (its own id; the
+    worker decodes and validates every one); every reply is decoded and checked."""
+    import zmq
+
+    from jetsplit.protocol.codec import decode_message, encode_infer
+    from jetsplit.protocol.messages import Result
+    from jetsplit.protocol.sockio import recv_parts, send_parts
+    from jetsplit.protocol.transport import dealer_socket
+
+    ctx = zmq.Context()
+    socks = [dealer_socket(ctx, [endpoint]) for _ in range(clients)]
+    requests = [encode_infer(i + 1, tail.fingerprint, tail.stage, 10_000, {"carry": _sample(tail, 1, seed=i)},
+                             tail.encoding) for i in range(clients)]
+    items = [(sock, zmq.POLLIN) for sock in socks]
+    which = {sock: i for i, sock in enumerate(socks)}
+    waiting = [False] * clients
+    sent_at = [0.0] * clients
+
+    def send(i: int) -> None:
+        while not send_parts(socks[i], requests[i]):  # not connected yet
+            if load.stop.wait(0.01):
+                return
+        waiting[i], sent_at[i] = True, time.perf_counter()
+
+    try:
+        while not load.stop.is_set():
+            if load.go.is_set():
+                for i in range(clients):
+                    if not waiting[i]:
+                        send(i)
+            elif not any(waiting):
+                load.go.wait(0.1)
+                continue
+            for sock, _ in zmq.zmq_poll(items, 100):
+                i = which[sock]
+                frames = recv_parts(sock)
+                if frames is None:
+                    continue
+                msg, _ = decode_message([f.buffer for f in frames])
+                if waiting[i] and isinstance(msg, Result) and msg.id == i + 1 and len(msg.scores) == 10:
+                    load.ok += 1
+                    load.rtt_ms.append((time.perf_counter() - sent_at[i]) * 1000.0)
+                else:
+                    load.failed += 1
+                waiting[i] = False
+                if load.go.is_set():
+                    send(i)
+    except BaseException as exc:  # passed on: the run is reported as failed
+        load.errors.append(repr(exc))
+    finally:
+        for sock in socks:
+            sock.close(linger=0)
+        ctx.term()
+
+
+def _load_clients(tail: Tail, endpoint: str, clients: int, load: _Load) -> None:
+    """``clients`` threads, each its own :class:`jetsplit.protocol.Client`, closed
+    loop: what an application of the client API looks like, client costs included."""
+    from jetsplit.protocol import Client, RequestTimeout
 
     def run(i: int) -> None:
         carry = _sample(tail, 1, seed=i)
         try:
             with Client(endpoint, tail.fingerprint, timeout_ms=10_000) as client:
                 client.wait_ready()
-                while not stop.is_set():
-                    if not go.wait(0.1):
+                while not load.stop.is_set():
+                    if not load.go.wait(0.1):
                         continue
                     try:
                         reply = client.infer(tail.stage, {"carry": carry}, deadline_ms=10_000,
                                              encodings=tail.encoding)
                     except RequestTimeout:
-                        failed[i] += 1
+                        load.failed += 1
                         continue
                     if reply.ok:
-                        ok[i] += 1
-                        rtt[i].append(reply.rtt_ms)
+                        load.ok += 1
+                        load.rtt_ms.append(reply.rtt_ms)
                     else:
-                        failed[i] += 1
+                        load.failed += 1
         except BaseException as exc:  # passed on: the run is reported as failed
-            errors.append(exc)
+            load.errors.append(repr(exc))
 
     threads = [threading.Thread(target=run, args=(i,), name=f"client-{i}", daemon=True) for i in range(clients)]
     for t in threads:
         t.start()
+    for t in threads:
+        t.join()
+
+
+LOADS = {"sockets": _load_sockets, "clients": _load_clients}
+
+
+def _clients_main(tail: Tail, endpoint: str, clients: int, kind: str, core: int | None, worker_pid: int,
+                  warmup: float, commands: Any, out: Any) -> None:
+    """The load generator ``kind`` with ``clients`` concurrent requests. Each
+    command (seconds) loads the worker for ``warmup`` then counts the replies of
+    one window and the CPU both sides used; None ends it."""
+    pin(core)
+    load = _Load(clients)
+    runner = threading.Thread(target=LOADS[kind], args=(tail, endpoint, clients, load), daemon=True)
+    runner.start()
     me = os.getpid()
     out.put("ready")
     try:
         while (seconds := commands.get()) is not None:
-            go.set()
+            load.go.set()
             time.sleep(warmup)
-            for r in rtt:
-                r.clear()
-            n0, w0, c0, t0 = sum(ok), _cpu_seconds(worker_pid), _cpu_seconds(me), time.perf_counter()
+            load.rtt_ms.clear()
+            n0, w0, c0, t0 = load.ok, _cpu_seconds(worker_pid), _cpu_seconds(me), time.perf_counter()
             time.sleep(seconds)
-            n1, w1, c1, t1 = sum(ok), _cpu_seconds(worker_pid), _cpu_seconds(me), time.perf_counter()
-            go.clear()
-            lat = [x for r in rtt for x in r]
+            n1, w1, c1, t1 = load.ok, _cpu_seconds(worker_pid), _cpu_seconds(me), time.perf_counter()
+            load.go.clear()
+            lat = list(load.rtt_ms)
             out.put({"rate": (n1 - n0) / (t1 - t0), "worker_cpu": (w1 - w0) / (t1 - t0),
                      "client_cpu": (c1 - c0) / (t1 - t0), "rtt_ms": statistics.median(lat) if lat else None,
-                     "failed": sum(failed), "errors": [repr(e) for e in errors]})
+                     "failed": load.failed, "errors": list(load.errors)})
             time.sleep(0.2)  # the last requests of the window come back before the baseline runs
     finally:
-        stop.set()
-        for t in threads:
-            t.join(15)
+        load.stop.set()
+        load.go.set()
+        runner.join(15)
 
 
 class _Side:
@@ -287,14 +389,14 @@ class _Side:
             self.proc.join(5)
 
 
-def compare(tail: Tail, settings: WorkerSettings, clients: int, worker_core: int | None,
+def compare(tail: Tail, settings: WorkerSettings, clients: int, load_kind: str, worker_core: int | None,
             client_core: int | None, warmup: float, seconds: float, windows: int) -> dict[str, Any]:
     """Worker and bare ONNX Runtime in alternating windows on the same core."""
     bare = _Side(_baseline_main, tail, settings.max_batch, settings.intra_op_threads, worker_core)
-    worker = _Worker(tail, settings, worker_core)
+    worker = _Worker(tail, settings, worker_core, client_core)
     load: _Side | None = None
     try:
-        load = _Side(_clients_main, tail, worker.endpoint, clients, client_core, worker.proc.pid, warmup)
+        load = _Side(_clients_main, tail, worker.endpoint, clients, load_kind, client_core, worker.proc.pid, warmup)
         load.window(seconds)  # warm-up: connections, the engine's first batches
         pairs = [(bare.window(seconds), load.window(seconds)) for _ in range(windows)]
     finally:
@@ -341,6 +443,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--bundle", default="demo:split")
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--load", choices=sorted(LOADS), default="sockets",
+                        help="sockets: one thread driving one DEALER per client (cheap load generator); "
+                             "clients: a thread per client, each a jetsplit.protocol.Client")
     parser.add_argument("--config", action="append", type=WorkerSettings.parse,
                         help="worker settings MAX_BATCH,THREADS,MAX_WAIT_MS[,INTRA_OP] (repeatable: a sweep); "
                              "the best is the headline")
@@ -349,13 +454,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=0.5, help="load before each worker window")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    configs: list[WorkerSettings] = args.config or [WorkerSettings(16, 1, 2.0), WorkerSettings(32, 1, 2.0)]
+    configs: list[WorkerSettings] = args.config or [
+        WorkerSettings(16, 1, 2.0),                        # the engine thread on the baseline's core
+        WorkerSettings(16, 0, 2.0, placement="one-core"),  # everything on that one core
+        WorkerSettings(16, 1, 2.0, placement="one-core"),
+    ]
 
     tail = find_tail(args.bundle)
     worker_core, client_core = _cores()
     runs: list[dict[str, Any]] = []
     for settings in configs:
-        run = compare(tail, settings, args.clients, worker_core, client_core, args.warmup, args.seconds,
+        run = compare(tail, settings, args.clients, args.load, worker_core, client_core, args.warmup, args.seconds,
                       args.windows)
         print(f"worker {run['settings']}: {run['worker_samples_per_s']} samples/s, bare "
               f"{run['baseline_samples_per_s']}, ratio {run['ratio']}, cores busy {run['cpu_cores_busy']}",
@@ -368,7 +477,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "tail": {**asdict(tail), "model": Path(tail.model).name},
         "setup": {
             "clients": args.clients,
-            "client_kind": "threads in one process, each its own jetsplit.protocol.Client (DEALER), closed loop",
+            "load": args.load,
+            "client_kind": {"sockets": "one thread driving one DEALER connection per client, one request in flight "
+                                       "each (closed loop); requests encoded per request with the protocol codec, "
+                                       "every reply decoded and checked",
+                            "clients": "a thread per client, each its own jetsplit.protocol.Client, closed loop"}[args.load],
             "endpoint": "tcp on 127.0.0.1",
             "worker": "jetsplit cloud serve (a real process)",
             "worker_core": worker_core, "client_core": client_core,

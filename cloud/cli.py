@@ -4,6 +4,7 @@
                          [--config cloud.toml] [--metrics-port N]
                          [--curve-secret FILE --curve-allow DIR]
                          [--max-batch N] [--max-wait-ms X] [--threads N]
+                         [--engine-cpus LIST] [--io-cpus LIST]
 
 Prints the address it serves and the fingerprints it holds, logs the resolved
 configuration, and on SIGTERM or SIGINT answers everything it accepted, then exits 0.
@@ -22,6 +23,7 @@ from pathlib import Path
 from types import FrameType
 
 from jetsplit.cloud.config import load_cloud_config
+from jetsplit.cloud.placement import parse_cpus
 from jetsplit.cloud.worker import Worker
 from jetsplit.config import setup_logging
 
@@ -43,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--max-wait-ms", type=float)
     s.add_argument("--threads", type=int, help="engine threads")
     s.add_argument("--intra-op-threads", type=int)
+    s.add_argument("--engine-cpus", help="CPUs for the engine threads, e.g. 1 or 2-3 (default: any)")
+    s.add_argument("--io-cpus", help="CPUs for the socket thread, e.g. 0 (default: any)")
     s.add_argument("--backend")
     s.add_argument("--log-level", default="INFO")
     return p
@@ -56,6 +60,8 @@ def main(argv: Sequence[str]) -> int:
         "curve_secret": args.curve_secret, "curve_allow": args.curve_allow, "max_batch": args.max_batch,
         "max_wait_ms": args.max_wait_ms, "threads": args.threads, "intra_op_threads": args.intra_op_threads,
         "backend": args.backend,
+        "engine_cpus": None if args.engine_cpus is None else parse_cpus(args.engine_cpus, "--engine-cpus"),
+        "io_cpus": None if args.io_cpus is None else parse_cpus(args.io_cpus, "--io-cpus"),
     }
     config = load_cloud_config(args.config, os.environ, flags)
     log = logging.getLogger("jetsplit.cloud")

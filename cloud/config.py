@@ -7,6 +7,8 @@ variables, then command-line flags, each overriding the one before.
     max_wait_ms = 2.0       # longest a request waits for its batch to fill
     threads = 2             # engine threads; 0: the socket thread runs batches itself
     intra_op_threads = 1    # ONNX Runtime threads per engine call
+    engine_cpus = "1-3"     # CPUs for the engine threads and their ONNX Runtime pools ("": any)
+    io_cpus = "0"           # CPUs for the socket thread and libzmq's I/O thread ("": any)
     backend = "onnxruntime"
     metrics_port = 9100     # 0: no metrics endpoint
     metrics_addr = "127.0.0.1"
@@ -24,6 +26,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from jetsplit.cloud.placement import check_cpus, parse_cpus
 from jetsplit.config import EnvTable, layered, relative_to_file, split_list
 from jetsplit.errors import ConfigError
 from jetsplit.manifest import TableReader, read_toml
@@ -47,6 +50,8 @@ class CloudConfig:
     drain_timeout_s: float = 30.0
     curve_secret: str | None = None
     curve_allow: str | None = None
+    engine_cpus: tuple[int, ...] = ()
+    io_cpus: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.bundles:
@@ -66,6 +71,8 @@ class CloudConfig:
             raise ConfigError(f"metrics_port: expected 0..65535, got {self.metrics_port}")
         if (self.curve_secret is None) != (self.curve_allow is None):
             raise ConfigError("curve: expected both the secret key file and the allowed-clients directory, got one")
+        check_cpus(self.engine_cpus, "engine_cpus")
+        check_cpus(self.io_cpus, "io_cpus")
 
     def describe(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -93,6 +100,10 @@ def _from_file(path: Path) -> dict[str, Any]:
     backend = r.text("backend", None)
     if backend is not None:
         out["backend"] = backend
+    for key in ("engine_cpus", "io_cpus"):
+        cpus = r.text(key, None)
+        if cpus is not None:
+            out[key] = parse_cpus(cpus, f"{path}: {key}")
     curve = r.table("curve", None)
     if curve is not None:
         c = TableReader(curve, f"{path} [curve]", ConfigError)
@@ -114,6 +125,8 @@ _ENV: EnvTable = {
     "JETSPLIT_CLOUD_THREADS": ("threads", int),
     "JETSPLIT_CLOUD_METRICS_PORT": ("metrics_port", int),
     "JETSPLIT_CLOUD_METRICS_ADDR": ("metrics_addr", str),
+    "JETSPLIT_CLOUD_ENGINE_CPUS": ("engine_cpus", lambda text: parse_cpus(text, "JETSPLIT_CLOUD_ENGINE_CPUS")),
+    "JETSPLIT_CLOUD_IO_CPUS": ("io_cpus", lambda text: parse_cpus(text, "JETSPLIT_CLOUD_IO_CPUS")),
 }
 
 

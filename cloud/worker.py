@@ -7,10 +7,14 @@ Threads and their roles:
   batcher, answers what is wrong at once, sends the replies engine threads post,
   and pings the systemd watchdog;
 - ``threads`` engine threads take batches per (bundle, stage), run the chain from
-  that stage to the end (ONNX Runtime and TensorRT release the GIL), and post one
-  reply per request. With ``threads = 0`` the socket thread runs the batches
-  itself between receives: no hand-off between threads, which is what a worker
-  pinned to one core wants (the threads would only take turns on it).
+  that stage to the end (ONNX Runtime and TensorRT release the GIL), and hand the
+  batch's scores back to the socket thread in one call, which builds and sends the
+  replies: an engine thread spends its core on the model, not on the protocol.
+  With ``threads = 0`` the socket thread runs the batches itself between
+  receives: no hand-off between threads, which is what a worker pinned to one
+  core wants (the threads would only take turns on it).
+- ``engine_cpus`` and ``io_cpus`` place the two kinds of thread on separate cores
+  (cloud/placement.py).
 
 A malformed or hostile request costs an error reply and nothing else: the decoder
 enforces every limit before allocating, and any exception in a batch is answered
@@ -22,6 +26,8 @@ then closes.
 from __future__ import annotations
 
 import logging
+import math
+import queue
 import threading
 import time
 from collections.abc import Sequence
@@ -34,8 +40,9 @@ from jetsplit.chain import Chain
 from jetsplit.cloud.batcher import Batch, Batcher
 from jetsplit.cloud.config import CloudConfig
 from jetsplit.cloud.metrics import WorkerMetrics
+from jetsplit.cloud.placement import available_cpus, pin_thread, pinned
 from jetsplit.errors import ConfigError, JetsplitError
-from jetsplit.handoff import stack, validate
+from jetsplit.handoff import Resume, stack, validate
 from jetsplit.protocol import CurveServer, Server, StatusCode
 from jetsplit.protocol.codec import error_for, result_for
 from jetsplit.protocol.messages import InferRequest
@@ -54,6 +61,17 @@ class _Served:
     cloud_stages: frozenset[int]
 
 
+@dataclass
+class _Job:
+    """A formed batch waiting for an engine thread; ``resume`` is None when the
+    requests could not be stacked together (run one by one)."""
+
+    batch: Batch[Request]
+    served: _Served
+    stage: int
+    resume: Resume | None
+
+
 class Worker:
     """Load bundles, bind, serve until stopped. See the module docstring."""
 
@@ -64,14 +82,21 @@ class Worker:
         self.batcher: Batcher[Request] = Batcher(config.max_batch, config.max_wait_ms)
         self.served: dict[str, _Served] = {}
         self._engines_stop = threading.Event()
+        self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self.server: Server | None = None
         self.answered = 0
         self.accepted = 0
         self._socket_thread: int | None = None
+        # Engine threads without engine_cpus must not inherit io_cpus from the
+        # socket thread that starts them: remember the process's CPUs.
+        self._engine_cpus = config.engine_cpus or tuple(sorted(available_cpus()))
+        self._ok = self.metrics.requests.labels(status="ok")
         try:
-            for spec in config.bundles:
-                self._load(spec)
+            # Sessions created here start their thread pools here: on the engine CPUs.
+            with pinned(config.engine_cpus):
+                for spec in config.bundles:
+                    self._load(spec)
         except BaseException:
             self._close_chains()
             raise
@@ -87,10 +112,17 @@ class Worker:
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
+        """Bind and start the engine threads. Call from the thread that will
+        :meth:`serve`: it is pinned to ``io_cpus`` here, before the socket's
+        context starts libzmq's I/O thread (which inherits the placement)."""
+        pin_thread(self.config.io_cpus)
         curve = None
         if self.config.curve_secret is not None and self.config.curve_allow is not None:
             curve = CurveServer(self.config.curve_secret, self.config.curve_allow)
-        self.server = Server(list(self.config.bind), bundles=list(self.served), name="jetsplit-cloud", curve=curve)
+        # keep_f16: float16 activations are stacked as they came and widened per
+        # batch on the engine thread (jetsplit/halfcast.py), not one by one here.
+        self.server = Server(list(self.config.bind), bundles=list(self.served), name="jetsplit-cloud", curve=curve,
+                             keep_f16=True)
         if self.config.metrics_port:
             self.metrics.serve(self.config.metrics_port, self.config.metrics_addr)
         for i in range(self.config.threads):
@@ -109,22 +141,26 @@ class Worker:
         server = self._require_server()
         self.notifier.ready(f"serving {len(self.served)} bundle(s)")
         self._socket_thread = threading.get_ident()
-        inline = self.config.threads == 0
         try:
             while not stop.is_set():
                 self.notifier.tick()
-                wait_ms = 50
-                if inline:
-                    wait_ms = int(min(50.0, self.batcher.next_due() * 1000.0))
-                req = server.recv(wait_ms)
+                req = server.recv(self._wait_ms())
                 if req is not None:
                     self._accept(server, req)
-                if inline:
-                    self._run_ready()
+                self._dispatch()
             self.notifier.stopping()
             self._drain(server)
         finally:
             self.close()
+
+    def _wait_ms(self) -> int:
+        """How long the socket thread may wait for a request: until the next batch
+        is due when there is room to form it (an engine thread that takes a formed
+        batch wakes the socket thread to form the next)."""
+        if self.config.threads and self._jobs.qsize() >= self.config.threads:
+            return 50
+        due = self.batcher.next_due()
+        return 50 if due >= 0.05 else math.ceil(due * 1000.0)
 
     def _drain(self, server: Server) -> None:
         # Keep reading while work is pending or requests still arrive, so a request
@@ -134,9 +170,8 @@ class Worker:
         quiet_since = time.monotonic()
         while time.monotonic() < end:
             req = server.recv(20)
-            if self.config.threads == 0:
-                self.batcher.close()  # release what is queued at once
-                self._run_ready()
+            self.batcher.close()  # release what is queued at once
+            self._dispatch()
             if req is not None and isinstance(req.header, InferRequest):
                 quiet_since = time.monotonic()
                 self._answer_error(server, req, StatusCode.SHUTTING_DOWN, "worker is shutting down")
@@ -198,68 +233,123 @@ class Worker:
         self.metrics.in_flight.inc()
         self.batcher.put((header.bundle, header.stage), req, req.deadline_at)
 
-    # -- engine threads -----------------------------------------------------------------
-    def _engine_loop(self) -> None:
-        while not self._engines_stop.is_set():
-            batch = self.batcher.take(0.1)
-            if batch is not None:
-                self._run_guarded(batch)
+    # -- batches -------------------------------------------------------------------------
+    def _dispatch(self) -> None:
+        """On the socket thread: form the batches that are ready and give each to
+        an engine thread, or run it here when ``threads = 0``.
 
-    def _run_ready(self) -> None:
-        """Inline mode: run every batch that is ready now, on the socket thread."""
-        while (batch := self.batcher.take(0.0)) is not None:
-            self._run_guarded(batch)
-
-    def _run_guarded(self, batch: Batch[Request]) -> None:
-        try:
-            self._run_batch(batch)
-        except Exception:  # a bug here must not end the loop: answer and go on
-            _log.exception("engine failed on a batch")
-            for req in batch.items:
-                self._post(req, error_for(req.header.id, StatusCode.INTERNAL, "internal error"), (), "internal")
-        finally:
-            self.batcher.done(len(batch.items))
-
-    def _post(self, req: Request, reply: object, payloads: Sequence[object], status: str) -> None:
-        server = self.server
-        if server is not None:
-            if threading.get_ident() == self._socket_thread:
-                server.send(req, reply, payloads)  # type: ignore[arg-type]
+        At most one formed batch waits per engine thread, so a batch is formed as
+        late as possible (fuller, most urgent first) yet is ready the moment an
+        engine finishes the one before. Forming a batch (stacking its tensors,
+        widening float16) happens here, where the requests were just decoded and
+        sit in this core's cache, so an engine thread only runs the model.
+        """
+        inline = self.config.threads == 0
+        while inline or self._jobs.qsize() < self.config.threads:
+            batch = self.batcher.take(0.0)
+            if batch is None:
+                return
+            job = self._form(batch)
+            if job is None:
+                continue
+            if inline:
+                self._run_job(job)
             else:
-                server.post(req, reply, payloads)  # type: ignore[arg-type]
-        self.answered += 1
-        self.metrics.in_flight.dec()
-        self.metrics.requests.labels(status=status).inc()
+                self._jobs.put(job)
 
-    def _run_batch(self, batch: Batch[Request]) -> None:
-        for req in batch.expired:
-            self._post(req, error_for(req.header.id, StatusCode.EXPIRED, "deadline passed in the queue"), (), "expired")
+    def _form(self, batch: Batch[Request]) -> _Job | None:
+        if batch.expired:
+            self._send_errors(batch.expired, StatusCode.EXPIRED, "deadline passed in the queue")
         if not batch.items:
-            return
+            return None
         fingerprint, stage = batch.key  # type: ignore[misc]
         served = self.served[fingerprint]
-        self.metrics.batch_size.observe(len(batch.items))
-        for waited in batch.waited_ms:
-            self.metrics.queue_seconds.observe(waited / 1000.0)
         try:
-            self._run_items(served, stage, batch.items, batch.waited_ms)
+            resume: Resume | None = stack(served.chain, stage, [r.tensors for r in batch.items])
         except JetsplitError:
-            # One bad request must not fail the others: rerun one by one.
-            for req, waited in zip(batch.items, batch.waited_ms):
-                try:
-                    self._run_items(served, stage, [req], [waited])
-                except JetsplitError as exc:
-                    self._post(req, error_for(req.header.id, StatusCode.BAD_REQUEST, str(exc)[:1000]), (), "bad_request")
+            resume = None  # one bad request: the engine runs them one by one
+        return _Job(batch, served, stage, resume)
 
-    def _run_items(self, served: _Served, stage: int, items: list[Request], waited_ms: list[float]) -> None:
+    def _engine_loop(self) -> None:
+        pin_thread(self._engine_cpus)
+        while not self._engines_stop.is_set():
+            try:
+                job = self._jobs.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            server = self.server
+            if server is not None:
+                server.call_soon(self._dispatch)  # room for the next batch: form it now
+            self._run_job(job)
+
+    def _run_job(self, job: _Job) -> None:
+        items = job.batch.items
+        try:
+            if job.resume is not None:
+                try:
+                    self._run_items(job.served, job.stage, items, job.batch.waited_ms, job.resume)
+                    return
+                except JetsplitError:
+                    pass
+            # One bad request must not fail the others: rerun one by one.
+            for req, waited in zip(items, job.batch.waited_ms):
+                try:
+                    resume = stack(job.served.chain, job.stage, [req.tensors])
+                    self._run_items(job.served, job.stage, [req], [waited], resume)
+                except JetsplitError as exc:
+                    self._deliver_errors([req], StatusCode.BAD_REQUEST, str(exc)[:1000])
+        except Exception:  # a bug here must not end the loop: answer and go on
+            _log.exception("engine failed on a batch")
+            self._deliver_errors(items, StatusCode.INTERNAL, "internal error")
+        finally:
+            self.batcher.done(len(items))
+
+    def _on_socket_thread(self) -> bool:
+        return threading.get_ident() == self._socket_thread
+
+    def _hand_over(self, fn: object, *args: object) -> None:
+        """Run ``fn(*args)`` on the socket thread: now if this is it, else posted."""
+        server = self.server
+        if self._on_socket_thread() or server is None:
+            fn(*args)  # type: ignore[operator]
+        else:
+            server.call_soon(lambda: fn(*args))  # type: ignore[operator]
+
+    def _deliver_errors(self, items: Sequence[Request], status: StatusCode, message: str) -> None:
+        self._hand_over(self._send_errors, list(items), status, message)
+
+    def _send_errors(self, items: list[Request], status: StatusCode, message: str) -> None:
+        server = self.server
+        for req in items:
+            if server is not None:
+                server.send(req, error_for(req.header.id, status, message))
+        self._answered(len(items), status.name.lower())
+
+    def _answered(self, count: int, status: str) -> None:
+        self.answered += count
+        self.metrics.in_flight.dec(count)
+        (self._ok if status == "ok" else self.metrics.requests.labels(status=status)).inc(count)
+
+    def _run_items(self, served: _Served, stage: int, items: list[Request], waited_ms: list[float],
+                   resume: Resume) -> None:
         start = time.perf_counter()
-        resume = stack(served.chain, stage, [r.tensors for r in items])
         res = served.chain.run_from(stage, resume.x, resume.carry, resume.state)
         compute_ms = (time.perf_counter() - start) * 1000.0
-        self.metrics.compute_seconds.observe(compute_ms / 1000.0)
+        self._hand_over(self._send_results, items, res.probs, res.stage, waited_ms, compute_ms)
+
+    def _send_results(self, items: list[Request], probs: np.ndarray, stages: np.ndarray,
+                      waited_ms: list[float], compute_ms: float) -> None:
+        """On the socket thread: one ``result`` per request of a batch, and its metrics."""
+        server = self.server
+        metrics = self.metrics
+        metrics.batch_size.observe(len(items))
+        metrics.compute_seconds.observe(compute_ms / 1000.0)
+        observe_queue = metrics.queue_seconds.observe
+        stage_list = stages.tolist()
         for i, req in enumerate(items):
-            header = req.header
-            assert isinstance(header, InferRequest)
-            reply, payloads = result_for(header, np.asarray(res.probs[i]), int(res.stage[i]),
-                                         queue_ms=waited_ms[i], compute_ms=compute_ms)
-            self._post(req, reply, payloads, "ok")
+            observe_queue(waited_ms[i] / 1000.0)
+            if server is not None:
+                reply, payloads = result_for(req.header, probs[i], stage_list[i],  # type: ignore[arg-type]
+                                             queue_ms=waited_ms[i], compute_ms=compute_ms)
+                server.send(req, reply, payloads)
+        self._answered(len(items), "ok")

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from jetsplit import halfcast
 from jetsplit.bundle import Bundle
 from jetsplit.chain import Chain, ChainState
 from jetsplit.errors import DataError
@@ -115,7 +116,9 @@ def _check_one(chain: Chain, stage: int, tensors: Mapping[str, np.ndarray]) -> N
     if CARRY in tensors:
         spec = chain.stage(stage).engine.input_spec(chain.stage(stage).input_name)
         arr = tensors[CARRY]
-        ok = arr.dtype == spec.dtype and arr.ndim == len(spec.shape) and arr.shape[0] == 1 and all(
+        # float16 for a float32 input: received as sent and widened per batch in stack().
+        dtype_ok = arr.dtype == spec.dtype or (arr.dtype == np.float16 and spec.dtype == np.float32)
+        ok = dtype_ok and arr.ndim == len(spec.shape) and arr.shape[0] == 1 and all(
             w is None or w == h for w, h in zip(spec.shape[1:], arr.shape[1:])
         )
         if not ok:
@@ -145,7 +148,13 @@ def stack(chain: Chain, stage: int, requests: Sequence[Mapping[str, np.ndarray]]
         x = chain.preprocess([r[FRAME] for r in requests])
     else:
         x = np.zeros((len(requests),), np.float32)
-    carry = np.concatenate([r[CARRY] for r in requests]) if CARRY in want else None
+    carry = None
+    if CARRY in want:
+        carry = np.concatenate([r[CARRY] for r in requests])
+        if carry.dtype == np.float16:
+            st = chain.stage(stage)
+            if st.engine.input_spec(st.input_name).dtype == np.float32:
+                carry = halfcast.to_float32(carry)
     state = None
     if PROBS in want:
         state = ChainState(np.concatenate([r[PROBS] for r in requests]), expected_count(bundle, stage))

@@ -440,10 +440,17 @@ def _version_error(version: int, request_id: int | None) -> DecodeError:
     )
 
 
-def decode_message(frames: Sequence[ReadableBuffer], limits: Limits = DEFAULT_LIMITS) -> Decoded:
+def decode_message(
+    frames: Sequence[ReadableBuffer], limits: Limits = DEFAULT_LIMITS, *, keep_f16: bool = False
+) -> Decoded:
     """Decode ``[header, *payloads]`` with every limit checked before allocating.
 
     Raises :class:`DecodeError`; its ``status`` is the code to answer with.
+
+    ``keep_f16``: ``f16`` payloads of ``float32`` tensors come back as float16
+    arrays viewing the frames (no copy) instead of being widened one by one: for
+    a receiver that stacks many requests and widens the batch at once
+    (:mod:`jetsplit.halfcast`, the cloud worker).
     """
     if not frames:
         raise DecodeError("empty message: no header frame")
@@ -461,7 +468,7 @@ def decode_message(frames: Sequence[ReadableBuffer], limits: Limits = DEFAULT_LI
     if not descs and len(views) == 1:
         return Decoded(msg, {})
     try:
-        tensors = _decode_views(descs, views[1:], limits)
+        tensors = _decode_views(descs, views[1:], limits, keep_f16)
     except DecodeError as exc:
         exc.request_id = msg.id
         raise
@@ -476,7 +483,7 @@ def decode_tensors(
 
 
 def _decode_views(
-    descs: Sequence[TensorDesc], views: Sequence[memoryview], limits: Limits
+    descs: Sequence[TensorDesc], views: Sequence[memoryview], limits: Limits, keep_f16: bool = False
 ) -> dict[str, np.ndarray[Any, Any]]:
     if len(descs) > limits.max_tensors:
         raise DecodeError(f"{len(descs)} tensors exceed {limits.max_tensors}", StatusCode.TOO_LARGE)
@@ -496,7 +503,7 @@ def _decode_views(
             f"tensors would decode to {decoded_bytes} bytes, over {limits.max_decoded_bytes}",
             StatusCode.TOO_LARGE,
         )
-    return {desc.name: _decode_checked(desc, view) for desc, view in zip(descs, views)}
+    return {desc.name: _decode_checked(desc, view, keep_f16) for desc, view in zip(descs, views)}
 
 
 def decode_tensor(
@@ -554,7 +561,7 @@ def _check(desc: TensorDesc, frame_len: int, limits: Limits) -> int:
     return elements * _ITEMSIZE[desc.dtype] + (payload if compressed else 0)
 
 
-def _decode_checked(desc: TensorDesc, view: memoryview) -> np.ndarray[Any, Any]:
+def _decode_checked(desc: TensorDesc, view: memoryview, keep_f16: bool = False) -> np.ndarray[Any, Any]:
     encoding = desc.encoding
     if encoding == "jpeg":
         return decode_jpeg(desc, view)
@@ -564,7 +571,10 @@ def _decode_checked(desc: TensorDesc, view: memoryview) -> np.ndarray[Any, Any]:
     if encoding == "raw":
         return np.frombuffer(buf, dtype=_WIRE_DTYPES[desc.dtype]).reshape(desc.shape)
     if encoding == "f16":
-        return np.frombuffer(buf, dtype=_F16).astype(_NATIVE_DTYPES[desc.dtype], copy=False).reshape(desc.shape)
+        half = np.frombuffer(buf, dtype=_F16).reshape(desc.shape)
+        if keep_f16 and desc.dtype == "float32":
+            return half
+        return half.astype(_NATIVE_DTYPES[desc.dtype], copy=False)
     assert desc.scale is not None  # checked in _check
     q = np.frombuffer(buf, dtype=np.int8)
     # Dequantize in at least float32: a float16 scale can underflow to zero.

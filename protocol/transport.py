@@ -22,6 +22,7 @@ caller: :meth:`Server.recv` answers them with an ``error`` reply and keeps waiti
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import socket
 import threading
@@ -228,7 +229,8 @@ class Server:
     a :meth:`recv` in progress.
 
     ``bundles`` and ``name`` are reported in ``pong`` replies; assign to
-    ``server.bundles`` when the set of loaded bundles changes.
+    ``server.bundles`` when the set of loaded bundles changes. ``keep_f16`` is
+    :func:`~.codec.decode_message`'s: requests' ``f16`` tensors stay float16.
     """
 
     def __init__(
@@ -242,8 +244,10 @@ class Server:
         curve: security.CurveServer | None = None,
         context: zmq.Context[Any] | None = None,
         answer_pings: bool = True,
+        keep_f16: bool = False,
     ) -> None:
         eps = [endpoints] if isinstance(endpoints, str) else list(endpoints)
+        self.keep_f16 = keep_f16
         self.bundles: list[str] = list(bundles)
         self.name = name
         self.limits = limits
@@ -258,7 +262,7 @@ class Server:
         self._wake_w.setblocking(False)
         # deque.append and popleft are atomic: engine threads append, the socket
         # thread pops, no lock needed.
-        self._outbox: collections.deque[tuple[tuple[bytes, ...], list[Any]]] = collections.deque()
+        self._outbox: collections.deque[Callable[[], object]] = collections.deque()
         self._closed = False
         try:
             if curve is not None:
@@ -277,11 +281,11 @@ class Server:
     # ------------------------------------------------------------------ receive
 
     def recv(self, timeout_ms: int) -> Request | None:
-        """The next valid request, or None once ``timeout_ms`` has passed.
+        """The next valid request, or None once ``timeout_ms`` has passed or after
+        running what other threads posted with :meth:`call_soon` (or :meth:`post`).
 
         Answers malformed requests with an error reply (never raises for what a
-        peer sent), answers pings when ``answer_pings``, and flushes replies that
-        other threads :meth:`post`-ed.
+        peer sent) and pings when ``answer_pings``.
         """
         deadline = 0.0
         sock = self.socket
@@ -307,7 +311,12 @@ class Server:
                 return None
             events = zmq.zmq_poll(self._poll_items, left)
             if len(events) > 1 or (events and events[0][0] is not sock):
+                # Woken by call_soon: run what was posted, then let the caller look
+                # again (a posted hand-over may change how long it should wait).
                 self._drain_wakeups()
+                self._flush_outbox()
+                if not readable(sock):
+                    return None
 
     def _decode(self, frames: list[zmq.Frame]) -> Request | None:
         received_at = time.monotonic()
@@ -320,7 +329,7 @@ class Server:
             route, body = (*route, b""), body[1:]
         views = [f.buffer for f in body]
         try:
-            msg, tensors = decode_message(views, self.limits)
+            msg, tensors = decode_message(views, self.limits, keep_f16=self.keep_f16)
         except DecodeError as exc:
             _log.debug("bad request from %r: %s", route[0], exc)
             self._send_route(route, [error_for(exc.request_id or 0, exc.status, str(exc))])
@@ -367,7 +376,13 @@ class Server:
 
     def post(self, request: Request, reply: Message, payloads: Sequence[OutFrame] = ()) -> None:
         """Thread-safe :meth:`send`: queue the reply for the socket's thread to send."""
-        self._outbox.append((request.route, encode_message(reply, payloads)))
+        self.call_soon(functools.partial(self._send_encoded, request.route, encode_message(reply, payloads)))
+
+    def call_soon(self, fn: Callable[[], object]) -> None:
+        """Thread-safe: run ``fn()`` on the socket's thread at its next :meth:`recv`
+        (waking one in progress). An engine thread hands a whole batch's replies
+        over this way, so building and sending them costs it nothing."""
+        self._outbox.append(fn)
         try:
             self._wake_w.send(b"\0")
         except (BlockingIOError, OSError):
@@ -386,8 +401,11 @@ class Server:
     def _flush_outbox(self) -> None:
         outbox = self._outbox
         while outbox:
-            route, frames = outbox.popleft()
-            self._send_encoded(route, frames)
+            fn = outbox.popleft()
+            try:
+                fn()
+            except Exception:  # one failed hand-over must not stop the socket thread
+                _log.exception("a callback posted to the socket thread failed")
 
     def _drain_wakeups(self) -> None:
         try:

@@ -120,3 +120,25 @@ def test_config_errors() -> None:
         CloudConfig(bundles=())
     with pytest.raises(ConfigError, match="bind: expected an endpoint such as"):
         CloudConfig(bundles=("demo:split",), bind=("localhost:5555",))
+
+
+@pytest.mark.parametrize("threads", [1, 0], ids=["engine-thread", "inline"])
+def test_float16_activations_answer_as_the_chain_does_on_them(make_bundle, serve, threads: int) -> None:
+    """Carries sent as f16 are kept as float16, stacked and widened per batch: the
+    answers are the cloud chain's on the float16-rounded carries."""
+    bundle = make_bundle("split")
+    endpoint = serve(bundle, threads=threads, max_batch=8)
+    reqs, _, stage = _edge_requests(bundle, 20)
+    carries = np.concatenate([r["carry"] for r in reqs])
+    with Chain.open(bundle, where="cloud") as cloud:
+        rounded = carries.astype(np.float16).astype(np.float32)
+        outs = cloud.run_from(stage, np.zeros(len(reqs), np.float32), rounded, None)
+    with Client(endpoint, bundle.fingerprint, timeout_ms=5000, encodings="f16") as client:
+        ids = [client.submit(stage, r, deadline_ms=5000, send_timeout_ms=2000) for r in reqs]
+        got: dict[int, Any] = {}
+        while len(got) < len(ids):
+            for rep in client.poll_replies(2000):
+                got[rep.id] = rep
+    for i, rid in enumerate(ids):
+        assert got[rid].ok, got[rid].message
+        np.testing.assert_allclose(got[rid].scores, outs.probs[i], atol=1e-6)

@@ -82,3 +82,24 @@ def test_open_only_one_side(make_bundle) -> None:
         assert chain.stages[0] is None and chain.stages[1] is not None
         res = chain.run_from(1, np.zeros((0,), np.float32), carry=np.ones((3, 32), np.float32))
         assert res.accepted.all() and res.stage.tolist() == [1, 1, 1]
+
+
+def test_handoff_takes_float16_carries_and_widens_the_batch(make_bundle) -> None:
+    """The cloud worker keeps f16 activations as received: validate accepts them for
+    a float32 input and stack widens the stacked batch, exactly as one by one."""
+    from jetsplit.handoff import CARRY, stack, validate
+
+    bundle = make_bundle("split")
+    stage = bundle.first_cloud_stage()
+    with Chain.open(bundle, where="cloud") as chain:
+        st = chain.stage(stage)
+        shape = st.engine.input_spec(st.input_name).shape[1:]
+        rng = np.random.default_rng(1)
+        halves = [rng.standard_normal((1, *shape)).astype(np.float16) for _ in range(5)]
+        for h in halves:
+            validate(chain, stage, {CARRY: h})
+        resume = stack(chain, stage, [{CARRY: h} for h in halves])
+        assert resume.carry is not None and resume.carry.dtype == np.float32
+        np.testing.assert_array_equal(resume.carry, np.concatenate(halves).astype(np.float32))
+        with pytest.raises(DataError, match="carry"):
+            validate(chain, stage, {CARRY: halves[0].astype(np.int32)})

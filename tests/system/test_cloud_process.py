@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import signal
+import time
 from pathlib import Path
 
 import msgspec
@@ -152,3 +154,37 @@ def test_sigterm_under_load_answers_everything_accepted(make_bundle, tmp_path: P
     log = worker.proc.stderr.read()
     accepted, answered = map(int, re.search(r"stopped: accepted (\d+), answered (\d+)", log).groups())
     assert accepted == answered == statuses.count(StatusCode.OK) >= 1
+
+
+def _threads(pid: int) -> dict[int, tuple[str, str]]:
+    """Thread id -> (name, the CPU list it may run on) of process ``pid``."""
+    out: dict[int, tuple[str, str]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        fields = dict(line.split(":\t", 1) for line in (task / "status").read_text().splitlines() if ":\t" in line)
+        out[int(task.name)] = (fields["Name"].strip(), fields["Cpus_allowed_list"].strip())
+    return out
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to place engine and socket threads apart")
+def test_worker_process_places_its_threads(make_bundle) -> None:
+    """--engine-cpus/--io-cpus: the engine thread on one CPU, the socket thread and
+    libzmq's I/O thread on the other; the worker still answers."""
+    bundle = make_bundle("split")
+    cpus = sorted(os.sched_getaffinity(0))
+    engine, io = cpus[-1], cpus[0]
+    daemon, endpoint = start_worker(str(bundle.root), bind="tcp://127.0.0.1:*",
+                                    extra=("--threads", "1", "--engine-cpus", str(engine), "--io-cpus", str(io)))
+    try:
+        with Client(endpoint, bundle.fingerprint, timeout_ms=5000) as client:
+            _, tensors, want = _valid_request(bundle)
+            reply = client.infer(1, tensors, deadline_ms=5000, encodings="f16")
+            assert reply.ok, reply.message
+            np.testing.assert_allclose(reply.scores, want, atol=2e-2)  # the carry went as float16
+        threads = _threads(daemon.proc.pid)
+        pid = daemon.proc.pid
+        assert threads[pid][1] == str(io), threads  # the socket (main) thread
+        assert [cpus for name, cpus in threads.values() if name == "ZMQbg/IO/0"] == [str(io)], threads
+        # The engine thread (and whatever ONNX Runtime started while loading the model).
+        assert any(cpus == str(engine) for _, cpus in threads.values()), threads
+    finally:
+        daemon.stop()
