@@ -303,17 +303,22 @@ class Client:
             self.expire()
             raise RequestTimeout(f"no worker reachable at {self.endpoints} within {wait} ms") from None
         # Keep the request pending for as long as we wait, whatever its deadline.
-        self._pending[rid].expires_at = max(self._pending[rid].expires_at, start + wait / 1000.0)
         end = start + wait / 1000.0
+        pending = self._pending[rid]
+        pending.expires_at = max(pending.expires_at, end)
+        ready = self._ready
+        for i, reply in enumerate(ready):  # answered while submit() was sending? (rare)
+            if reply.id == rid:
+                del ready[i]
+                return reply
         while True:
-            for i, reply in enumerate(self._ready):
-                if reply.id == rid:
-                    del self._ready[i]
-                    return reply
             left = int((end - time.monotonic()) * 1000.0)
             if left <= 0:
                 break
-            self._receive_one(left)
+            got = self._receive_one(left)
+            if type(got) is Reply and got.id == rid:
+                ready.pop()  # _receive_one appended it last
+                return got
         self._pending.pop(rid, None)
         self.reconnect()
         self.expire()  # requests in flight on the old socket are gone too
@@ -336,7 +341,7 @@ class Client:
             _log.warning("dropped a malformed reply: %s", exc)
             return True
         msg = decoded.message
-        if isinstance(msg, Pong):
+        if type(msg) is Pong:
             pong = PingReply(msg.server, list(msg.bundles), msg.max_message_bytes, 0.0)
             self._pongs[msg.id] = pong
             return pong
@@ -344,7 +349,7 @@ class Client:
         if pending is None:
             return True  # late reply to a request we gave up on
         rtt = (now - pending.sent_at) * 1000.0
-        if isinstance(msg, Result):
+        if type(msg) is Result:
             reply = Reply(
                 id=msg.id,
                 status=StatusCode.OK,
@@ -356,7 +361,7 @@ class Client:
                 rtt_ms=rtt,
                 tensors=decoded.tensors,
             )
-        elif isinstance(msg, ErrorReply):
+        elif type(msg) is ErrorReply:
             try:
                 status = StatusCode(msg.status)
             except ValueError:

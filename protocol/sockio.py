@@ -27,10 +27,8 @@ _NOBLOCK = int(zmq.NOBLOCK)
 _MORE = int(zmq.SNDMORE) | _NOBLOCK
 _POLLIN = int(zmq.POLLIN)
 _POLLOUT = int(zmq.POLLOUT)
-_EVENTS = int(zmq.EVENTS)
 _send = _CSocket.send
 _recv = _CSocket.recv
-_get = _CSocket.get
 
 
 def send_parts(sock: zmq.Socket[Any], parts: Sequence[Any]) -> bool:
@@ -72,7 +70,7 @@ def wait(sock: zmq.Socket[Any], timeout_ms: int, *, writable: bool = False) -> b
 
 
 def readable(sock: zmq.Socket[Any]) -> bool:
-    """True if a message is queued on ``sock`` now (``ZMQ_EVENTS``; no waiting and,
-    unlike a receive on an empty socket, no exception raised)."""
-    events = _get(sock, _EVENTS)
-    return bool(events & _POLLIN)  # type: ignore[operator]  # ZMQ_EVENTS is an int option
+    """True if a message is queued on ``sock`` now: a poll that does not wait
+    (cheaper than a receive on an empty socket, which raises, and than reading
+    ``ZMQ_EVENTS``, which pyzmq turns into an enum)."""
+    return bool(zmq_poll([(sock, _POLLIN)], 0))

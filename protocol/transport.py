@@ -290,12 +290,14 @@ class Server:
         """
         deadline = 0.0
         sock = self.socket
+        polled_in = False  # the last poll said the socket has a message
         while True:
             if self._outbox:
                 self._flush_outbox()
             # Ask libzmq whether a message is queued before receiving: a receive on
             # an empty socket costs a raised zmq.Again, several times the query.
-            if readable(sock):
+            if polled_in or readable(sock):
+                polled_in = False
                 frames = recv_parts(sock)
                 if frames is not None:
                     request = self._decode(frames)
@@ -318,7 +320,8 @@ class Server:
                 continue
             events = zmq.zmq_poll(self._poll_items, left)
             self._sleeping = False
-            if len(events) > 1 or (events and events[0][0] is not sock):
+            polled_in = any(e[0] is sock for e in events)
+            if len(events) > 1 or (events and not polled_in):
                 # Woken by call_soon: run what was posted, then let the caller look
                 # again (a posted hand-over may change how long it should wait).
                 self._drain_wakeups()
