@@ -39,7 +39,7 @@ from jetsplit.edge.power import EnergyMeter, detect_power
 from jetsplit.edge.sinks import FrameResult, Sink, open_sinks
 from jetsplit.edge.sources import Frame, FrameTimeout, Source, open_source
 from jetsplit.errors import ConfigError, JetsplitError, SourceError
-from jetsplit.handoff import CARRY, FRAME, needed, pack
+from jetsplit.handoff import FRAME, needed, pack, wire_encodings
 from jetsplit.protocol import Client, CurveClient, StatusCode
 from jetsplit.protocol.client import Reply
 from jetsplit.protocol.errors import Unavailable
@@ -147,10 +147,7 @@ class EdgeAgent:
         self._mismatch_reported = False
         self._base_thresholds = self.bundle.thresholds()
         self._stage_names = [s.name for s in self.bundle.stages]
-        self._encodings = {CARRY: self.bundle.wire.activation, FRAME: self.bundle.wire.frame}
-        if self.bundle.wire.compression != "none":
-            comp = self.bundle.wire.compression
-            self._encodings = {k: f"{v}+{comp}" for k, v in self._encodings.items()}
+        self._encodings = wire_encodings(self.bundle)
 
     def _offload_block(self) -> str | None:
         """Why nothing may be offloaded, or None."""

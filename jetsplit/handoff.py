@@ -84,12 +84,15 @@ def pack(bundle: Bundle, stage: int, frame: np.ndarray | None, carry: np.ndarray
 def wire_encodings(bundle: Bundle) -> dict[str, str]:
     """How the hand-off tensors travel, from ``[wire]``: the carry as
     ``activation``, the frame as ``frame``, each ``+compression`` when one is set
+    (never on a JPEG frame)
     (the protocol's short form, e.g. ``"f16+lz4"``). ``probs`` and ``count`` are
     small and go raw. The same mapping the edge agent sends with, so that
     ``jetsplit bench`` sizes hand-offs as the agent sends them."""
     wire = bundle.wire
     suffix = "" if wire.compression == "none" else f"+{wire.compression}"
-    return {CARRY: wire.activation + suffix, FRAME: wire.frame + suffix}
+    # A JPEG is compressed already (the protocol refuses jpeg+lz4): the
+    # compression applies to the activation and to frames sent raw.
+    return {CARRY: wire.activation + suffix, FRAME: wire.frame + ("" if wire.frame == "jpeg" else suffix)}
 
 
 @dataclass(frozen=True)

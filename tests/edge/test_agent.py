@@ -94,3 +94,20 @@ def test_other_bundle_on_worker_runs_local_and_says_so_once(make_bundle, worker_
     assert not any(r.where == "cloud" for r in results)
     said = [rec for rec in caplog.records if "does not serve this bundle" in rec.getMessage()]
     assert len(said) == 1
+
+
+def test_jpeg_frames_with_compressed_activations(make_bundle, worker_at, tmp_path: Path) -> None:
+    """[wire] frame = "jpeg" with compression = "lz4": the activations go lz4, the
+    JPEG goes as it is (the protocol refuses jpeg+lz4), and every frame is answered."""
+
+    def jpeg_lz4(manifest: dict[str, Any]) -> None:
+        manifest["wire"] = {"activation": "f16", "frame": "jpeg", "compression": "lz4"}
+
+    bundle = make_bundle("ensemble", edit=jpeg_lz4)
+    endpoint = worker_at(bundle)
+    src = write_digit_folder(tmp_path / "digits", 40)
+    results, agent = _run(EdgeConfig(bundle=str(bundle.root), source=str(src), cloud=(endpoint,),
+                                     deadline_ms=2000, sinks=(), offload="frames"))
+    assert sorted(r.frame for r in results) == list(range(40))
+    cloud = [r for r in results if r.where == "cloud"]
+    assert cloud and "fallback" not in {r.where for r in results}
