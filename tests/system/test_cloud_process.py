@@ -6,7 +6,6 @@ import os
 import random
 import re
 import signal
-import time
 from pathlib import Path
 
 import msgspec
