@@ -283,16 +283,28 @@ class Worker:
             self._run_job(job)
 
     def _run_job(self, job: _Job) -> None:
-        items = job.batch.items
+        items, waited_ms, resume = job.batch.items, job.batch.waited_ms, job.resume
         try:
-            if job.resume is not None:
+            # A formed batch may have waited for its engine: what became late
+            # meanwhile is answered expired, not run.
+            now = time.monotonic()
+            if any(r.deadline_at <= now for r in items):
+                keep = [i for i, r in enumerate(items) if r.deadline_at > now]
+                self._deliver_errors([r for r in items if r.deadline_at <= now], StatusCode.EXPIRED,
+                                     "deadline passed while its batch waited for an engine")
+                items, waited_ms = [items[i] for i in keep], [waited_ms[i] for i in keep]
+                if resume is not None:
+                    resume = resume.take(np.asarray(keep, np.int64))
+                if not items:
+                    return
+            if resume is not None:
                 try:
-                    self._run_items(job.served, job.stage, items, job.batch.waited_ms, job.resume)
+                    self._run_items(job.served, job.stage, items, waited_ms, resume)
                     return
                 except JetsplitError:
                     pass
             # One bad request must not fail the others: rerun one by one.
-            for req, waited in zip(items, job.batch.waited_ms):
+            for req, waited in zip(items, waited_ms):
                 try:
                     resume = stack(job.served.chain, job.stage, [req.tensors])
                     self._run_items(job.served, job.stage, [req], [waited], resume)
@@ -302,7 +314,7 @@ class Worker:
             _log.exception("engine failed on a batch")
             self._deliver_errors(items, StatusCode.INTERNAL, "internal error")
         finally:
-            self.batcher.done(len(items))
+            self.batcher.done(len(job.batch.items))
 
     def _on_socket_thread(self) -> bool:
         return threading.get_ident() == self._socket_thread

@@ -103,6 +103,11 @@ class Resume:
     carry: np.ndarray | None
     state: ChainState | None
 
+    def take(self, index: np.ndarray) -> Resume:
+        """The rows ``index`` of the batch (requests dropped after stacking)."""
+        return Resume(self.x[index], None if self.carry is None else self.carry[index],
+                      None if self.state is None else self.state.take(index))
+
 
 def _check_one(chain: Chain, stage: int, tensors: Mapping[str, np.ndarray]) -> None:
     bundle = chain.bundle

@@ -142,3 +142,36 @@ def test_float16_activations_answer_as_the_chain_does_on_them(make_bundle, serve
     for i, rid in enumerate(ids):
         assert got[rid].ok, got[rid].message
         np.testing.assert_allclose(got[rid].scores, outs.probs[i], atol=1e-6)
+
+
+def test_requests_late_by_the_time_their_batch_runs_are_not_run(make_bundle) -> None:
+    """A formed batch can wait for its engine; a request whose deadline passes
+    meanwhile is answered expired and only the others are run."""
+    import time
+
+    from jetsplit.cloud.batcher import Batch
+    from jetsplit.cloud.worker import Worker, _Job
+    from jetsplit.handoff import stack
+    from jetsplit.protocol.messages import InferRequest
+    from jetsplit.protocol.transport import Request
+
+    bundle = make_bundle("split")
+    reqs, _, stage = _edge_requests(bundle, 4)
+    worker = Worker(CloudConfig(bind=("ipc:///tmp/unused",), bundles=(str(bundle.root),)))
+    try:
+        now = time.monotonic()
+        items = []
+        for i, tensors in enumerate(reqs):
+            header = InferRequest(v=1, id=i + 1, bundle=bundle.fingerprint, stage=stage, deadline_ms=50.0)
+            # Requests 1 and 3 arrived 80 ms ago with 50 ms to live: late now.
+            items.append(Request((b"c",), header, tensors, now - (0.08 if i in (1, 3) else 0.0)))
+        served = worker.served[bundle.fingerprint]
+        job = _Job(Batch((bundle.fingerprint, stage), items, [], [0.0] * 4), served, stage,
+                   stack(served.chain, stage, [r.tensors for r in items]))
+        worker._run_job(job)
+        sample = worker.metrics.registry.get_sample_value
+        assert sample("jetsplit_requests_total", {"status": "expired"}) == 2
+        assert sample("jetsplit_requests_total", {"status": "ok"}) == 2
+        assert sample("jetsplit_batch_size_sum") == 2  # the batch that ran had the two on time
+    finally:
+        worker.close()
