@@ -36,6 +36,16 @@ def _edge_requests(bundle: Bundle, n: int) -> tuple[list[dict[str, np.ndarray]],
     return reqs, frames, res.next_stage
 
 
+def _submit_all(client: Client, stage: int, reqs: list[dict[str, np.ndarray]]) -> list[Any]:
+    """Send every request at once; their replies in request order."""
+    ids = [client.submit(stage, r, deadline_ms=5000, send_timeout_ms=2000) for r in reqs]
+    got: dict[int, Any] = {}
+    while len(got) < len(ids):
+        for rep in client.poll_replies(2000):
+            got[rep.id] = rep
+    return [got[rid] for rid in ids]
+
+
 @pytest.mark.parametrize("threads", [1, 0], ids=["engine-thread", "inline"])
 @pytest.mark.parametrize("mode", ["split", "ensemble", "little-big"])
 def test_cloud_answers_equal_offline_chain(make_bundle, serve, mode: str, threads: int) -> None:
@@ -47,13 +57,8 @@ def test_cloud_answers_equal_offline_chain(make_bundle, serve, mode: str, thread
         thresholds = [float("inf") if s.where == "edge" else t for s, t in zip(bundle.stages, bundle.thresholds())]
         outs = full.run_from(0, full.preprocess(frames), thresholds=thresholds)
     with Client(endpoint, bundle.fingerprint, timeout_ms=5000) as client:
-        ids = [client.submit(stage, r, deadline_ms=5000, send_timeout_ms=2000) for r in reqs]
-        got: dict[int, object] = {}
-        while len(got) < len(ids):
-            for rep in client.poll_replies(2000):
-                got[rep.id] = rep
-    for i, rid in enumerate(ids):
-        rep = got[rid]
+        replies = _submit_all(client, stage, reqs)
+    for i, rep in enumerate(replies):
         assert rep.ok, rep.message
         np.testing.assert_allclose(rep.scores, outs.probs[i], atol=1e-5)
         assert rep.stage == outs.stage[i]
@@ -134,14 +139,10 @@ def test_float16_activations_answer_as_the_chain_does_on_them(make_bundle, serve
         rounded = carries.astype(np.float16).astype(np.float32)
         outs = cloud.run_from(stage, np.zeros(len(reqs), np.float32), rounded, None)
     with Client(endpoint, bundle.fingerprint, timeout_ms=5000, encodings="f16") as client:
-        ids = [client.submit(stage, r, deadline_ms=5000, send_timeout_ms=2000) for r in reqs]
-        got: dict[int, Any] = {}
-        while len(got) < len(ids):
-            for rep in client.poll_replies(2000):
-                got[rep.id] = rep
-    for i, rid in enumerate(ids):
-        assert got[rid].ok, got[rid].message
-        np.testing.assert_allclose(got[rid].scores, outs.probs[i], atol=1e-6)
+        replies = _submit_all(client, stage, reqs)
+    for i, rep in enumerate(replies):
+        assert rep.ok, rep.message
+        np.testing.assert_allclose(rep.scores, outs.probs[i], atol=1e-6)
 
 
 def test_requests_late_by_the_time_their_batch_runs_are_not_run(make_bundle) -> None:
