@@ -30,8 +30,9 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -268,6 +269,11 @@ class Worker:
             resume: Resume | None = stack(served.chain, stage, [r.tensors for r in batch.items])
         except JetsplitError:
             resume = None  # one bad request: the engine runs them one by one
+        except Exception:  # a bug must not end the socket thread: answer and go on
+            _log.exception("forming a batch failed")
+            self._send_errors(batch.items, StatusCode.INTERNAL, "internal error")
+            self.batcher.done(len(batch.items))
+            return None
         return _Job(batch, served, stage, resume)
 
     def _engine_loop(self) -> None:
@@ -319,13 +325,13 @@ class Worker:
     def _on_socket_thread(self) -> bool:
         return threading.get_ident() == self._socket_thread
 
-    def _hand_over(self, fn: object, *args: object) -> None:
+    def _hand_over(self, fn: Callable[..., None], *args: Any) -> None:
         """Run ``fn(*args)`` on the socket thread: now if this is it, else posted."""
         server = self.server
         if self._on_socket_thread() or server is None:
-            fn(*args)  # type: ignore[operator]
+            fn(*args)
         else:
-            server.call_soon(lambda: fn(*args))  # type: ignore[operator]
+            server.call_soon(lambda: fn(*args))
 
     def _deliver_errors(self, items: Sequence[Request], status: StatusCode, message: str) -> None:
         self._hand_over(self._send_errors, list(items), status, message)
