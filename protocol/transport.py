@@ -288,7 +288,9 @@ class Server:
         Answers malformed requests with an error reply (never raises for what a
         peer sent) and pings when ``answer_pings``.
         """
-        deadline = 0.0
+        # Set now, not when idle: a flood of malformed messages must not keep the
+        # caller (its watchdog, its stop check) from getting control back.
+        deadline = time.monotonic() + max(0, timeout_ms) / 1000.0
         sock = self.socket
         polled_in = False  # the last poll said the socket has a message
         while True:
@@ -303,13 +305,10 @@ class Server:
                     request = self._decode(frames)
                     if request is not None:
                         return request
-                if deadline and time.monotonic() >= deadline:
+                if time.monotonic() >= deadline:
                     return None
                 continue
-            now = time.monotonic()
-            if not deadline:
-                deadline = now + max(0, timeout_ms) / 1000.0
-            left = int((deadline - now) * 1000.0)
+            left = int((deadline - time.monotonic()) * 1000.0)
             if left <= 0:
                 return None
             # Say we are about to sleep, then look at the outbox once more: a

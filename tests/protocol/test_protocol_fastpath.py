@@ -153,3 +153,37 @@ def test_encode_infer_edges_decode_strictly(fingerprint: str) -> None:
     assert isinstance(msg, InferRequest)
     assert (msg.id, msg.stage, msg.top_k, msg.deadline_ms) == (2**63 - 1, 1023, 65535, 3_600_000.0)
     assert decode_message(encode_infer(1, fingerprint, 0, -5.0, {})).message.deadline_ms == 0.0  # type: ignore[union-attr]
+
+
+def test_recv_returns_on_time_under_a_flood_of_garbage(endpoint: str) -> None:
+    """Malformed messages are answered inside recv; a steady stream of them must not
+    keep recv from returning at its timeout (the worker's watchdog and stop check
+    run between calls)."""
+    with Server(endpoint) as server:
+        stop = threading.Event()
+
+        def flood() -> None:
+            ctx = zmq.Context()
+            sock = ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(server.last_endpoint)
+            while not stop.is_set():
+                try:
+                    sock.send(b"\xc1 not msgpack", zmq.NOBLOCK)
+                except zmq.Again:  # queues full once recv has returned: stop pushing
+                    time.sleep(0.001)
+                while sock.poll(0):
+                    sock.recv()  # the error replies
+            sock.close(linger=0)
+            ctx.term()
+
+        t = threading.Thread(target=flood)
+        t.start()
+        try:
+            time.sleep(0.2)
+            start = time.monotonic()
+            assert server.recv(100) is None
+            assert time.monotonic() - start < 1.5
+        finally:
+            stop.set()
+            t.join()
