@@ -1,0 +1,125 @@
+"""One member of the worker pool: its client and what the pool knows about it.
+
+:class:`MemberClient` is a :class:`~jetsplit.protocol.Client` of one worker with
+what the pool needs on top: pings that do not wait, the pongs received, and a
+socket monitor that reports connects and disconnects (a crashed worker is seen at
+once, not at a deadline). :class:`Member` is the pool's record of it: its state,
+the requests routed to it, its pings and the health bookkeeping
+(:mod:`jetsplit.edge.membership` decides on it).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from jetsplit.protocol import Client
+from jetsplit.protocol.codec import encode_message, ping_for
+from jetsplit.protocol.transport import dealer_socket, send_frames
+
+__all__ = ["Member", "MemberClient", "MemberState"]
+
+MemberState = Literal["joining", "up", "down"]
+
+_MONITOR_IDS = itertools.count()
+
+
+class MemberClient(Client):
+    """A ``Client`` of one worker, plus what the pool needs: pings that do not wait,
+    the pongs received, when the worker was last heard from, and a socket monitor
+    that reports connects and disconnects. It extends ``Client`` through its
+    internals: ``_open`` (which must set ``_socket``; it is also called by
+    ``reconnect``), ``close``, ``_sock``, ``_new_id``, ``_pongs`` (filled by
+    ``_receive_one``) and ``_last_recv``; tests/edge/test_pool.py exercises that
+    contract against real and scripted workers."""
+
+    def __init__(self, endpoint: str, fingerprint: str, **kw: Any) -> None:
+        self.monitor: zmq.Socket[Any] | None = None
+        super().__init__([endpoint], fingerprint, **kw)
+
+    def _open(self) -> None:
+        # A reconnect (lazy pirate) opens a new socket: it gets a new monitor too.
+        self._close_monitor()
+        sock = dealer_socket(self._context, [], limits=self.limits, options=self._options, curve=self._curve)
+        try:
+            if "[" in self.endpoints[0]:
+                sock.setsockopt(zmq.IPV6, 1)  # a resolved IPv6 address: tcp://[::1]:5555
+            # Our own unique address: a closed socket's monitor may still hold pyzmq's default one.
+            addr = f"inproc://jetsplit-pool-monitor-{next(_MONITOR_IDS)}"
+            sock.monitor(addr, zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+            monitor = self._context.socket(zmq.PAIR)
+            monitor.setsockopt(zmq.LINGER, 0)
+            monitor.connect(addr)
+            self.monitor = monitor
+            sock.connect(self.endpoints[0])
+        except BaseException:
+            sock.close(linger=0)
+            self._close_monitor()
+            raise
+        self._socket = sock
+
+    def _close_monitor(self) -> None:
+        if self.monitor is not None:
+            self.monitor.close(linger=0)
+            self.monitor = None
+
+    def close(self) -> None:
+        if self._socket is not None:
+            try:
+                self._socket.disable_monitor()
+            except zmq.ZMQError:
+                pass
+        super().close()
+        self._close_monitor()
+
+    @property
+    def socket(self) -> zmq.Socket[Any]:
+        return self._sock()
+
+    @property
+    def last_heard(self) -> float:
+        return self._last_recv
+
+    def send_ping(self) -> int | None:
+        """Queue a ``ping`` without waiting; its id, or None if no connection takes it."""
+        rid = self._new_id()
+        return rid if send_frames(self._sock(), encode_message(ping_for(rid)), 0) else None
+
+    def take_pongs(self) -> dict[int, list[str]]:
+        """Pongs received since the last call: ping id -> bundle fingerprints served."""
+        out = {rid: pong.bundles for rid, pong in self._pongs.items()}
+        self._pongs.clear()
+        return out
+
+    def connection_events(self) -> list[int]:
+        """Monitor events (``zmq.EVENT_CONNECTED`` / ``EVENT_DISCONNECTED``) since the last call."""
+        events: list[int] = []
+        while self.monitor is not None:
+            try:
+                events.append(int(recv_monitor_message(self.monitor, flags=zmq.NOBLOCK)["event"]))
+            except zmq.Again:
+                break
+        return events
+
+
+@dataclass
+class Member:
+    endpoint: str
+    origin: str  # the configured entry it came from (a name, or itself)
+    client: MemberClient
+    state: MemberState = "joining"
+    retiring: bool = False  # gone from DNS: no new requests, answers still taken
+    serves_bundle: bool = True
+    routes: dict[int, int] = field(default_factory=dict)  # member's request id -> pool id
+    pings: dict[int, float] = field(default_factory=dict)  # ping id -> sent at
+    last_ping: float = 0.0
+    probe_since: float | None = None  # first ping sent since we last heard from it
+    heard: float = 0.0  # last message of any kind from it
+    replied: float = 0.0  # last reply to a request
+    strikes: int = 0
+    hold_until: float = 0.0
+    reconnects_seen: int = 0
