@@ -9,7 +9,10 @@ The library parts the edge agent is built from, one role per module:
   the :class:`EnergyMeter` that attributes energy to frames;
 - :mod:`~jetsplit.edge.sinks`: :class:`FrameResult` and ``open_sink(spec)``;
 - :mod:`~jetsplit.edge.controller`: the :class:`BudgetController`;
-- :mod:`~jetsplit.edge.breaker`: the :class:`CircuitBreaker` for the offload path.
+- :mod:`~jetsplit.edge.breaker`: the :class:`CircuitBreaker` for the offload path;
+- :mod:`~jetsplit.edge.pool`: the :class:`WorkerPool` that spreads offloads over
+  several cloud workers (its parts: ``resolver``, ``members``, ``membership``,
+  ``inflight``), tuned by :class:`PoolConfig`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from jetsplit.edge.controller import (
     ControllerState,
     ThresholdCurve,
 )
+from jetsplit.edge.pool import PoolConfig, WorkerPool
 from jetsplit.edge.power import EnergyMeter, PowerConfig, PowerReader, detect_power
 from jetsplit.edge.sinks import FrameResult, Sink, open_sink, open_sinks
 from jetsplit.edge.sources import Frame, Source, open_source
@@ -36,11 +40,13 @@ __all__ = [
     "EnergyMeter",
     "Frame",
     "FrameResult",
+    "PoolConfig",
     "PowerConfig",
     "PowerReader",
     "Sink",
     "Source",
     "ThresholdCurve",
+    "WorkerPool",
     "detect_power",
     "open_sink",
     "open_sinks",

@@ -135,9 +135,16 @@ class EdgeAgent:
                 curve = CurveClient(config.curve_secret, config.curve_server_key)
             # Several workers, or a name that may resolve to several: balance and fail
             # over per worker (edge/pool.py). One fixed endpoint keeps the plain client.
-            cls = WorkerPool if len(config.cloud) > 1 or any(map(is_dns_endpoint, config.cloud)) else Client
-            self.client = cls(list(config.cloud), self.bundle.fingerprint, timeout_ms=int(config.deadline_ms),
-                              curve=curve)
+            timeout_ms = int(config.deadline_ms)
+            if len(config.cloud) > 1 or any(map(is_dns_endpoint, config.cloud)):
+                p = config.pool
+                self.client = WorkerPool(
+                    list(config.cloud), self.bundle.fingerprint, timeout_ms=timeout_ms, curve=curve,
+                    heartbeat_ms=p.heartbeat_ms, dead_after_ms=p.dead_after_ms, timeout_strikes=p.timeout_strikes,
+                    hold_down_s=p.hold_down_s, resolve_interval_s=p.resolve_interval_s,
+                )
+            else:
+                self.client = Client(list(config.cloud), self.bundle.fingerprint, timeout_ms=timeout_ms, curve=curve)
         else:
             _log.info("local only: %s", self.offload_block)
         self.meter = EnergyMeter(detect_power(config.power))

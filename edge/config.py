@@ -19,6 +19,7 @@ variables, then command-line flags, each overriding the one before.
     [breaker]                   # see jetsplit.edge.breaker.BreakerConfig
     [controller]                # see jetsplit.edge.controller.ControllerConfig
     [power]                     # see jetsplit.edge.power.PowerConfig
+    [pool]                      # see jetsplit.edge.pool.PoolConfig (several workers)
 
     [curve]
     secret = "/etc/jetsplit/keys/edge.key_secret"
@@ -35,6 +36,7 @@ from typing import Any
 from jetsplit.config import EnvTable, layered, relative_to_file, split_list
 from jetsplit.edge.breaker import BreakerConfig
 from jetsplit.edge.controller import Budgets, ControllerConfig
+from jetsplit.edge.pool import PoolConfig
 from jetsplit.edge.power import PowerConfig
 from jetsplit.errors import ConfigError
 from jetsplit.manifest import TableReader, read_toml
@@ -65,6 +67,7 @@ class EdgeConfig:
     breaker: BreakerConfig = field(default_factory=lambda: BreakerConfig(max_backoff_s=1.0))
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     power: PowerConfig = field(default_factory=PowerConfig)
+    pool: PoolConfig = field(default_factory=PoolConfig)
 
     def __post_init__(self) -> None:
         if not self.bundle:
@@ -118,6 +121,7 @@ def _from_file(path: Path) -> dict[str, Any]:
     sections: dict[str, Callable[[Mapping[str, Any], str], Any]] = {
         "budget": Budgets.from_table, "breaker": BreakerConfig.from_table,
         "controller": ControllerConfig.from_table, "power": PowerConfig.from_table,
+        "pool": PoolConfig.from_table,
     }
     for name, parse in sections.items():
         table = top.table(name, None)

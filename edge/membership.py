@@ -20,7 +20,8 @@
   flight, ties broken round-robin; members whose ``pong`` does not list our bundle
   are used only if no member serves it (so the caller hears ``unknown bundle``).
 
-:class:`Membership` applies these rules on the pool's thread. Which requests a member holds is the
+:class:`Membership` applies these rules on the pool's thread; :class:`PoolConfig`
+(``[pool]`` in edge.toml) holds the timings. Which requests a member holds is the
 pool's business (edge/pool.py, edge/inflight.py): it tells the membership when a
 request timed out on a member, and is told when a member goes down so that it can
 re-send what the member held.
@@ -29,8 +30,10 @@ re-send what the member held.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import zmq
@@ -38,16 +41,54 @@ import zmq
 from jetsplit.edge.inflight import Request
 from jetsplit.edge.members import Member, MemberClient
 from jetsplit.edge.resolver import NameWatch, Resolver, is_dns_endpoint
+from jetsplit.errors import ConfigError
+from jetsplit.manifest import TableReader
 from jetsplit.protocol.client import Reply
 from jetsplit.protocol.errors import Unavailable
 
 if TYPE_CHECKING:
     from jetsplit.edge.pool import PoolStats
 
-__all__ = ["Membership"]
+__all__ = ["Membership", "PoolConfig"]
 
 # One logger for the whole pool (edge/pool.py and its parts): what operators filter on.
 _log = logging.getLogger("jetsplit.edge.pool")
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """``[pool]`` in edge.toml: the timings above. They are also the
+    :class:`~jetsplit.edge.pool.WorkerPool` arguments of the same names, and these
+    are their defaults."""
+
+    heartbeat_ms: float = 250.0
+    dead_after_ms: float = 1000.0
+    timeout_strikes: int = 3
+    hold_down_s: float = 1.0
+    resolve_interval_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        for name in ("heartbeat_ms", "dead_after_ms", "resolve_interval_s"):
+            value = getattr(self, name)
+            if not 0 < value < math.inf:
+                raise ConfigError(f"[pool].{name}: expected a finite number > 0, got {value}")
+        if not 0 <= self.hold_down_s < math.inf:
+            raise ConfigError(f"[pool].hold_down_s: expected a finite number >= 0, got {self.hold_down_s}")
+        if self.timeout_strikes < 1:
+            raise ConfigError(f"[pool].timeout_strikes: expected an integer >= 1, got {self.timeout_strikes}")
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any], where: str = "[pool]") -> PoolConfig:
+        r = TableReader(table, where, ConfigError)
+        cfg = cls(
+            heartbeat_ms=r.number("heartbeat_ms", cls.heartbeat_ms),
+            dead_after_ms=r.number("dead_after_ms", cls.dead_after_ms),
+            timeout_strikes=r.integer("timeout_strikes", cls.timeout_strikes, minimum=1),
+            hold_down_s=r.number("hold_down_s", cls.hold_down_s),
+            resolve_interval_s=r.number("resolve_interval_s", cls.resolve_interval_s),
+        )
+        r.done()
+        return cfg
 
 
 class Membership:

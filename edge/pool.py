@@ -31,7 +31,8 @@ How it decides (docs/ARCHITECTURE.md, "Scale-out"):
   (``stats.duplicates``); an error reply from an attempt that has been superseded
   is ignored in favour of the re-sent one.
 
-Like ``Client``, a pool belongs to one thread.
+Like ``Client``, a pool belongs to one thread. Its timings can be set from the edge
+agent's configuration: :class:`PoolConfig`, ``[pool]`` in edge.toml.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ import zmq
 
 from jetsplit.edge.inflight import InFlight, Request
 from jetsplit.edge.members import Member, MemberState
-from jetsplit.edge.membership import Membership
+from jetsplit.edge.membership import Membership, PoolConfig
 from jetsplit.edge.resolver import Resolver, is_dns_endpoint, resolve_endpoint
 from jetsplit.protocol import CurveClient, StatusCode
 from jetsplit.protocol.client import Reply
@@ -56,7 +57,7 @@ from jetsplit.protocol.errors import Unavailable
 from jetsplit.protocol.transport import DEFAULT_OPTIONS, SocketOptions
 
 __all__ = [
-    "MemberState", "PoolStats", "Resolver", "WorkerPool", "is_dns_endpoint", "resolve_endpoint",
+    "MemberState", "PoolConfig", "PoolStats", "Resolver", "WorkerPool", "is_dns_endpoint", "resolve_endpoint",
 ]
 
 # One logger for the whole pool (this module and its parts): what operators filter on.
@@ -86,8 +87,8 @@ class WorkerPool:
 
     ``endpoints``: ``tcp://host:port`` (a name is resolved, see the module docstring),
     ``tcp://10.0.0.7:5555``, ``ipc:///run/jetsplit/w0``. ``heartbeat_ms`` to
-    ``resolve_interval_s`` are the health and membership timings (edge/membership.py).
-    ``resolver`` replaces DNS (tests inject one).
+    ``resolve_interval_s`` are the health and membership timings (edge/membership.py;
+    defaults: :class:`PoolConfig`'s). ``resolver`` replaces DNS (tests inject one).
     The other arguments are ``Client``'s, given to every member.
     """
 
@@ -103,11 +104,11 @@ class WorkerPool:
         limits: Limits = DEFAULT_LIMITS,
         options: SocketOptions = DEFAULT_OPTIONS,
         context: zmq.Context[Any] | None = None,
-        heartbeat_ms: float = 250.0,
-        dead_after_ms: float = 1000.0,
-        timeout_strikes: int = 3,
-        hold_down_s: float = 1.0,
-        resolve_interval_s: float = 5.0,
+        heartbeat_ms: float = PoolConfig.heartbeat_ms,
+        dead_after_ms: float = PoolConfig.dead_after_ms,
+        timeout_strikes: int = PoolConfig.timeout_strikes,
+        hold_down_s: float = PoolConfig.hold_down_s,
+        resolve_interval_s: float = PoolConfig.resolve_interval_s,
         resolver: Resolver | None = None,
     ) -> None:
         self.configured = [endpoints] if isinstance(endpoints, str) else list(endpoints)

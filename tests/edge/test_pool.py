@@ -22,9 +22,10 @@ from jetsplit.cloud.config import CloudConfig
 from jetsplit.cloud.worker import Worker
 from jetsplit.datasets import load_dataset
 from jetsplit.edge.agent import EdgeAgent
-from jetsplit.edge.config import EdgeConfig
-from jetsplit.edge.pool import WorkerPool, is_dns_endpoint, resolve_endpoint
+from jetsplit.edge.config import EdgeConfig, load_edge_config
+from jetsplit.edge.pool import PoolConfig, WorkerPool, is_dns_endpoint, resolve_endpoint
 from jetsplit.edge.sinks import QueueSink
+from jetsplit.errors import ConfigError
 from jetsplit.handoff import pack
 from jetsplit.protocol import Server, StatusCode
 from jetsplit.protocol.client import Reply
@@ -362,3 +363,48 @@ def test_agent_uses_the_pool_for_several_workers(worker, make_bundle, tmp_path: 
     cloud = [r for r in results if r.where == "cloud"]
     assert cloud and not any(r.where == "fallback" for r in results)
     assert wa.accepted + wb.accepted == len(cloud) == agent.stats.offloaded
+
+
+def _edge_toml(path: Path, bundle: Bundle, pool: str) -> Path:
+    """An edge.toml with two workers (nobody listens: the pool connects lazily) and ``pool``."""
+    path.write_text(f'[edge]\nbundle = "{bundle.root}"\nsource = "{path.parent}"\n'
+                    f'cloud = ["ipc://{path.parent}/w0", "ipc://{path.parent}/w1"]\n{pool}')
+    return path
+
+
+@pytest.mark.parametrize(("table", "expected"), [
+    ("", PoolConfig()),
+    ("[pool]\nheartbeat_ms = 100\ndead_after_ms = 500.0\ntimeout_strikes = 2\nhold_down_s = 2.5\n"
+     "resolve_interval_s = 30\n", PoolConfig(100.0, 500.0, 2, 2.5, 30.0)),
+    ("[pool]\nhold_down_s = 0\n", PoolConfig(hold_down_s=0.0)),
+])
+def test_pool_table_reaches_the_agents_pool(bundle: Bundle, tmp_path: Path, table: str, expected: PoolConfig) -> None:
+    config = load_edge_config(_edge_toml(tmp_path / "edge.toml", bundle, table), {}, {})
+    assert config.pool == expected and config.describe()["pool"] == expected.__dict__
+    agent = EdgeAgent(config, sinks=QueueSink())
+    try:
+        pool = agent.client
+        assert isinstance(pool, WorkerPool) and len(pool.members) == 2
+        assert pool.heartbeat_s == expected.heartbeat_ms / 1000 and pool.dead_after_s == expected.dead_after_ms / 1000
+        assert pool.timeout_strikes == expected.timeout_strikes and pool.hold_down_s == expected.hold_down_s
+        assert pool.resolve_interval_s == expected.resolve_interval_s
+    finally:
+        agent.close()
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ("heartbeat_ms = 0", "[pool].heartbeat_ms: expected a finite number > 0, got 0.0"),
+    ("dead_after_ms = -5", "[pool].dead_after_ms: expected a finite number > 0, got -5.0"),
+    ("dead_after_ms = \"1s\"", "[pool].dead_after_ms: expected a number, got '1s'"),
+    ("timeout_strikes = 0", "[pool].timeout_strikes: expected an integer >= 1, got 0"),
+    ("timeout_strikes = 2.5", "[pool].timeout_strikes: expected an integer, got 2.5"),
+    ("hold_down_s = -1", "[pool].hold_down_s: expected a finite number >= 0, got -1.0"),
+    ("resolve_interval_s = inf", "[pool].resolve_interval_s: expected a finite number > 0, got inf"),
+    ("resolve_interval_s = nan", "[pool].resolve_interval_s: expected a finite number > 0, got nan"),
+    ("heartbeat = 100", "[pool]: unknown key(s) heartbeat"),
+])
+def test_pool_table_bad_value_is_one_line_naming_the_key(bundle: Bundle, tmp_path: Path, table: str,
+                                                         message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_edge_config(_edge_toml(tmp_path / "edge.toml", bundle, f"[pool]\n{table}\n"), {}, {})
+    assert message in str(err.value) and "\n" not in str(err.value)

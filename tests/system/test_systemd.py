@@ -33,6 +33,7 @@ from jetsplit.cloud.config import load_cloud_config
 from jetsplit.cloud.health import probe
 from jetsplit.datasets import load_dataset
 from jetsplit.edge.config import load_edge_config
+from jetsplit.edge.pool import PoolConfig
 from jetsplit.handoff import pack
 from jetsplit.protocol import Client
 
@@ -152,6 +153,17 @@ def test_example_configs_parse_with_the_real_loaders() -> None:
     assert edge.bundle == "/var/lib/jetsplit/bundles/split" and len(edge.cloud) == 2
     assert edge.backend == "tensorrt" and edge.budgets.latency_ms == 120.0
     assert edge.curve_server_key == "/etc/jetsplit/keys/worker.key"
+
+
+def test_edge_example_pool_table_states_the_defaults(tmp_path: Path) -> None:
+    # [pool] is commented out in the example: uncommented, it must parse and change nothing.
+    text = (UNITS / "edge.toml.example").read_text()
+    block = re.search(r"^# \[pool\].*?(?=^$)", text, re.M | re.S)
+    assert block is not None
+    uncommented = "\n".join(line.removeprefix("# ") for line in block.group(0).splitlines())
+    (tmp_path / "edge.toml").write_text(text.replace(block.group(0), uncommented + "\n"))
+    edge = load_edge_config(tmp_path / "edge.toml", {}, {})
+    assert edge.pool == PoolConfig() and len(uncommented.splitlines()) == 1 + len(PoolConfig.__dataclass_fields__)
 
 
 def _env_example(path: Path) -> dict[str, str]:
