@@ -80,10 +80,6 @@ class MemberClient(Client):
     def socket(self) -> zmq.Socket[Any]:
         return self._sock()
 
-    @property
-    def last_heard(self) -> float:
-        return self._last_recv
-
     def send_ping(self) -> int | None:
         """Queue a ``ping`` without waiting; its id, or None if no connection takes it."""
         rid = self._new_id()

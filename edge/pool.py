@@ -269,13 +269,18 @@ class WorkerPool:
         that could not be re-sent; each id is reported once, and never also answered."""
         t = time.monotonic() if now is None else now
         self._receive(time.monotonic())
-        out = self._inflight.take_abandoned()
+        out: list[int] = []
         for req in self._inflight.due(t):
+            # A timeout below can take a member down, which abandons (or re-sends)
+            # its other requests, some of them in this list: skip what has ended.
+            if self._inflight.get(req.id) is not req:
+                continue
             self._inflight.expire(req)
             out.append(req.id)
             if req.member is not None:
                 self._membership.timed_out(req.member, req.sent_at, t)
-        return out
+        # Abandoned ones last: those the loop just caused are reported now, once.
+        return out + self._inflight.take_abandoned()
 
     def wait_ready(self, timeout_ms: int | None = None) -> bool:
         """Wait until some member serving our bundle answered a ping (True), or the

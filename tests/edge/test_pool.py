@@ -245,6 +245,27 @@ def test_expired_on_a_silent_member_is_not_resent(worker, tmp_path: Path, bundle
     assert not replies and sorted(expired) == sorted(ids) and pool.stats.resent == 0
 
 
+@pytest.mark.parametrize("strikes", [1, 3])
+def test_member_going_down_inside_expire_reports_each_id_once(tmp_path: Path, bundle: Bundle, requests,
+                                                               strikes: int) -> None:
+    """Timeouts that take a member down while expire() walks the overdue requests
+    abandon that member's other overdue ones; each id is still reported exactly
+    once (this raised KeyError when the walk reached an abandoned request)."""
+    hung = Scripted(f"ipc://{tmp_path}/hung", bundle.fingerprint)  # answers pings, holds requests
+    try:
+        with WorkerPool([f"ipc://{tmp_path}/hung", f"ipc://{tmp_path}/nobody"], bundle.fingerprint,
+                        heartbeat_ms=50, timeout_strikes=strikes) as pool:
+            assert pool.wait_ready(5000)
+            ids = [pool.submit(1, requests[i], deadline_ms=100) for i in range(4)]
+            _pump(pool, lambda: hung.received == 4)
+            first = pool.expire(time.monotonic() + 1.0)
+            second = pool.expire(time.monotonic() + 1.0)
+    finally:
+        hung.kill()
+    assert sorted(first) == sorted(ids) and second == []
+    assert pool.stats.expired + pool.stats.abandoned == 4
+
+
 def test_shutting_down_member_is_left_and_its_request_resent(worker, tmp_path: Path, bundle: Bundle, requests) -> None:
     worker("live")
     draining = Scripted(f"ipc://{tmp_path}/draining", bundle.fingerprint, shutting_down=True)
