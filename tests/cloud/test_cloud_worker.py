@@ -168,7 +168,7 @@ def test_requests_late_by_the_time_their_batch_runs_are_not_run(make_bundle) -> 
             items.append(Request((b"c",), header, tensors, now - (0.08 if i in (1, 3) else 0.0)))
         served = worker.served[bundle.fingerprint]
         job = _Job(Batch((bundle.fingerprint, stage), items, [], [0.0] * 4), served, stage,
-                   stack(served.chain, stage, [r.tensors for r in items]))
+                   stack(served.chain, stage, [r.tensors for r in items]), min(r.deadline_at for r in items))
         worker._run_job(job)
         sample = worker.metrics.registry.get_sample_value
         assert sample("jetsplit_requests_total", {"status": "expired"}) == 2
