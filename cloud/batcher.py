@@ -81,8 +81,9 @@ class Batcher(Generic[T]):
             self._closed = True
             self._cond.notify_all()
 
-    def _ready_key(self, now: float) -> tuple[Hashable | None, float]:
-        """The key to release now, or None and how long until one may be ready."""
+    def _ready_key(self, now: float, partial: bool = True) -> tuple[Hashable | None, float]:
+        """The key to release now, or None and how long until one may be ready.
+        ``partial`` False: only full batches (or everything once closed)."""
         best: Hashable | None = None
         best_deadline = float("inf")
         wait = float("inf")
@@ -90,7 +91,7 @@ class Batcher(Generic[T]):
             if not q:
                 continue
             due = self._oldest[key] + self.max_wait
-            if len(q) >= self.max_batch or due <= now or self._closed:
+            if len(q) >= self.max_batch or (partial and due <= now) or self._closed:
                 if q[0].deadline < best_deadline:
                     best, best_deadline = key, q[0].deadline
             else:
@@ -103,13 +104,18 @@ class Batcher(Generic[T]):
             key, wait = self._ready_key(self._clock())
             return 0.0 if key is not None else wait
 
-    def take(self, timeout: float) -> Batch[T] | None:
-        """The next batch, or None after ``timeout`` seconds with nothing ready."""
+    def take(self, timeout: float, *, partial: bool = True) -> Batch[T] | None:
+        """The next batch, or None after ``timeout`` seconds with nothing ready.
+
+        ``partial`` False releases full batches only: for a caller whose engines
+        are all busy, a batch released because its oldest request waited
+        ``max_wait_ms`` would only wait again, smaller than it could have been.
+        """
         end = self._clock() + timeout
         with self._cond:
             while True:
                 now = self._clock()
-                key, wait = self._ready_key(now)
+                key, wait = self._ready_key(now, partial)
                 if key is not None:
                     return self._pop(key, now)
                 left = end - now

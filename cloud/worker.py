@@ -85,6 +85,8 @@ class Worker:
         self.served: dict[str, _Served] = {}
         self._engines_stop = threading.Event()
         self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._idle_engines = 0  # engine threads waiting for a job
+        self._idle_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self.server: Server | None = None
         self.answered = 0
@@ -157,9 +159,9 @@ class Worker:
 
     def _wait_ms(self) -> int:
         """How long the socket thread may wait for a request: until the next batch
-        is due when there is room to form it (an engine thread that takes a formed
-        batch wakes the socket thread to form the next)."""
-        if self.config.threads and self._jobs.qsize() >= self.config.threads:
+        is due when an engine could take it (an engine thread that goes idle wakes
+        the socket thread to form what is due)."""
+        if self.config.threads and (self._jobs.qsize() >= self.config.threads or not self._idle_engines):
             return 50
         due = self.batcher.next_due()
         return 50 if due >= 0.05 else math.ceil(due * 1000.0)
@@ -247,8 +249,10 @@ class Worker:
         sit in this core's cache, so an engine thread only runs the model.
         """
         inline = self.config.threads == 0
-        while inline or self._jobs.qsize() < self.config.threads:
-            batch = self.batcher.take(0.0)
+        while inline or (queued := self._jobs.qsize()) < self.config.threads:
+            # A batch that is only due (not full) is formed when an engine waits
+            # for it; while they are all busy it goes on filling.
+            batch = self.batcher.take(0.0, partial=inline or self._idle_engines > queued)
             if batch is None:
                 return
             job = self._form(batch)
@@ -280,14 +284,33 @@ class Worker:
     def _engine_loop(self) -> None:
         pin_thread(self._engine_cpus)
         while not self._engines_stop.is_set():
+            job: _Job | None
             try:
-                job = self._jobs.get(timeout=0.1)
+                job = self._jobs.get_nowait()
             except queue.Empty:
-                continue
+                job = self._wait_for_job()
+                if job is None:
+                    continue
             server = self.server
             if server is not None:
                 server.call_soon(self._dispatch)  # room for the next batch: form it now
             self._run_job(job)
+
+    def _wait_for_job(self) -> _Job | None:
+        """Idle: say so (the socket thread may now form a batch that is only due,
+        not full) and wait for one."""
+        with self._idle_lock:
+            self._idle_engines += 1
+        try:
+            server = self.server
+            if server is not None:
+                server.call_soon(self._dispatch)
+            return self._jobs.get(timeout=0.1)
+        except queue.Empty:
+            return None
+        finally:
+            with self._idle_lock:
+                self._idle_engines -= 1
 
     def _run_job(self, job: _Job) -> None:
         items, waited_ms, resume = job.batch.items, job.batch.waited_ms, job.resume
