@@ -336,7 +336,7 @@ class Client:
         now = time.monotonic()
         self._last_recv = now
         try:
-            decoded = decode_message([f.buffer for f in frames], self.limits)
+            decoded = decode_message(frames, self.limits)  # type: ignore[arg-type]  # zmq.Frame is a buffer
         except DecodeError as exc:
             _log.warning("dropped a malformed reply: %s", exc)
             return True
