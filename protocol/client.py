@@ -45,7 +45,7 @@ from .codec import (
     ping_for,
 )
 from .errors import DecodeError, RemoteError, RequestTimeout, StatusCode, Unavailable
-from .messages import ErrorReply, Pong, Result
+from .messages import ErrorReply, Message, Pong, Result
 from .sockio import readable, recv_parts, wait
 from .transport import DEFAULT_OPTIONS, SocketOptions, dealer_socket, send_frames
 
@@ -222,7 +222,14 @@ class Client:
         Raises :class:`Unavailable` if no connection can take it within
         ``send_timeout_ms`` (0: not at all), :class:`EncodeError` for bad tensors.
         """
-        request_id = self._new_id()
+        request_id, now = self._send_request(stage, tensors, deadline_ms, encodings, top_k, send_timeout_ms)
+        self._pending[request_id] = _Pending(now, now + max(0.0, deadline_ms) / 1000.0)
+        return request_id
+
+    def _send_request(self, stage: int, tensors: Mapping[str, np.ndarray[Any, Any]], deadline_ms: float,
+                      encodings: Encodings, top_k: int | None, send_timeout_ms: int) -> tuple[int, float]:
+        """Encode and send one request: its id and when it was sent."""
+        self._next_id = request_id = (self._next_id + 1) % (2**63)
         frames = encode_infer(
             request_id,
             self.fingerprint,
@@ -240,8 +247,7 @@ class Client:
         for f in frames:
             sent += len(f) if type(f) is bytes else memoryview(f).nbytes
         self.last_sent_bytes = sent
-        self._pending[request_id] = _Pending(now, now + max(0.0, deadline_ms) / 1000.0)
-        return request_id
+        return request_id, now
 
     def poll_replies(self, timeout_ms: int = 0) -> list[Reply]:
         """Replies that have arrived, waiting up to ``timeout_ms`` for the first one.
@@ -295,6 +301,8 @@ class Client:
         """
         wait = self.timeout_ms if timeout_ms is None else int(timeout_ms)
         deadline = float(wait if deadline_ms is None else deadline_ms)
+        if not self._pending and not self._ready:
+            return self._infer_alone(stage, tensors, deadline, encodings, top_k, wait)
         start = time.monotonic()
         try:
             rid = self.submit(stage, tensors, deadline, encodings=encodings, top_k=top_k, send_timeout_ms=wait)
@@ -324,6 +332,63 @@ class Client:
         self.expire()  # requests in flight on the old socket are gone too
         raise RequestTimeout(f"no reply to request {rid} within {wait} ms from {self.endpoints}")
 
+    def _infer_alone(self, stage: int, tensors: Mapping[str, np.ndarray[Any, Any]], deadline_ms: float,
+                     encodings: Encodings, top_k: int | None, wait_ms: int) -> Reply:
+        """:meth:`infer` with no other request in flight, the usual case: nothing
+        to keep apart, so no bookkeeping beyond the one id (a synchronous client's
+        whole per-request cost is this method; see bench/transport.py)."""
+        try:
+            rid, start = self._send_request(stage, tensors, deadline_ms, encodings, top_k, wait_ms)
+        except Unavailable:
+            self.reconnect()
+            raise RequestTimeout(f"no worker reachable at {self.endpoints} within {wait_ms} ms") from None
+        sock = self._sock()
+        end = start + wait_ms / 1000.0
+        while (left := int((end - time.monotonic()) * 1000.0)) > 0:
+            if not wait(sock, left):
+                continue
+            frames = recv_parts(sock)
+            if frames is None:
+                continue
+            now = self._last_recv = time.monotonic()
+            try:
+                msg, received = decode_message(frames, self.limits)  # type: ignore[arg-type]  # zmq.Frame is a buffer
+            except DecodeError as exc:
+                _log.warning("dropped a malformed reply: %s", exc)
+                continue
+            if msg.id == rid:
+                reply = self._reply_for(msg, received, (now - start) * 1000.0)
+                if reply is not None:
+                    return reply
+            elif type(msg) is Pong:
+                self._pongs[msg.id] = PingReply(msg.server, list(msg.bundles), msg.max_message_bytes, 0.0)
+            # Anything else answers a request given up on earlier: dropped.
+        self.reconnect()
+        raise RequestTimeout(f"no reply to request {rid} within {wait_ms} ms from {self.endpoints}")
+
+    def _reply_for(self, msg: Message, tensors: dict[str, np.ndarray[Any, Any]], rtt_ms: float) -> Reply | None:
+        """The :class:`Reply` a ``result`` or ``error`` message makes; None for other kinds."""
+        if type(msg) is Result:
+            return Reply(
+                id=msg.id,
+                status=StatusCode.OK,
+                stage=msg.stage,
+                scores=np.asarray(msg.scores, dtype=np.float32),
+                classes=None if msg.classes is None else np.asarray(msg.classes, dtype=np.int64),
+                queue_ms=msg.queue_ms,
+                compute_ms=msg.compute_ms,
+                rtt_ms=rtt_ms,
+                tensors=tensors,
+            )
+        if type(msg) is ErrorReply:
+            try:
+                status = StatusCode(msg.status)
+            except ValueError:
+                status = StatusCode.INTERNAL  # a newer server's code we do not know
+            return Reply(id=msg.id, status=status, message=msg.message, rtt_ms=rtt_ms)
+        _log.warning("dropped an unexpected %s message", type(msg).__name__)
+        return None
+
     def _receive_one(self, timeout_ms: int) -> Reply | PingReply | bool | None:
         """Receive and dispatch one message: a Reply to a pending request, a
         PingReply, True for something dropped, or None on timeout."""
@@ -348,27 +413,8 @@ class Client:
         pending = self._pending.pop(msg.id, None)
         if pending is None:
             return True  # late reply to a request we gave up on
-        rtt = (now - pending.sent_at) * 1000.0
-        if type(msg) is Result:
-            reply = Reply(
-                id=msg.id,
-                status=StatusCode.OK,
-                stage=msg.stage,
-                scores=np.asarray(msg.scores, dtype=np.float32),
-                classes=None if msg.classes is None else np.asarray(msg.classes, dtype=np.int64),
-                queue_ms=msg.queue_ms,
-                compute_ms=msg.compute_ms,
-                rtt_ms=rtt,
-                tensors=decoded.tensors,
-            )
-        elif type(msg) is ErrorReply:
-            try:
-                status = StatusCode(msg.status)
-            except ValueError:
-                status = StatusCode.INTERNAL  # a newer server's code we do not know
-            reply = Reply(id=msg.id, status=status, message=msg.message, rtt_ms=rtt)
-        else:
-            _log.warning("dropped an unexpected %s message", type(msg).__name__)
+        reply = self._reply_for(msg, decoded.tensors, (now - pending.sent_at) * 1000.0)
+        if reply is None:
             return True
         self._ready.append(reply)
         return reply

@@ -187,3 +187,84 @@ def test_recv_returns_on_time_under_a_flood_of_garbage(endpoint: str) -> None:
         finally:
             stop.set()
             t.join()
+
+
+class _Scripted(threading.Thread):
+    """A server that answers each request after ``delays[i]`` seconds, in the
+    order the delays make (so replies can overtake each other or come late)."""
+
+    def __init__(self, endpoint: str, delays: list[float]) -> None:
+        super().__init__(daemon=True)
+        self.server = Server(endpoint)
+        self.endpoint = self.server.last_endpoint
+        self.delays = delays
+        self.stop = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        from jetsplit.protocol.codec import result_for
+
+        waiting: list[tuple[float, Any]] = []
+        i = 0
+        while not self.stop.is_set():
+            req = self.server.recv(5)
+            if req is not None and isinstance(req.header, InferRequest):
+                waiting.append((time.monotonic() + self.delays[min(i, len(self.delays) - 1)], req))
+                i += 1
+            now = time.monotonic()
+            for due, r in [w for w in waiting if w[0] <= now]:
+                reply, payloads = result_for(r.header, [0.1, 0.9], 0)
+                self.server.send(r, reply, payloads)
+                waiting.remove((due, r))
+        self.server.close()
+
+
+def test_infer_alone_drops_a_late_reply_to_a_request_given_up_on(endpoint: str, fingerprint: str) -> None:
+    """The synchronous path: the first request times out; its reply, arriving
+    while the second waits, is dropped and the second gets its own."""
+    srv = _Scripted(endpoint, [0.4, 0.0])
+    try:
+        with Client(srv.endpoint, fingerprint, timeout_ms=2000) as client:
+            with pytest.raises(Exception, match="no reply"):
+                client.infer(0, {"x": np.ones(2, np.float32)}, timeout_ms=150)
+            # The timeout reopened the socket: the late reply cannot even reach it.
+            reply = client.infer(0, {"x": np.ones(2, np.float32)})
+            assert reply.ok and reply.top1 == 1 and client.pending == 0
+    finally:
+        srv.stop.set()
+        srv.join(5)
+
+
+def test_infer_with_requests_in_flight_keeps_them_apart(endpoint: str, fingerprint: str) -> None:
+    """An infer() while submitted requests are pending takes the general path: its
+    reply is returned, the others stay for poll_replies (even when they arrive first)."""
+    srv = _Scripted(endpoint, [0.0, 0.0, 0.2])
+    try:
+        with Client(srv.endpoint, fingerprint, timeout_ms=2000) as client:
+            first = client.submit(0, {"x": np.ones(2, np.float32)}, deadline_ms=2000, send_timeout_ms=1000)
+            second = client.submit(0, {"x": np.ones(2, np.float32)}, deadline_ms=2000, send_timeout_ms=1000)
+            reply = client.infer(0, {"x": np.ones(2, np.float32)})  # answered last (0.2 s)
+            assert reply.ok and reply.id not in (first, second)
+            assert sorted(r.id for r in client.poll_replies(1000)) == sorted([first, second])
+    finally:
+        srv.stop.set()
+        srv.join(5)
+
+
+def test_infer_alone_drops_a_stale_reply_on_the_same_socket(endpoint: str, fingerprint: str) -> None:
+    """A request expired without reopening the socket (something else was answered
+    after it was sent) is answered late while the next infer() waits: that reply
+    is dropped, the infer gets its own."""
+    srv = _Scripted(endpoint, [0.3, 0.0, 0.6])
+    try:
+        with Client(srv.endpoint, fingerprint, timeout_ms=2000) as client:
+            late = client.submit(0, {"x": np.ones(2, np.float32)}, deadline_ms=2000, send_timeout_ms=1000)
+            quick = client.submit(0, {"x": np.ones(2, np.float32)}, deadline_ms=2000, send_timeout_ms=1000)
+            assert [r.id for r in client.poll_replies(1000)] == [quick]
+            assert client.expire(time.monotonic() + 10) == [late] and client.reconnects == 0
+            reply = client.infer(0, {"x": np.ones(2, np.float32)})  # the late reply comes in first
+            assert reply.ok and reply.id not in (late, quick)
+            assert client.poll_replies(300) == []
+    finally:
+        srv.stop.set()
+        srv.join(5)
