@@ -46,7 +46,7 @@ def _submit_all(client: Client, stage: int, reqs: list[dict[str, np.ndarray]]) -
     return [got[rid] for rid in ids]
 
 
-@pytest.mark.parametrize("threads", [1, 0], ids=["engine-thread", "inline"])
+@pytest.mark.parametrize("threads", [1, 2, 0], ids=["engine-thread", "two-engine-threads", "inline"])
 @pytest.mark.parametrize("mode", ["split", "ensemble", "little-big"])
 def test_cloud_answers_equal_offline_chain(make_bundle, serve, mode: str, threads: int) -> None:
     bundle = make_bundle(mode)
