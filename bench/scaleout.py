@@ -43,15 +43,22 @@ JETSPLIT = str(Path(sys.executable).with_name("jetsplit"))
 TARGET = 1.7
 
 
+def _tests_conftest() -> Any:
+    """tests/conftest.py as a module: the tiny models and the edge hand-off the
+    tests use, so the benchmark measures what the scale-out test checks."""
+    spec = importlib.util.spec_from_file_location("_jetsplit_test_conftest", ROOT / "tests" / "conftest.py")
+    assert spec is not None and spec.loader is not None
+    conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conftest)
+    return conftest
+
+
 def tiny_split_bundle(out: Path) -> Path:
     """The tests' tiny split bundle (real ONNX models fitted on scikit-learn's
     digits, tests/conftest.py), written to ``out``."""
     from jetsplit.bundle import write_bundle
 
-    spec = importlib.util.spec_from_file_location("_jetsplit_test_conftest", ROOT / "tests" / "conftest.py")
-    assert spec is not None and spec.loader is not None
-    conftest = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(conftest)
+    conftest = _tests_conftest()
     (out / "models").mkdir(parents=True, exist_ok=True)
     models = conftest.build_tiny_models(out / "models")
     manifest = conftest.tiny_manifest("split")
@@ -62,20 +69,10 @@ def tiny_split_bundle(out: Path) -> Path:
 def offload_tensors(bundle_dir: Path, n: int = 64) -> tuple[str, int, list[dict[str, np.ndarray]]]:
     """(fingerprint, stage, hand-off tensors) for ``n`` real digits, all offloaded."""
     from jetsplit.bundle import load_bundle
-    from jetsplit.chain import Chain
-    from jetsplit.datasets import load_dataset
-    from jetsplit.handoff import pack
 
     bundle = load_bundle(str(bundle_dir))
-    data = load_dataset("digits", "test")
-    with Chain.open(bundle, where="edge") as edge:
-        res = edge.run_from(0, edge.preprocess(data.images[:n]), stop_at=edge.first_cloud,
-                            thresholds=[float("inf")] * len(bundle.stages))
-        assert res.next_stage is not None
-        carry = res.carry
-        tensors = [pack(bundle, res.next_stage, data.images[i], None if carry is None else carry[i:i + 1], None)
-                    for i in range(n)]
-    return bundle.fingerprint, res.next_stage, [{k: np.ascontiguousarray(v) for k, v in t.items()} for t in tensors]
+    stage, tensors, _ = _tests_conftest().edge_offloads(bundle, n)
+    return bundle.fingerprint, stage, [{k: np.ascontiguousarray(v) for k, v in t.items()} for t in tensors]
 
 
 def _client(endpoints: list[str], fingerprint: str, stage: int, tensors: list[dict[str, np.ndarray]],

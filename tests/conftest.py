@@ -133,6 +133,30 @@ def make_bundle(tmp_path: Path, tiny_models: dict[str, Path]) -> Any:
     return make
 
 
+def edge_offloads(bundle: Bundle, n: int) -> tuple[int, list[dict[str, np.ndarray]], np.ndarray]:
+    """Run the edge's stages on the first ``n`` test digits with every frame
+    offloaded; return the stage the cloud resumes at, each frame's hand-off
+    tensors (what the agent sends), and the frames. Also used by bench/scaleout.py."""
+    from jetsplit.chain import Chain
+    from jetsplit.handoff import pack
+
+    frames = load_dataset("digits", "test").images[:n]
+    with Chain.open(bundle, where="edge") as edge:
+        res = edge.run_from(0, edge.preprocess(frames), stop_at=edge.first_cloud,
+                            thresholds=[float("inf")] * len(bundle.stages))
+    assert res.next_stage is not None and res.next_stage == edge.first_cloud
+    tensors = [pack(bundle, res.next_stage, frames[i], None if res.carry is None else res.carry[i:i + 1],
+                    None if res.state is None else res.state.take(np.array([i])))
+               for i in range(n)]
+    return res.next_stage, tensors, frames
+
+
+@pytest.fixture
+def offloads() -> Callable[[Bundle, int], tuple[int, list[dict[str, np.ndarray]], np.ndarray]]:
+    """:func:`edge_offloads`: offloads(bundle, n) -> (stage, tensors, frames)."""
+    return edge_offloads
+
+
 @pytest.fixture
 def worker_thread(tmp_path: Path) -> Iterator[Any]:
     """worker_thread(*bundles, endpoint=None, **config) -> a real Worker serving

@@ -7,12 +7,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from jetsplit.bundle import Bundle
 from jetsplit.chain import Chain
 from jetsplit.cloud.batcher import Batcher
 from jetsplit.cloud.config import CloudConfig
-from jetsplit.datasets import load_dataset
-from jetsplit.handoff import pack
 from jetsplit.protocol import Client, StatusCode
 
 
@@ -20,20 +17,6 @@ from jetsplit.protocol import Client, StatusCode
 def serve(worker_thread: Any) -> Any:
     """serve(*bundles, **config) -> the endpoint of a worker serving them."""
     return lambda *bundles, **config: worker_thread(*bundles, **config).endpoints[0]
-
-
-def _edge_requests(bundle: Bundle, n: int) -> tuple[list[dict[str, np.ndarray]], np.ndarray, int]:
-    """Run the edge prefix on real digits and pack what the cloud needs."""
-    data = load_dataset("digits", "test")
-    with Chain.open(bundle, where="edge") as edge:
-        frames = data.images[:n]
-        res = edge.run_from(0, edge.preprocess(frames), stop_at=edge.first_cloud,
-                            thresholds=[float("inf")] * len(bundle.stages))  # offload everything
-        assert res.next_stage == edge.first_cloud
-        reqs = [pack(bundle, res.next_stage, frames[i], None if res.carry is None else res.carry[i:i + 1],
-                     None if res.state is None else res.state.take(np.array([i])))
-                for i in range(n)]
-    return reqs, frames, res.next_stage
 
 
 def _submit_all(client: Client, stage: int, reqs: list[dict[str, np.ndarray]]) -> list[Any]:
@@ -48,10 +31,10 @@ def _submit_all(client: Client, stage: int, reqs: list[dict[str, np.ndarray]]) -
 
 @pytest.mark.parametrize("threads", [1, 2, 0], ids=["engine-thread", "two-engine-threads", "inline"])
 @pytest.mark.parametrize("mode", ["split", "ensemble", "little-big"])
-def test_cloud_answers_equal_offline_chain(make_bundle, serve, mode: str, threads: int) -> None:
+def test_cloud_answers_equal_offline_chain(make_bundle, serve, offloads, mode: str, threads: int) -> None:
     bundle = make_bundle(mode)
     endpoint = serve(bundle, threads=threads)
-    reqs, frames, stage = _edge_requests(bundle, 24)
+    stage, reqs, frames = offloads(bundle, 24)
     with Chain.open(bundle) as full:
         # Every frame offloaded at the edge's gates; the cloud's own gates as tuned.
         thresholds = [float("inf") if s.where == "edge" else t for s, t in zip(bundle.stages, bundle.thresholds())]
@@ -64,11 +47,11 @@ def test_cloud_answers_equal_offline_chain(make_bundle, serve, mode: str, thread
         assert rep.stage == outs.stage[i]
 
 
-def test_errors_by_status(make_bundle, serve) -> None:
+def test_errors_by_status(make_bundle, serve, offloads) -> None:
     bundle = make_bundle("split")
     other = make_bundle("little-big", name="other")
     endpoint = serve(bundle)
-    reqs, _, stage = _edge_requests(bundle, 1)
+    stage, reqs, _ = offloads(bundle, 1)
     with Client(endpoint, other.fingerprint, timeout_ms=3000) as stranger:
         rep = stranger.infer(1, reqs[0], deadline_ms=1000)
         assert rep.status == StatusCode.UNKNOWN_BUNDLE and "not served here" in rep.message
@@ -85,10 +68,10 @@ def test_errors_by_status(make_bundle, serve) -> None:
         assert bundle.fingerprint in pong.bundles
 
 
-def test_requests_are_batched(make_bundle, serve) -> None:
+def test_requests_are_batched(make_bundle, serve, offloads) -> None:
     bundle = make_bundle("split")
     endpoint = serve(bundle, max_batch=8, max_wait_ms=20.0)
-    reqs, _, stage = _edge_requests(bundle, 32)
+    stage, reqs, _ = offloads(bundle, 32)
     with Client(endpoint, bundle.fingerprint, timeout_ms=5000) as client:
         client.wait_ready(2000)
         ids = [client.submit(stage, r, deadline_ms=5000) for r in reqs]
@@ -128,12 +111,12 @@ def test_config_errors() -> None:
 
 
 @pytest.mark.parametrize("threads", [1, 0], ids=["engine-thread", "inline"])
-def test_float16_activations_answer_as_the_chain_does_on_them(make_bundle, serve, threads: int) -> None:
+def test_float16_activations_answer_as_the_chain_does_on_them(make_bundle, serve, offloads, threads: int) -> None:
     """Carries sent as f16 are kept as float16, stacked and widened per batch: the
     answers are the cloud chain's on the float16-rounded carries."""
     bundle = make_bundle("split")
     endpoint = serve(bundle, threads=threads, max_batch=8)
-    reqs, _, stage = _edge_requests(bundle, 20)
+    stage, reqs, _ = offloads(bundle, 20)
     carries = np.concatenate([r["carry"] for r in reqs])
     with Chain.open(bundle, where="cloud") as cloud:
         rounded = carries.astype(np.float16).astype(np.float32)
@@ -145,7 +128,7 @@ def test_float16_activations_answer_as_the_chain_does_on_them(make_bundle, serve
         np.testing.assert_allclose(rep.scores, outs.probs[i], atol=1e-6)
 
 
-def test_requests_late_by_the_time_their_batch_runs_are_not_run(make_bundle) -> None:
+def test_requests_late_by_the_time_their_batch_runs_are_not_run(make_bundle, offloads) -> None:
     """A formed batch can wait for its engine; a request whose deadline passes
     meanwhile is answered expired and only the others are run."""
     import time
@@ -157,7 +140,7 @@ def test_requests_late_by_the_time_their_batch_runs_are_not_run(make_bundle) -> 
     from jetsplit.protocol.transport import Request
 
     bundle = make_bundle("split")
-    reqs, _, stage = _edge_requests(bundle, 4)
+    stage, reqs, _ = offloads(bundle, 4)
     worker = Worker(CloudConfig(bind=("ipc:///tmp/unused",), bundles=(str(bundle.root),)))
     try:
         now = time.monotonic()

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 
 from jetsplit.bundle import Bundle
-from jetsplit.chain import Chain
 from jetsplit.cloud.config import CloudConfig
 from jetsplit.cloud.worker import Worker
 from jetsplit.datasets import load_dataset
@@ -26,7 +25,6 @@ from jetsplit.edge.config import EdgeConfig, load_edge_config
 from jetsplit.edge.pool import PoolConfig, WorkerPool, is_dns_endpoint, resolve_endpoint
 from jetsplit.edge.sinks import QueueSink
 from jetsplit.errors import ConfigError
-from jetsplit.handoff import pack
 from jetsplit.protocol import Server, StatusCode
 from jetsplit.protocol.client import Reply
 from jetsplit.protocol.codec import result_for
@@ -46,14 +44,10 @@ def bundle(make_bundle: Any) -> Bundle:
 
 
 @pytest.fixture
-def requests(bundle: Bundle) -> list[dict[str, np.ndarray]]:
+def requests(bundle: Bundle, offloads: Any) -> list[dict[str, np.ndarray]]:
     """Real hand-off tensors (the split bundle's activation) for 64 digits."""
-    data = load_dataset("digits", "test")
-    with Chain.open(bundle, where="edge") as edge:
-        res = edge.run_from(0, edge.preprocess(data.images[:64]), stop_at=edge.first_cloud,
-                            thresholds=[float("inf")] * len(bundle.stages))
-        assert res.next_stage is not None and res.carry is not None
-        return [pack(bundle, res.next_stage, data.images[i], res.carry[i:i + 1], None) for i in range(64)]
+    _, tensors, _ = offloads(bundle, 64)
+    return tensors
 
 
 @pytest.fixture

@@ -14,26 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from jetsplit.bundle import Bundle
-from jetsplit.chain import Chain
-from jetsplit.datasets import load_dataset
 from jetsplit.edge.pool import WorkerPool
-from jetsplit.handoff import pack
 
 from .daemons import Daemon, start_worker
 from .test_edge_outage import _digits_folder, _read_jsonl, _wait_lines
-
-
-def offload_tensors(bundle: Bundle, n: int = 64) -> tuple[int, list[dict[str, np.ndarray]]]:
-    """(stage, hand-off tensors) the edge sends for ``n`` real digits, all offloaded."""
-    data = load_dataset("digits", "test")
-    with Chain.open(bundle, where="edge") as edge:
-        res = edge.run_from(0, edge.preprocess(data.images[:n]), stop_at=edge.first_cloud,
-                            thresholds=[float("inf")] * len(bundle.stages))
-        assert res.next_stage is not None
-        carry = res.carry
-        return res.next_stage, [pack(bundle, res.next_stage, data.images[i],
-                                     None if carry is None else carry[i:i + 1], None) for i in range(n)]
 
 
 def drive(pool: WorkerPool, stage: int, tensors: list[dict[str, np.ndarray]], n: int, *, window: int,
@@ -59,9 +43,9 @@ def drive(pool: WorkerPool, stage: int, tensors: list[dict[str, np.ndarray]], n:
     return outcomes
 
 
-def test_two_workers_one_sigkilled_nothing_lost_or_duplicated(make_bundle, tmp_path: Path) -> None:
+def test_two_workers_one_sigkilled_nothing_lost_or_duplicated(make_bundle, offloads, tmp_path: Path) -> None:
     bundle = make_bundle("split")
-    stage, tensors = offload_tensors(bundle)
+    stage, tensors, _ = offloads(bundle, 64)
     eps = [f"ipc://{tmp_path}/w{i}.sock" for i in range(2)]
     workers = [start_worker(str(bundle.root), bind=ep)[0] for ep in eps]
     n = 3000

@@ -25,7 +25,6 @@ from jetsplit.edge.pool import WorkerPool
 from jetsplit.protocol import Client
 
 from .daemons import rss_kib, start_worker
-from .test_scaleout import offload_tensors
 
 CLIENTS = 8
 WINDOW = 4
@@ -82,8 +81,8 @@ class _EdgeClient(threading.Thread):
         self.outcomes[rid] = outcome
 
 
-def soak(bundle: Any, tmp_path: Path, per_client: int, sample_s: float) -> dict[str, Any]:
-    stage, tensors = offload_tensors(bundle)
+def soak(bundle: Any, offloads: Any, tmp_path: Path, per_client: int, sample_s: float) -> dict[str, Any]:
+    stage, tensors, _ = offloads(bundle, 64)
     worker, endpoint = start_worker(str(bundle.root), bind=f"ipc://{tmp_path}/soak.sock")
     series: list[tuple[float, int, int]] = []  # (s since start, requests done, worker RSS KiB)
     try:
@@ -116,18 +115,18 @@ def _rss_after_warmup(series: list[tuple[float, int, int]], total: int, warmup: 
     return after[0][2], max(s[2] for s in after), after[-1][2]
 
 
-def test_soak_short_nothing_lost_or_duplicated(make_bundle, tmp_path: Path) -> None:
+def test_soak_short_nothing_lost_or_duplicated(make_bundle, offloads, tmp_path: Path) -> None:
     per_client = 500
-    r = soak(make_bundle("split"), tmp_path, per_client, sample_s=0.2)
+    r = soak(make_bundle("split"), offloads, tmp_path, per_client, sample_s=0.2)
     assert sum(c.duplicates for c in r["clients"]) == 0
     assert r["outcomes"] == {"ok": CLIENTS * per_client}, r["outcomes"]
 
 
 @pytest.mark.slow
-def test_soak_8_clients_x_20000(make_bundle, tmp_path: Path) -> None:
+def test_soak_8_clients_x_20000(make_bundle, offloads, tmp_path: Path) -> None:
     per_client, warmup = 20_000, 0.2
     total = CLIENTS * per_client
-    r = soak(make_bundle("split"), tmp_path, per_client, sample_s=1.0)
+    r = soak(make_bundle("split"), offloads, tmp_path, per_client, sample_s=1.0)
     duplicates = sum(c.duplicates for c in r["clients"])
     base, peak, last = _rss_after_warmup(r["series"], total, warmup)
     growth = peak / base - 1.0
