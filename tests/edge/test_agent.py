@@ -5,22 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import cv2
 import pytest
 
-from jetsplit.datasets import load_dataset
 from jetsplit.edge.agent import EdgeAgent
 from jetsplit.edge.config import EdgeConfig
 from jetsplit.edge.sinks import QueueSink
-
-
-def write_digit_folder(root: Path, n: int = 120) -> Path:
-    data = load_dataset("digits", "test")
-    for i in range(n):
-        folder = root / data.class_names[data.labels[i]]
-        folder.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(folder / f"{i:04d}.png"), data.images[i])
-    return root
+from tests.system.frames import digits_folder
 
 
 @pytest.fixture
@@ -42,7 +32,7 @@ def _run(config: EdgeConfig) -> tuple[list, EdgeAgent]:
 def test_every_frame_one_result_with_cloud(make_bundle, worker_at, tmp_path: Path, mode: str) -> None:
     bundle = make_bundle(mode)
     endpoint = worker_at(bundle)
-    src = write_digit_folder(tmp_path / "digits")
+    src = digits_folder(tmp_path / "digits", 120)
     # The ensemble's cloud members take the frame: frames must be allowed to leave.
     offload = "frames" if mode == "ensemble" else "activations"
     results, agent = _run(EdgeConfig(bundle=str(bundle.root), source=str(src), cloud=(endpoint,),
@@ -59,7 +49,7 @@ def test_every_frame_one_result_with_cloud(make_bundle, worker_at, tmp_path: Pat
 
 def test_no_cloud_is_fallback_not_loss(make_bundle, tmp_path: Path) -> None:
     bundle = make_bundle("split")
-    src = write_digit_folder(tmp_path / "digits", 60)
+    src = digits_folder(tmp_path / "digits", 60)
     # Nothing listens here: every unsure frame falls back, none is lost, none waits.
     results, agent = _run(EdgeConfig(bundle=str(bundle.root), source=str(src),
                                      cloud=(f"ipc://{tmp_path}/nobody.sock",), deadline_ms=300, sinks=()))
@@ -71,7 +61,7 @@ def test_no_cloud_is_fallback_not_loss(make_bundle, tmp_path: Path) -> None:
 def test_privacy_switch_keeps_frames_on_board(make_bundle, worker_at, tmp_path: Path) -> None:
     bundle = make_bundle("little-big")  # its cloud stage needs the frame
     endpoint = worker_at(bundle)
-    src = write_digit_folder(tmp_path / "digits", 40)
+    src = digits_folder(tmp_path / "digits", 40)
     results, agent = _run(EdgeConfig(bundle=str(bundle.root), source=str(src), cloud=(endpoint,),
                                      offload="activations", sinks=()))
     assert agent.offload_block is not None and "needs the frame" in agent.offload_block
@@ -86,7 +76,7 @@ def test_other_bundle_on_worker_runs_local_and_says_so_once(make_bundle, worker_
     served = make_bundle("split", name="served")
     mine = make_bundle("split", edit=lambda m: m["stage"][0]["gate"].update(threshold=0.55), name="mine")
     endpoint = worker_at(served)
-    src = write_digit_folder(tmp_path / "digits", 80)
+    src = digits_folder(tmp_path / "digits", 80)
     with caplog.at_level("ERROR", logger="jetsplit.edge"):
         results, agent = _run(EdgeConfig(bundle=str(mine.root), source=str(src), cloud=(endpoint,),
                                          deadline_ms=2000, sinks=()))
@@ -105,7 +95,7 @@ def test_jpeg_frames_with_compressed_activations(make_bundle, worker_at, tmp_pat
 
     bundle = make_bundle("ensemble", edit=jpeg_lz4)
     endpoint = worker_at(bundle)
-    src = write_digit_folder(tmp_path / "digits", 40)
+    src = digits_folder(tmp_path / "digits", 40)
     results, agent = _run(EdgeConfig(bundle=str(bundle.root), source=str(src), cloud=(endpoint,),
                                      deadline_ms=2000, sinks=(), offload="frames"))
     assert sorted(r.frame for r in results) == list(range(40))

@@ -31,8 +31,7 @@ from jetsplit.protocol.codec import result_for
 from jetsplit.protocol.errors import Unavailable
 from jetsplit.protocol.messages import InferRequest, Ping
 from jetsplit.protocol.transport import Request
-
-from .test_agent import write_digit_folder
+from tests.system.frames import digits_folder
 
 # Fast health checks so a test sees a death within a fraction of a second.
 FAST: dict[str, Any] = {"heartbeat_ms": 50, "dead_after_ms": 300}
@@ -365,7 +364,7 @@ def test_slow_dns_never_stalls_the_caller(worker, tmp_path: Path, bundle: Bundle
 
 def test_agent_uses_the_pool_for_several_workers(worker, make_bundle, tmp_path: Path, bundle: Bundle) -> None:
     wa, wb = worker("a"), worker("b")
-    src = write_digit_folder(tmp_path / "digits", 120)
+    src = digits_folder(tmp_path / "digits", 120)
     config = EdgeConfig(bundle=str(bundle.root), source=str(src), deadline_ms=2000, sinks=(),
                         cloud=(f"ipc://{tmp_path}/a", f"ipc://{tmp_path}/b"))
     agent = EdgeAgent(config, sinks=QueueSink())

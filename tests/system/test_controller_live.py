@@ -6,12 +6,13 @@ import json
 from pathlib import Path
 
 from .daemons import Daemon, start_worker
-from .test_edge_outage import _digits_folder, _read_jsonl
+from .frames import digits_folder
+from .test_edge_outage import _read_jsonl
 
 
 def test_max_offload_rate_held_live(make_bundle, tmp_path: Path) -> None:
     bundle = make_bundle("split")  # its gate alone offloads ~60% of these digits
-    src = _digits_folder(tmp_path / "frames", 1800)
+    src = digits_folder(tmp_path / "frames", 1800, "all")
     endpoint = f"ipc://{tmp_path}/worker.sock"
     out = tmp_path / "results.jsonl"
     worker, _ = start_worker(str(bundle.root), bind=endpoint)

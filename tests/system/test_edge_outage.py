@@ -8,21 +8,8 @@ import signal
 import time
 from pathlib import Path
 
-import cv2
-
-from jetsplit.datasets import load_dataset
-
 from .daemons import Daemon, start_worker
-
-
-def _digits_folder(root: Path, n: int) -> Path:
-    data = load_dataset("digits", "all")
-    for i in range(n):
-        j = i % len(data)
-        folder = root / data.class_names[data.labels[j]]
-        folder.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(folder / f"{i:05d}.png"), data.images[j])
-    return root
+from .frames import digits_folder
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -44,7 +31,7 @@ def _wait_lines(path: Path, n: int, timeout: float = 60.0) -> None:
 
 def test_worker_killed_and_restarted_mid_run(make_bundle, tmp_path: Path) -> None:
     bundle = make_bundle("split")
-    src = _digits_folder(tmp_path / "frames", 2000)
+    src = digits_folder(tmp_path / "frames", 2000, "all")
     endpoint = f"ipc://{tmp_path}/worker.sock"
     out = tmp_path / "results.jsonl"
     worker, _ = start_worker(str(bundle.root), bind=endpoint)
@@ -84,7 +71,7 @@ def test_worker_killed_and_restarted_mid_run(make_bundle, tmp_path: Path) -> Non
 def test_worker_with_other_bundle(make_bundle, tmp_path: Path) -> None:
     served = make_bundle("split", name="served")
     mine = make_bundle("split", edit=lambda m: m["stage"][0]["gate"].update(threshold=0.55), name="mine")
-    src = _digits_folder(tmp_path / "frames", 150)
+    src = digits_folder(tmp_path / "frames", 150, "all")
     endpoint = f"ipc://{tmp_path}/worker.sock"
     out = tmp_path / "results.jsonl"
     worker, _ = start_worker(str(served.root), bind=endpoint)
@@ -103,7 +90,7 @@ def test_worker_with_other_bundle(make_bundle, tmp_path: Path) -> None:
 
 def test_sigterm_finishes_frames_in_flight(make_bundle, tmp_path: Path) -> None:
     bundle = make_bundle("split")
-    src = _digits_folder(tmp_path / "frames", 3000)
+    src = digits_folder(tmp_path / "frames", 3000, "all")
     endpoint = f"ipc://{tmp_path}/worker.sock"
     out = tmp_path / "results.jsonl"
     worker, _ = start_worker(str(bundle.root), bind=endpoint)

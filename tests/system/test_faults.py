@@ -24,8 +24,9 @@ import numpy as np
 import pytest
 
 from .daemons import Daemon, NetnsDaemon, start_worker_in
+from .frames import digits_folder
 from .netns import Link, unavailable_reason
-from .test_edge_outage import _digits_folder, _read_jsonl
+from .test_edge_outage import _read_jsonl
 
 _REASON = unavailable_reason()
 pytestmark = pytest.mark.skipif(_REASON is not None, reason=f"fault injection: {_REASON}")
@@ -97,7 +98,7 @@ def run_scenario(bundle_root: Path, tmp_path: Path, sc: Scenario) -> dict[str, A
     """Run the four phases; return the results, the edge's summary, the phase
     boundaries and the link's mechanisms."""
     n_frames = int(sc.fps * (sc.clean_s + sc.impaired_s + sc.cut_s + sc.restore_max_s + 20))
-    src = _digits_folder(tmp_path / "frames", n_frames)
+    src = digits_folder(tmp_path / "frames", n_frames, "all")
     out = tmp_path / "results.jsonl"
     marks: dict[str, float] = {}
     edge: Daemon | None = None

@@ -17,7 +17,8 @@ import numpy as np
 from jetsplit.edge.pool import WorkerPool
 
 from .daemons import Daemon, start_worker
-from .test_edge_outage import _digits_folder, _read_jsonl, _wait_lines
+from .frames import digits_folder
+from .test_edge_outage import _read_jsonl, _wait_lines
 
 
 def drive(pool: WorkerPool, stage: int, tensors: list[dict[str, np.ndarray]], n: int, *, window: int,
@@ -80,7 +81,7 @@ def test_two_workers_one_sigkilled_nothing_lost_or_duplicated(make_bundle, offlo
 
 def test_edge_daemon_with_two_workers_one_killed(make_bundle, tmp_path: Path) -> None:
     bundle = make_bundle("split")
-    src = _digits_folder(tmp_path / "frames", 1000)
+    src = digits_folder(tmp_path / "frames", 1000, "all")
     eps = [f"ipc://{tmp_path}/w{i}.sock" for i in range(2)]
     workers = [start_worker(str(bundle.root), bind=ep)[0] for ep in eps]
     out = tmp_path / "results.jsonl"

@@ -24,7 +24,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -38,6 +37,7 @@ from jetsplit.handoff import pack
 from jetsplit.protocol import Client
 
 from .daemons import JETSPLIT, Daemon, start_worker
+from .frames import digits_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = ROOT / "systemd"
@@ -280,19 +280,10 @@ def test_cloud_worker_notifies_ready_watchdog_stopping(make_bundle, notify_socke
     _check_lifecycle(notify_socket, worker.pid)
 
 
-def _digit_folder(folder: Path, n: int) -> Path:
-    data = load_dataset("digits", "test")
-    folder.mkdir()
-    for i in range(n):
-        image = np.asarray(data.images[i % len(data)])
-        assert cv2.imwrite(str(folder / f"{i:04d}.png"), image)
-    return folder
-
-
 def test_edge_agent_notifies_ready_watchdog_stopping(make_bundle, notify_socket: NotifySocket,
                                                      tmp_path: Path) -> None:
     bundle = make_bundle("split")
-    images = _digit_folder(tmp_path / "frames", 400)
+    images = digits_folder(tmp_path / "frames", 400)
     results = tmp_path / "results.jsonl"
     worker, endpoint = start_worker(str(bundle.root), bind="tcp://127.0.0.1:0")
     try:

@@ -7,17 +7,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pytest
 
 from jetsplit.cli import main
-from jetsplit.datasets import load_dataset
 from jetsplit.edge.agent import EdgeAgent
 from jetsplit.edge.config import EdgeConfig
 from jetsplit.edge.sinks import QueueSink
 from jetsplit.errors import JetsplitError
 from jetsplit.tools.bench import PREPROCESS, bench, load_frames
+from tests.system.frames import digits_folder
 
 
 def test_every_stage_at_every_batch_size(make_bundle: Any) -> None:
@@ -63,11 +62,7 @@ def test_handoffs_of_an_averaging_chain(make_bundle: Any) -> None:
 def test_wire_bytes_are_what_the_agent_sends(make_bundle: Any, worker_thread: Any, tmp_path: Path) -> None:
     bundle = make_bundle("split")
     (handoff,) = bench(bundle, [1], runs=1, data="digits").handoffs
-    data = load_dataset("digits", "test")
-    for i in range(60):
-        folder = tmp_path / "frames" / data.class_names[data.labels[i]]
-        folder.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(folder / f"{i:03d}.png"), data.images[i])
+    digits_folder(tmp_path / "frames", 60)
     endpoint = worker_thread(bundle).endpoints[0]
     agent = EdgeAgent(EdgeConfig(bundle=str(bundle.root), source=str(tmp_path / "frames"), cloud=(endpoint,),
                                  deadline_ms=2000, sinks=()), sinks=QueueSink())

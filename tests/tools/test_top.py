@@ -10,15 +10,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import cv2
 import pytest
 import zmq
 
 from jetsplit.cli import main
-from jetsplit.datasets import load_dataset
 from jetsplit.edge.sinks import FrameResult, ZmqPubSink
 from jetsplit.tools.top import Subscriber, summarize
 from tests.system.daemons import Daemon
+from tests.system.frames import digits_folder
 
 _MARKER = -1  # frame index of the records sent until the subscriber is connected
 
@@ -184,12 +183,7 @@ def test_on_a_running_agent(make_bundle: Any, worker_thread: Any, tmp_path: Path
     real worker: top sees its results as the agent publishes them."""
     bundle = make_bundle("split")
     cloud = worker_thread(bundle).endpoints[0]
-    data = load_dataset("digits", "test")
-    for i in range(300):
-        j = i % len(data)
-        folder = tmp_path / "frames" / data.class_names[data.labels[j]]
-        folder.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(folder / f"{i:03d}.png"), data.images[j])
+    digits_folder(tmp_path / "frames", 300)
     results = f"ipc://{tmp_path}/results.sock"
     log = tmp_path / "results.jsonl"
     edge = Daemon("edge", "run", "--bundle", str(bundle.root), "--cloud", cloud, "--source", str(tmp_path / "frames"),
