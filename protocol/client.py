@@ -229,7 +229,7 @@ class Client:
     def _send_request(self, stage: int, tensors: Mapping[str, np.ndarray[Any, Any]], deadline_ms: float,
                       encodings: Encodings, top_k: int | None, send_timeout_ms: int) -> tuple[int, float]:
         """Encode and send one request: its id and when it was sent."""
-        self._next_id = request_id = (self._next_id + 1) % (2**63)
+        request_id = self._new_id()
         frames = encode_infer(
             request_id,
             self.fingerprint,

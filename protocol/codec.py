@@ -37,8 +37,14 @@ from .messages import (
     COMPRESSIONS,
     DTYPES,
     ENCODINGS,
+    FINGERPRINT_PATTERN,
+    MAX_ID,
+    MAX_MILLIS,
+    MAX_NAME,
     MAX_RANK,
+    MAX_STAGE,
     MAX_TENSORS,
+    MAX_TOP_K,
     PROTOCOL_VERSION,
     ErrorReply,
     InferRequest,
@@ -167,12 +173,8 @@ class _Envelope(msgspec.Struct):
 _ENVELOPE_DECODER = msgspec.msgpack.Decoder(_Envelope)
 
 
-def _wire_dtype(name: str) -> np.dtype[Any]:
-    # Little-endian on the wire whatever the host; a no-op on x86_64 and aarch64.
-    return _WIRE_DTYPES[name]
-
-
-#: dtype name -> the little-endian dtype it travels as.
+#: dtype name -> the dtype it travels as: little-endian whatever the host (a no-op
+#: on x86_64 and aarch64).
 _WIRE_DTYPES: dict[str, np.dtype[Any]] = {name: np.dtype(name).newbyteorder("<") for name in DTYPES}
 #: Arrays whose dtype is already the wire's (the host's native one on x86_64 and
 #: aarch64) -> the name; looked up by dtype so the hot path skips ``dtype.name``
@@ -214,8 +216,8 @@ def encode_tensor(
         a = a.astype(_WIRE_DTYPES[dtype])  # a byte-swapped array: swap once, here
     if a.ndim > MAX_RANK:
         raise EncodeError(f"tensor {name!r}: rank {a.ndim} exceeds {MAX_RANK}")
-    if not 0 < len(name) <= 128:
-        raise EncodeError(f"tensor name {name!r}: expected 1 to 128 characters")
+    if not 0 < len(name) <= MAX_NAME:
+        raise EncodeError(f"tensor name {name!r}: expected 1 to {MAX_NAME} characters")
     scale: float | None = None
     payload: Frame
     if enc.encoding == "raw":
@@ -315,12 +317,12 @@ def encode_infer(
     # cost more than the rest of the encoding).
     if not _valid_fingerprint(bundle):
         raise EncodeError(f"invalid infer request: bundle must be a lowercase hex SHA-256, got {bundle!r}")
-    for field, value, high in (("id", request_id, 2**63 - 1), ("stage", stage, 1023), ("top_k", top_k, 65535)):
+    for field, value, high in (("id", request_id, MAX_ID), ("stage", stage, MAX_STAGE), ("top_k", top_k, MAX_TOP_K)):
         if type(value) is not int or not 0 <= value <= high:
             raise EncodeError(f"invalid infer request: {field} must be an integer in [0, {high}], got {value!r}")
     deadline = max(0.0, float(deadline_ms))
-    if not deadline <= _MAX_DEADLINE_MS:  # also refuses NaN
-        raise EncodeError(f"invalid infer request: deadline_ms must be at most {_MAX_DEADLINE_MS:.0f}, got {deadline_ms}")
+    if not deadline <= MAX_MILLIS:  # also refuses NaN
+        raise EncodeError(f"invalid infer request: deadline_ms must be at most {MAX_MILLIS:.0f}, got {deadline_ms}")
     descs, payloads = encode_tensors(tensors, encodings)
     if len(descs) > MAX_TENSORS:
         raise EncodeError(f"invalid infer request: {len(descs)} tensors exceed {MAX_TENSORS}")
@@ -336,8 +338,7 @@ def encode_infer(
     return [_HEADER_ENCODER.encode(msg), *payloads]
 
 
-_MAX_DEADLINE_MS = 3_600_000.0
-_FINGERPRINT = re.compile("[0-9a-f]{64}")
+_FINGERPRINT = re.compile(FINGERPRINT_PATTERN)
 
 
 @functools.lru_cache(maxsize=64)

@@ -35,8 +35,14 @@ __all__ = [
     "COMPRESSIONS",
     "DTYPES",
     "ENCODINGS",
+    "FINGERPRINT_PATTERN",
+    "MAX_ID",
+    "MAX_MILLIS",
+    "MAX_NAME",
     "MAX_RANK",
+    "MAX_STAGE",
     "MAX_TENSORS",
+    "MAX_TOP_K",
     "PROTOCOL_VERSION",
     "ErrorReply",
     "InferRequest",
@@ -76,13 +82,23 @@ DTYPES: tuple[str, ...] = get_args(DType)
 ENCODINGS: tuple[str, ...] = get_args(Encoding)
 COMPRESSIONS: tuple[str, ...] = get_args(Compression)
 
-_U64 = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+#: Upper bounds of header fields, as the schema below enforces them (the encoder
+#: checks the same ones before sending: protocol/codec.py).
+MAX_ID = 2**63 - 1
+MAX_STAGE = 1023
+MAX_TOP_K = 65535
+MAX_MILLIS = 3_600_000.0
+MAX_NAME = 128
+#: A bundle fingerprint: the hex SHA-256 of its canonical manifest.
+FINGERPRINT_PATTERN = "^[0-9a-f]{64}$"
+
+_U64 = Annotated[int, msgspec.Meta(ge=0, le=MAX_ID)]
 _Version = Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)]
-_Stage = Annotated[int, msgspec.Meta(ge=0, le=1023)]
-_Millis = Annotated[float, msgspec.Meta(ge=0.0, le=3_600_000.0)]
+_Stage = Annotated[int, msgspec.Meta(ge=0, le=MAX_STAGE)]
+_Millis = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_MILLIS)]
 _Dim = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
-_Name = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-_Fingerprint = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+_Name = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME)]
+_Fingerprint = Annotated[str, msgspec.Meta(pattern=FINGERPRINT_PATTERN)]
 _MAX_SCORES = 1 << 20
 
 
@@ -127,7 +143,7 @@ class InferRequest(_Header, tag="infer", kw_only=True, frozen=True):
     bundle: _Fingerprint
     stage: _Stage
     deadline_ms: _Millis
-    top_k: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
+    top_k: Annotated[int, msgspec.Meta(ge=0, le=MAX_TOP_K)] = 0
     tensors: Annotated[list[TensorDesc], msgspec.Meta(max_length=MAX_TENSORS)] = []
 
 
