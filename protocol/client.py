@@ -29,7 +29,7 @@ import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import zmq
@@ -347,24 +347,35 @@ class Client:
         while (left := int((end - time.monotonic()) * 1000.0)) > 0:
             if not wait(sock, left):
                 continue
-            frames = recv_parts(sock)
-            if frames is None:
+            got = self._read(sock)
+            if got is None or got is True:
                 continue
-            now = self._last_recv = time.monotonic()
-            try:
-                msg, received = decode_message(frames, self.limits)  # type: ignore[arg-type]  # zmq.Frame is a buffer
-            except DecodeError as exc:
-                _log.warning("dropped a malformed reply: %s", exc)
-                continue
+            now, msg, received = got
             if msg.id == rid:
                 reply = self._reply_for(msg, received, (now - start) * 1000.0)
                 if reply is not None:
                     return reply
-            elif type(msg) is Pong:
-                self._pongs[msg.id] = PingReply(msg.server, list(msg.bundles), msg.max_message_bytes, 0.0)
             # Anything else answers a request given up on earlier: dropped.
         self.reconnect()
         raise RequestTimeout(f"no reply to request {rid} within {wait_ms} ms from {self.endpoints}")
+
+    def _read(self, sock: zmq.Socket[Any]) -> tuple[float, Message, dict[str, np.ndarray[Any, Any]]] | Literal[True] | None:
+        """Receive one queued message: ``(when, header, tensors)`` of a reply, True
+        for one handled here (a malformed one is dropped, a ``pong`` filed for
+        :meth:`ping`), None when nothing is queued."""
+        frames = recv_parts(sock)
+        if frames is None:
+            return None
+        now = self._last_recv = time.monotonic()
+        try:
+            msg, tensors = decode_message(frames, self.limits)  # type: ignore[arg-type]  # zmq.Frame is a buffer
+        except DecodeError as exc:
+            _log.warning("dropped a malformed reply: %s", exc)
+            return True
+        if type(msg) is Pong:
+            self._pongs[msg.id] = PingReply(msg.server, list(msg.bundles), msg.max_message_bytes, 0.0)
+            return True
+        return now, msg, tensors
 
     def _reply_for(self, msg: Message, tensors: dict[str, np.ndarray[Any, Any]], rtt_ms: float) -> Reply | None:
         """The :class:`Reply` a ``result`` or ``error`` message makes; None for other kinds."""
@@ -389,31 +400,21 @@ class Client:
         _log.warning("dropped an unexpected %s message", type(msg).__name__)
         return None
 
-    def _receive_one(self, timeout_ms: int) -> Reply | PingReply | bool | None:
-        """Receive and dispatch one message: a Reply to a pending request, a
-        PingReply, True for something dropped, or None on timeout."""
+    def _receive_one(self, timeout_ms: int) -> Reply | Literal[True] | None:
+        """Receive and dispatch one message: a Reply to a pending request, True for
+        one handled otherwise (a pong filed, a malformed or late reply dropped), or
+        None on timeout."""
         sock = self._sock()
         if not (wait(sock, timeout_ms) if timeout_ms > 0 else readable(sock)):
             return None
-        frames = recv_parts(sock)
-        if frames is None:
-            return None
-        now = time.monotonic()
-        self._last_recv = now
-        try:
-            decoded = decode_message(frames, self.limits)  # type: ignore[arg-type]  # zmq.Frame is a buffer
-        except DecodeError as exc:
-            _log.warning("dropped a malformed reply: %s", exc)
-            return True
-        msg = decoded.message
-        if type(msg) is Pong:
-            pong = PingReply(msg.server, list(msg.bundles), msg.max_message_bytes, 0.0)
-            self._pongs[msg.id] = pong
-            return pong
+        got = self._read(sock)
+        if got is None or got is True:
+            return got
+        now, msg, received = got
         pending = self._pending.pop(msg.id, None)
         if pending is None:
             return True  # late reply to a request we gave up on
-        reply = self._reply_for(msg, decoded.tensors, (now - pending.sent_at) * 1000.0)
+        reply = self._reply_for(msg, received, (now - pending.sent_at) * 1000.0)
         if reply is None:
             return True
         self._ready.append(reply)
