@@ -7,6 +7,7 @@ import random
 import re
 import signal
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -14,21 +15,18 @@ import pytest
 import zmq
 
 from jetsplit.chain import Chain
-from jetsplit.datasets import load_dataset
-from jetsplit.handoff import pack
 from jetsplit.protocol import Client, CurveClient, StatusCode, encode_infer
 
 from .daemons import curve_keys, rss_kib, start_worker
 
 
-def _valid_request(bundle) -> tuple[int, dict[str, np.ndarray], int]:
-    data = load_dataset("digits", "test")
-    with Chain.open(bundle, where="edge") as edge:
-        res = edge.run_from(0, edge.preprocess(data.images[:1]), stop_at=1, thresholds=[float("inf"), None])
-        want_tail = None
+def _valid_request(bundle: Any, offloads: Any) -> tuple[int, dict[str, np.ndarray], np.ndarray]:
+    """One digit's hand-off tensors, offloaded at the edge, and the scores the
+    whole chain gives it."""
+    stage, (tensors,), frames = offloads(bundle, 1)
     with Chain.open(bundle) as full:
-        want_tail = full.run_all(full.preprocess(data.images[:1]))[-1].probs[0]
-    return 1, pack(bundle, 1, data.images[0], res.carry, res.state), want_tail
+        want = full.run_all(full.preprocess(frames))[-1].probs[0]
+    return stage, tensors, want
 
 
 def _malformed(rng: random.Random, fp: str, valid: list[bytes]) -> list[bytes]:
@@ -65,11 +63,11 @@ def _malformed(rng: random.Random, fp: str, valid: list[bytes]) -> list[bytes]:
     return [msgspec.msgpack.encode(h), payload]
 
 
-def test_fuzz_10000_malformed_messages_keeps_serving(make_bundle, tmp_path: Path) -> None:
+def test_fuzz_10000_malformed_messages_keeps_serving(make_bundle, offloads, tmp_path: Path) -> None:
     bundle = make_bundle("split")
     worker, endpoint = start_worker(str(bundle.root), bind=f"ipc://{tmp_path}/w.sock")
     try:
-        stage, tensors, want = _valid_request(bundle)
+        stage, tensors, want = _valid_request(bundle, offloads)
         with Client(endpoint, bundle.fingerprint, timeout_ms=5000) as client:
             for _ in range(50):  # warm-up before measuring memory
                 assert client.infer(stage, tensors, deadline_ms=2000).ok
@@ -105,7 +103,7 @@ def test_fuzz_10000_malformed_messages_keeps_serving(make_bundle, tmp_path: Path
         assert worker.stop() == 0
 
 
-def test_curve_allow_list(make_bundle, tmp_path: Path) -> None:
+def test_curve_allow_list(make_bundle, offloads, tmp_path: Path) -> None:
     bundle = make_bundle("split")
     keys, allowed = curve_keys(tmp_path, "edge")
     worker, endpoint = start_worker(
@@ -113,7 +111,7 @@ def test_curve_allow_list(make_bundle, tmp_path: Path) -> None:
         extra=("--curve-secret", str(keys / "worker.key_secret"), "--curve-allow", str(allowed)),
     )
     try:
-        stage, tensors, _ = _valid_request(bundle)
+        stage, tensors, _ = _valid_request(bundle, offloads)
         server_key = keys / "worker.key"
         with Client(endpoint, bundle.fingerprint, timeout_ms=3000,
                     curve=CurveClient(keys / "edge.key_secret", server_key)) as ok:
@@ -127,11 +125,11 @@ def test_curve_allow_list(make_bundle, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("threads", ["1", "0"], ids=["engine-thread", "inline"])
-def test_sigterm_under_load_answers_everything_accepted(make_bundle, tmp_path: Path, threads: str) -> None:
+def test_sigterm_under_load_answers_everything_accepted(make_bundle, offloads, tmp_path: Path, threads: str) -> None:
     bundle = make_bundle("split")
     worker, endpoint = start_worker(str(bundle.root), bind=f"ipc://{tmp_path}/w.sock",
                                     extra=("--max-wait-ms", "5", "--max-batch", "8", "--threads", threads))
-    stage, tensors, _ = _valid_request(bundle)
+    stage, tensors, _ = _valid_request(bundle, offloads)
     with Client(endpoint, bundle.fingerprint, timeout_ms=10000) as client:
         client.wait_ready(5000)
         ids = [client.submit(stage, tensors, deadline_ms=10000) for _ in range(400)]
@@ -165,7 +163,7 @@ def _threads(pid: int) -> dict[int, tuple[str, str]]:
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to place engine and socket threads apart")
-def test_worker_process_places_its_threads(make_bundle) -> None:
+def test_worker_process_places_its_threads(make_bundle, offloads) -> None:
     """--engine-cpus/--io-cpus: the engine thread on one CPU, the socket thread and
     libzmq's I/O thread on the other; the worker still answers."""
     bundle = make_bundle("split")
@@ -175,7 +173,7 @@ def test_worker_process_places_its_threads(make_bundle) -> None:
                                     extra=("--threads", "1", "--engine-cpus", str(engine), "--io-cpus", str(io)))
     try:
         with Client(endpoint, bundle.fingerprint, timeout_ms=5000) as client:
-            _, tensors, want = _valid_request(bundle)
+            _, tensors, want = _valid_request(bundle, offloads)
             reply = client.infer(1, tensors, deadline_ms=5000, encodings="f16")
             assert reply.ok, reply.message
             np.testing.assert_allclose(reply.scores, want, atol=2e-2)  # the carry went as float16
