@@ -4,9 +4,9 @@ Threads and their roles:
 
 - the socket thread (the caller of :meth:`Worker.serve`) owns the socket: it
   receives, validates (fingerprint, stage, tensors) and queues requests in the
-  batcher, answers what is wrong at once, sends the replies engine threads post,
+  batcher, answers what is wrong at once, forms the batches, sends the replies,
   and pings the systemd watchdog;
-- ``threads`` engine threads take batches per (bundle, stage), run the chain from
+- ``threads`` engine threads take formed batches per (bundle, stage), run the chain from
   that stage to the end (ONNX Runtime and TensorRT release the GIL), and hand the
   batch's scores back to the socket thread in one call, which builds and sends the
   replies: an engine thread spends its core on the model, not on the protocol.
@@ -123,8 +123,8 @@ class Worker:
         curve = None
         if self.config.curve_secret is not None and self.config.curve_allow is not None:
             curve = CurveServer(self.config.curve_secret, self.config.curve_allow)
-        # keep_f16: float16 activations are stacked as they came and widened per
-        # batch on the engine thread (jetsplit/halfcast.py), not one by one here.
+        # keep_f16: float16 activations are kept as they came, then stacked and
+        # widened once per batch when it is formed (jetsplit/halfcast.py).
         self.server = Server(list(self.config.bind), bundles=list(self.served), name="jetsplit-cloud", curve=curve,
                              keep_f16=True)
         if self.config.metrics_port:

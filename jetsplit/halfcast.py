@@ -8,7 +8,7 @@ activations, as long as the rest of the worker's per-batch work). ONNX Runtime's
 about 8x faster on the same batch, and releases the GIL while it does. So the cloud
 worker keeps received float16 payloads as they are (zero-copy views of the
 frames), stacks the batch in float16 (half the bytes to move) and widens it here,
-once per batch, on the engine thread.
+once per batch, when the socket thread forms the batch.
 
 Exact either way: every float16 value is representable in float32.
 """
