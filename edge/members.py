@@ -2,8 +2,9 @@
 
 :class:`MemberClient` is a :class:`~jetsplit.protocol.Client` of one worker with
 what the pool needs on top: pings that do not wait, the pongs received, and a
-socket monitor that reports connects and disconnects (a crashed worker is seen at
-once, not at a deadline). :class:`Member` is the pool's record of it: its state,
+socket monitor that reports connects, disconnects and failed handshakes (a crashed
+worker is seen at once, not at a deadline; a worker that refuses our CURVE key is
+named). :class:`Member` is the pool's record of it: its state,
 the requests routed to it, its pings and the health bookkeeping
 (:mod:`jetsplit.edge.membership` decides on it).
 """
@@ -21,11 +22,18 @@ from jetsplit.protocol import Client
 from jetsplit.protocol.codec import encode_message, ping_for
 from jetsplit.protocol.transport import dealer_socket, send_frames
 
-__all__ = ["Member", "MemberClient", "MemberState"]
+__all__ = ["HANDSHAKE_FAILED", "Member", "MemberClient", "MemberState"]
 
 MemberState = Literal["joining", "up", "down"]
 
 _MONITOR_IDS = itertools.count()
+
+# What the pool watches on each member's socket. A ZMTP handshake ends after the TCP
+# connect (later still with CURVE): only then does a socket with ZMQ_IMMEDIATE take
+# a message, so the first ping waits for HANDSHAKE_SUCCEEDED, not for CONNECTED.
+HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+_MONITORED = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | HANDSHAKE_FAILED
 
 
 class MemberClient(Client):
@@ -50,7 +58,7 @@ class MemberClient(Client):
                 sock.setsockopt(zmq.IPV6, 1)  # a resolved IPv6 address: tcp://[::1]:5555
             # Our own unique address: a closed socket's monitor may still hold pyzmq's default one.
             addr = f"inproc://jetsplit-pool-monitor-{next(_MONITOR_IDS)}"
-            sock.monitor(addr, zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+            sock.monitor(addr, _MONITORED)
             monitor = self._context.socket(zmq.PAIR)
             monitor.setsockopt(zmq.LINGER, 0)
             monitor.connect(addr)
@@ -91,14 +99,18 @@ class MemberClient(Client):
         self._pongs.clear()
         return out
 
-    def connection_events(self) -> list[int]:
-        """Monitor events (``zmq.EVENT_CONNECTED`` / ``EVENT_DISCONNECTED``) since the last call."""
-        events: list[int] = []
+    def connection_events(self) -> list[tuple[int, int]]:
+        """Monitor events since the last call, as ``(event, value)``: ``zmq.EVENT_CONNECTED``,
+        ``EVENT_DISCONNECTED``, ``EVENT_HANDSHAKE_SUCCEEDED``, or one of
+        :data:`HANDSHAKE_FAILED` (for ``EVENT_HANDSHAKE_FAILED_AUTH`` the value is the
+        ZAP status code the worker sent, 400 for a key it does not allow)."""
+        events: list[tuple[int, int]] = []
         while self.monitor is not None:
             try:
-                events.append(int(recv_monitor_message(self.monitor, flags=zmq.NOBLOCK)["event"]))
+                msg = recv_monitor_message(self.monitor, flags=zmq.NOBLOCK)
             except zmq.Again:
                 break
+            events.append((int(msg["event"]), int(msg["value"])))
         return events
 
 
@@ -113,6 +125,10 @@ class Member:
     routes: dict[int, int] = field(default_factory=dict)  # member's request id -> pool id
     pings: dict[int, float] = field(default_factory=dict)  # ping id -> sent at
     last_ping: float = 0.0
+    # A ping is due but the connection could not take it yet: sent the moment it can
+    # (the pool waits for the socket to become writable), not a heartbeat later.
+    ping_owed: bool = True
+    handshake_failures: int = 0  # in a row: the first is logged, the rest counted
     probe_since: float | None = None  # first ping sent since we last heard from it
     heard: float = 0.0  # last message of any kind from it
     replied: float = 0.0  # last reply to a request

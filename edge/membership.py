@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from jetsplit.edge.inflight import Request
-from jetsplit.edge.members import Member, MemberClient
+from jetsplit.edge.members import HANDSHAKE_FAILED, Member, MemberClient
 from jetsplit.edge.resolver import NameWatch, Resolver, is_dns_endpoint
 from jetsplit.errors import ConfigError
 from jetsplit.manifest import TableReader
@@ -89,6 +89,17 @@ class PoolConfig:
         )
         r.done()
         return cfg
+
+
+def _handshake_failure(event: int, value: int) -> str:
+    """Why a member's handshake failed, in words an operator can act on."""
+    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        if value == 400:
+            return "the worker does not allow our CURVE key (add our public key to its --curve-allow directory)"
+        return f"authentication failed (status {value}; check the CURVE keys on both sides)"
+    if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+        return "handshake failed (one side uses CURVE and the other does not, or the server key is wrong)"
+    return "handshake failed (CURVE keys do not match, or it is not a jetsplit worker)"
 
 
 class Membership:
@@ -215,33 +226,52 @@ class Membership:
 
     def heartbeat(self, now: float) -> None:
         """Apply DNS results, take connection events, declare silent members down,
-        ping where needed, and let retired members without requests leave."""
+        ping where needed, and let retired members without requests leave. The
+        caller takes what the members sent before this (the pool does): a pong
+        already queued must count before silence is judged."""
         self._apply_resolved()
         for m in list(self.members.values()):
-            for event in m.client.connection_events():
-                if event == zmq.EVENT_DISCONNECTED:
-                    self.mark_down(m, "connection lost", now)
-                elif event == zmq.EVENT_CONNECTED:
-                    m.last_ping = 0.0  # ping now: a restarted worker is back within one round trip
+            self._connection_events(m, now)
             if m.state == "up" and m.probe_since is not None and now - m.probe_since > self.dead_after_s:
                 self.mark_down(m, f"no heartbeat for {self.dead_after_s * 1000:.0f} ms", now)
             # An up member that is talking needs no ping; any other one needs a pong to be up.
             since = now - (max(m.heard, m.last_ping) if m.state == "up" else m.last_ping)
-            if since >= self.heartbeat_s:
-                m.last_ping = now
-                rid = m.client.send_ping()
-                if rid is None:
-                    if m.state == "up":
-                        self.mark_down(m, "connection not ready", now)
-                else:
-                    m.pings[rid] = now
-                    if m.probe_since is None:
-                        m.probe_since = now
-                    # Pings lost with a dead connection are never answered: keep few.
-                    for old in [k for k, t in m.pings.items() if now - t > 4 * self.dead_after_s]:
-                        del m.pings[old]
+            if since >= self.heartbeat_s or m.ping_owed:
+                self._ping(m, now)
             if m.retiring and not m.routes:
                 self._leave(m)
+
+    def _connection_events(self, m: Member, now: float) -> None:
+        for event, value in m.client.connection_events():
+            if event == zmq.EVENT_DISCONNECTED:
+                self.mark_down(m, "connection lost", now)
+            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                # Ping now: a new or restarted worker is up within one round trip.
+                m.ping_owed = True
+                m.handshake_failures = 0
+            elif event & HANDSHAKE_FAILED:
+                m.handshake_failures += 1
+                if m.handshake_failures == 1:
+                    _log.warning("worker pool: member %s refused the connection: %s", m.endpoint,
+                                 _handshake_failure(event, value))
+
+    def _ping(self, m: Member, now: float) -> None:
+        m.last_ping = now
+        rid = m.client.send_ping()
+        if rid is None:
+            # No connection takes it yet (connecting, handshaking, or the worker is
+            # gone): :meth:`wait` wakes the moment one does, and it goes then.
+            m.ping_owed = True
+            if m.state == "up":
+                self.mark_down(m, "connection not ready", now)
+            return
+        m.ping_owed = False
+        m.pings[rid] = now
+        if m.probe_since is None:
+            m.probe_since = now
+        # Pings lost with a dead connection are never answered: keep few.
+        for old in [k for k, t in m.pings.items() if now - t > 4 * self.dead_after_s]:
+            del m.pings[old]
 
     def take_replies(self, m: Member, now: float) -> list[Reply]:
         """What ``m`` sent since the last call: its pongs are applied here (a pong
@@ -265,7 +295,8 @@ class Membership:
         wait_ms = int(max(0.0, min(wait_s, self.heartbeat_s)) * 1000.0)
         poller = zmq.Poller()
         for m in self.members.values():
-            poller.register(m.client.socket, zmq.POLLIN)
+            # A member owing a ping is also watched for the moment its connection can take one.
+            poller.register(m.client.socket, zmq.POLLIN | zmq.POLLOUT if m.ping_owed else zmq.POLLIN)
             if m.client.monitor is not None:
                 poller.register(m.client.monitor, zmq.POLLIN)
         poller.poll(wait_ms)

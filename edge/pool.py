@@ -197,6 +197,11 @@ class WorkerPool:
         """Send an ``infer`` request to the best live member without waiting; return
         the pool's id for it. Raises :class:`Unavailable` when no member is live."""
         req = self._inflight.new(stage, tensors, deadline_ms, encodings, top_k)
+        if not self._membership.candidates(None):
+            # No member is up yet: take what has arrived and ping who is owed one, so
+            # that a caller which only submits until something is up still brings
+            # the members up (the edge agent does, until its first request is sent).
+            self._pump(0.0)
         self._send(req, deadline_ms)
         self._inflight.add(req)
         return req.id
@@ -215,15 +220,22 @@ class WorkerPool:
         return self._inflight.take_replies()
 
     def _pump(self, wait_s: float) -> None:
-        """Heartbeats and membership, a wait of up to ``wait_s`` for the members, and
-        what they sent."""
-        self._membership.wait(wait_s)
+        """What the members sent meanwhile, heartbeats and membership, a wait of up
+        to ``wait_s`` for the members, and what they sent."""
+        # Read first: a pong that arrived while the caller was busy elsewhere must
+        # count before the heartbeat judges a member silent (else a healthy worker
+        # reads "down (no heartbeat ...)" and "up" a millisecond later).
+        self._take(time.monotonic())
+        self._membership.wait(0.0 if self._inflight.has_replies else wait_s)
         self._receive(time.monotonic())
 
-    def _receive(self, now: float) -> None:
+    def _take(self, now: float) -> None:
         for m in list(self._membership.members.values()):
             for reply in self._membership.take_replies(m, now):
                 self._on_reply(m, reply, now)
+
+    def _receive(self, now: float) -> None:
+        self._take(now)
         self._sweep(now)
 
     def _on_reply(self, m: Member, reply: Reply, now: float) -> None:
