@@ -38,6 +38,7 @@ from jetsplit.edge.pool import WorkerPool, is_dns_endpoint
 from jetsplit.edge.power import EnergyMeter, detect_power
 from jetsplit.edge.sinks import FrameResult, Sink, open_sinks
 from jetsplit.edge.sources import Frame, FrameTimeout, Source, open_source
+from jetsplit.edge.status import Status
 from jetsplit.errors import ConfigError, JetsplitError, SourceError
 from jetsplit.handoff import FRAME, needed, pack, wire_encodings
 from jetsplit.protocol import Client, CurveClient, StatusCode
@@ -147,6 +148,7 @@ class EdgeAgent:
                 self.client = Client(list(config.cloud), self.bundle.fingerprint, timeout_ms=timeout_ms, curve=curve)
         else:
             _log.info("local only: %s", self.offload_block)
+        self.status = Status(self.stats, self.breaker, self.client, config.status_interval_s)
         self.meter = EnergyMeter(detect_power(config.power))
         self.source = source
         self.sinks = sinks
@@ -201,9 +203,11 @@ class EdgeAgent:
             self.source = open_source(self.config.source, realtime=self.config.realtime, fps=self.config.fps)
         if self.client is not None:
             self.client.wait_ready(min(1000, int(self.config.deadline_ms)))
+        self.status.started()
         last_frame = time.monotonic()
         while not self.stop_event.is_set():
             self.notifier.tick()
+            self.status.tick()
             if self._paced():
                 # A camera: wait for the next frame in short slices, answering
                 # replies and deadlines in between, so a cloud answer is not held
@@ -303,7 +307,12 @@ class EdgeAgent:
 
     # -- replies ---------------------------------------------------------------------------
     def _service(self, timeout_ms: int) -> Iterator[FrameResult]:
-        if self.client is None or not self._inflight:
+        if self.client is None:
+            return
+        if not self._inflight:
+            # Nothing to answer, but a pool's heartbeats and members move only while
+            # it is polled (edge/pool.py): it must come up with nothing in flight.
+            self.client.poll_replies(0)
             return
         wait = timeout_ms
         if wait:

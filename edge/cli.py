@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--fps", type=float)
     r.add_argument("--curve-secret")
     r.add_argument("--curve-server-key")
+    r.add_argument("--status-interval-s", type=float, metavar="S",
+                   help="log a status line (fps, offload rate, fallbacks by reason) every S seconds; 0: never "
+                        "(default 60)")
     r.add_argument("--log-level", default="INFO")
     return p
 
@@ -58,7 +61,7 @@ def main(argv: Sequence[str]) -> int:
     flags = {
         "bundle": args.bundle, "cloud": args.cloud, "source": args.source, "sinks": args.sinks,
         "offload": args.offload, "deadline_ms": args.deadline_ms, "window": args.window,
-        "realtime": args.realtime, "fps": args.fps,
+        "realtime": args.realtime, "fps": args.fps, "status_interval_s": args.status_interval_s,
         "curve_secret": args.curve_secret, "curve_server_key": args.curve_server_key,
     }
     budgets = {"latency_ms": args.latency_budget_ms, "max_offload_rate": args.max_offload_rate,

@@ -11,6 +11,7 @@ variables, then command-line flags, each overriding the one before.
     window = 8                  # requests in flight at most
     backend = "onnxruntime"
     intra_op_threads = 1
+    status_interval_s = 60.0    # a status line (fps, offload rate, fallbacks) this often; 0: none
 
     [budget]                    # see jetsplit.edge.controller.Budgets
     latency_ms = 120.0
@@ -59,6 +60,7 @@ class EdgeConfig:
     intra_op_threads: int = 1
     realtime: bool = False
     fps: float | None = None
+    status_interval_s: float = 60.0
     curve_secret: str | None = None
     curve_server_key: str | None = None
     budgets: Budgets = field(default_factory=Budgets)
@@ -80,6 +82,9 @@ class EdgeConfig:
             raise ConfigError(f"deadline_ms: expected a number > 0, got {self.deadline_ms}")
         if self.window < 1:
             raise ConfigError(f"window: expected an integer >= 1, got {self.window}")
+        if not 0 <= self.status_interval_s < float("inf"):
+            raise ConfigError(f"status_interval_s: expected a number of seconds >= 0 (0: no status line), "
+                              f"got {self.status_interval_s}")
         for ep in self.cloud:
             if "://" not in ep:
                 raise ConfigError(f"cloud: expected endpoints such as tcp://host:5555, got {ep!r}")
@@ -106,7 +111,7 @@ def _from_file(path: Path) -> dict[str, Any]:
     for key in ("cloud", "sinks"):
         if (v := r.texts(key, None)) is not None:
             out[key] = v
-    for key in ("deadline_ms", "fps"):
+    for key in ("deadline_ms", "fps", "status_interval_s"):
         if (v := r.number(key, None)) is not None:
             out[key] = v
     for key in ("window", "intra_op_threads"):
@@ -145,6 +150,7 @@ _ENV: EnvTable = {
     "JETSPLIT_EDGE_CLOUD": ("cloud", split_list),
     "JETSPLIT_EDGE_OFFLOAD": ("offload", str),
     "JETSPLIT_EDGE_DEADLINE_MS": ("deadline_ms", float),
+    "JETSPLIT_EDGE_STATUS_INTERVAL_S": ("status_interval_s", float),
 }
 
 
