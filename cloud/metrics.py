@@ -3,7 +3,10 @@ workers in one test process do not collide), served over HTTP when a port is set
 
 from __future__ import annotations
 
+import errno
 from typing import Any
+
+from jetsplit.errors import ConfigError
 
 __all__ = ["WorkerMetrics"]
 
@@ -30,7 +33,13 @@ class WorkerMetrics:
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
         from prometheus_client import start_http_server
 
-        self._server = start_http_server(port, addr=addr, registry=self.registry)
+        try:
+            self._server = start_http_server(port, addr=addr, registry=self.registry)
+        except OSError as exc:
+            why = ("address already in use (another process listens there: choose another --metrics-port, "
+                   "metrics_port in cloud.toml or JETSPLIT_CLOUD_METRICS_PORT)"
+                   if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc))
+            raise ConfigError(f"metrics: cannot listen on {addr}:{port}: {why}") from None
 
     def close(self) -> None:
         if self._server is not None:

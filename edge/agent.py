@@ -36,11 +36,12 @@ from jetsplit.edge.config import EdgeConfig
 from jetsplit.edge.controller import BudgetController
 from jetsplit.edge.pool import WorkerPool, is_dns_endpoint
 from jetsplit.edge.power import EnergyMeter, detect_power
+from jetsplit.edge.preflight import preflight
 from jetsplit.edge.sinks import FrameResult, Sink, open_sinks
 from jetsplit.edge.sources import Frame, FrameTimeout, Source, open_source
 from jetsplit.edge.status import Status
 from jetsplit.errors import ConfigError, JetsplitError, SourceError
-from jetsplit.handoff import FRAME, needed, pack, wire_encodings
+from jetsplit.handoff import pack, wire_encodings
 from jetsplit.protocol import Client, CurveClient, StatusCode
 from jetsplit.protocol.client import Reply
 from jetsplit.protocol.errors import Unavailable
@@ -123,7 +124,7 @@ class EdgeAgent:
         self.stats = AgentStats()
         self.breaker = CircuitBreaker(config.breaker)
         self.controller: BudgetController | None = None
-        self.offload_block = self._offload_block()
+        self.offload_block = preflight(config, self.bundle).block
         if self.offload_block is None and self.first_cloud is not None:
             try:
                 self.controller = BudgetController.for_bundle(self.bundle, config.budgets, config.controller)
@@ -146,8 +147,6 @@ class EdgeAgent:
                 )
             else:
                 self.client = Client(list(config.cloud), self.bundle.fingerprint, timeout_ms=timeout_ms, curve=curve)
-        else:
-            _log.info("local only: %s", self.offload_block)
         self.status = Status(self.stats, self.breaker, self.client, config.status_interval_s)
         self.meter = EnergyMeter(detect_power(config.power))
         self.source = source
@@ -157,19 +156,6 @@ class EdgeAgent:
         self._base_thresholds = self.bundle.thresholds()
         self._stage_names = [s.name for s in self.bundle.stages]
         self._encodings = wire_encodings(self.bundle)
-
-    def _offload_block(self) -> str | None:
-        """Why nothing may be offloaded, or None."""
-        if self.first_cloud is None:
-            return "the bundle has no cloud stages"
-        if not self.config.cloud:
-            return "no cloud endpoint configured"
-        if self.config.offload == "none":
-            return "offload = none"
-        if self.config.offload == "activations" and FRAME in needed(self.bundle, self.first_cloud):
-            return (f"offload = activations, but the cloud stage {self.bundle.stages[self.first_cloud].name!r} "
-                    "needs the frame (set offload = frames to allow frames to leave the board)")
-        return None
 
     # -- lifecycle ---------------------------------------------------------------------
     def close(self) -> None:

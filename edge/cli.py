@@ -2,7 +2,8 @@
 
     jetsplit edge run --bundle DIR --cloud tcp://HOST:PORT --source URI [--sink SPEC ...]
                       [--config edge.toml] [--latency-budget-ms X] [--max-offload-rate R]
-                      [--power-budget-w W] [--offload activations|frames|none]
+                      [--power-budget-w W] [--offload auto|activations|frames|none]
+                      [--status-interval-s S]
                       [--curve-secret FILE --curve-server-key FILE]
 
 Results go to the sinks (default: stdout, one JSON object per frame); the summary
@@ -33,25 +34,27 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jetsplit edge", description="jetsplit edge agent")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run a bundle's edge stages on a source")
-    r.add_argument("--bundle")
+    r.add_argument("--bundle", help="bundle directory or demo:NAME")
     r.add_argument("--cloud", action="append", help="worker endpoint (repeatable)")
-    r.add_argument("--source")
+    r.add_argument("--source", help="csi://N | v4l2:///dev/videoN | rtsp://... | a video file | a folder of images")
     r.add_argument("--sink", action="append", dest="sinks", help="stdout | jsonl:PATH | zmq-pub:ENDPOINT (repeatable)")
-    r.add_argument("--config", type=Path)
-    r.add_argument("--latency-budget-ms", type=float)
-    r.add_argument("--max-offload-rate", type=float)
-    r.add_argument("--power-budget-w", type=float)
-    r.add_argument("--offload", choices=OFFLOAD_MODES)
-    r.add_argument("--deadline-ms", type=float)
-    r.add_argument("--window", type=int)
+    r.add_argument("--config", type=Path, help="edge.toml (flags override it, and JETSPLIT_EDGE_* variables)")
+    r.add_argument("--latency-budget-ms", type=float, help="budget controller: p95 capture-to-result latency")
+    r.add_argument("--max-offload-rate", type=float, help="budget controller: most frames offloaded, 0..1")
+    r.add_argument("--power-budget-w", type=float, help="budget controller: mean board power")
+    r.add_argument("--offload", choices=OFFLOAD_MODES,
+                   help="what may leave the board (default auto: frames if the bundle's cloud stage needs them, "
+                        "else activations)")
+    r.add_argument("--deadline-ms", type=float, help="capture to result for offloaded frames (default 150)")
+    r.add_argument("--window", type=int, help="requests in flight at most (default 8)")
     r.add_argument("--realtime", action="store_true", default=None, help="pace file sources like a camera")
-    r.add_argument("--fps", type=float)
-    r.add_argument("--curve-secret")
-    r.add_argument("--curve-server-key")
+    r.add_argument("--fps", type=float, help="with --realtime: frames per second (default: the video's, or 30)")
+    r.add_argument("--curve-secret", help="the edge's CURVE secret key file")
+    r.add_argument("--curve-server-key", help="the worker's CURVE public key file")
     r.add_argument("--status-interval-s", type=float, metavar="S",
                    help="log a status line (fps, offload rate, fallbacks by reason) every S seconds; 0: never "
                         "(default 60)")
-    r.add_argument("--log-level", default="INFO")
+    r.add_argument("--log-level", default="INFO", help="DEBUG | INFO | WARNING | ERROR (default INFO)")
     return p
 
 

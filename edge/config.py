@@ -6,7 +6,8 @@ variables, then command-line flags, each overriding the one before.
     cloud = ["tcp://cloud-a:5555", "tcp://cloud-b:5555"]
     source = "csi://0"
     sinks = ["jsonl:/var/log/jetsplit/results.jsonl", "zmq-pub:ipc:///run/jetsplit/results"]
-    offload = "activations"     # activations | frames | none: what may leave the board
+    offload = "auto"            # auto | activations | frames | none: what may leave the board
+                                # (auto: frames if the bundle's cloud stage needs them, else activations)
     deadline_ms = 150.0         # capture to result, for frames sent to the cloud
     window = 8                  # requests in flight at most
     backend = "onnxruntime"
@@ -44,7 +45,7 @@ from jetsplit.manifest import TableReader, read_toml
 
 __all__ = ["OFFLOAD_MODES", "EdgeConfig", "load_edge_config"]
 
-OFFLOAD_MODES = ("activations", "frames", "none")
+OFFLOAD_MODES = ("auto", "activations", "frames", "none")
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class EdgeConfig:
     source: str = ""
     cloud: tuple[str, ...] = ()
     sinks: tuple[str, ...] = ("stdout",)
-    offload: str = "activations"
+    offload: str = "auto"
     deadline_ms: float = 150.0
     window: int = 8
     backend: str = "onnxruntime"

@@ -40,6 +40,7 @@ from typing import IO, Any, Literal
 import zmq
 
 from jetsplit.errors import ConfigError
+from jetsplit.protocol.endpoints import bind
 
 __all__ = [
     "WHERE",
@@ -199,10 +200,13 @@ class ZmqPubSink(Sink):
             if connect:
                 self._sock.connect(address)
             else:
-                self._sock.bind(address)
+                bind(self._sock, address)
         except zmq.ZMQError as exc:
             self._sock.close(0)
-            raise ConfigError(f"sink {self.spec}: cannot {'connect' if connect else 'bind'}: {exc}") from None
+            raise ConfigError(f"sink {self.spec}: cannot connect: {exc}") from None
+        except ConfigError as exc:
+            self._sock.close(0)
+            raise ConfigError(f"sink {self.spec}: {exc}") from None
         self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT) if not connect else address
         self._lock = threading.Lock()  # zmq sockets are not thread-safe
         self.sent = 0

@@ -7,7 +7,9 @@ the keys it sets, and a flag left at ``None`` sets nothing.
 
 from __future__ import annotations
 
+import difflib
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -28,7 +30,10 @@ def split_list(text: str) -> tuple[str, ...]:
 
 def layered(file_values: Mapping[str, Any], environ: Mapping[str, str], env: EnvTable,
             flags: Mapping[str, Any], tuple_keys: Iterable[str] = ()) -> dict[str, Any]:
-    """The merged keyword arguments of a config struct."""
+    """The merged keyword arguments of a config struct. A variable that has the
+    table's prefix (``JETSPLIT_EDGE_``) but is not in it is a typo, an error like a
+    misspelt key in the file: silently ignoring it would run with the default."""
+    _check_unknown(environ, env)
     values: dict[str, Any] = dict(file_values)
     for var, (key, conv) in env.items():
         if var in environ:
@@ -41,6 +46,21 @@ def layered(file_values: Mapping[str, Any], environ: Mapping[str, str], env: Env
         if key in values:
             values[key] = tuple(values[key])
     return values
+
+
+def _check_unknown(environ: Mapping[str, str], env: EnvTable) -> None:
+    if not env:
+        return
+    common = os.path.commonprefix(list(env))
+    prefix = common[:common.rfind("_") + 1]
+    if not prefix:
+        return
+    for var in sorted(environ):
+        if var.startswith(prefix) and var not in env:
+            # Compare what follows the prefix: the shared prefix would make anything look close.
+            close = difflib.get_close_matches(var[len(prefix):], [k[len(prefix):] for k in env], n=1)
+            hint = f"did you mean {prefix}{close[0]}?" if close else f"known: {', '.join(sorted(env))}"
+            raise ConfigError(f"{var}: unknown variable ({hint})")
 
 
 def setup_logging(level: str) -> None:

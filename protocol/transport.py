@@ -45,6 +45,7 @@ from .codec import (
     encode_message,
     error_for,
 )
+from .endpoints import bind
 from .errors import DecodeError, StatusCode
 from .messages import PROTOCOL_VERSION, ErrorReply, InferRequest, Message, Ping, Pong, Result
 from .sockio import readable, recv_parts, send_parts, wait
@@ -149,7 +150,7 @@ def router_socket(
         if curve is not None:
             security.apply_server(sock, curve)
         for endpoint in endpoints:
-            sock.bind(endpoint)
+            bind(sock, endpoint)  # "address already in use" names the endpoint
     except BaseException:
         sock.close(linger=0)
         raise

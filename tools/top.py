@@ -53,6 +53,11 @@ class Subscriber:
         self.endpoint = endpoint.removeprefix("zmq-pub:").lstrip("@>")
         if not self.endpoint:
             raise ConfigError(f"ENDPOINT: expected a ZeroMQ endpoint such as ipc:///run/jetsplit/results, got {endpoint!r}")
+        if "://" not in self.endpoint:
+            # A socket file's path alone: libzmq would say only "Invalid argument".
+            hint = f"; for the socket file, write ipc://{self.endpoint}" if self.endpoint.startswith("/") else ""
+            raise ConfigError(f"ENDPOINT {endpoint!r}: expected a ZeroMQ endpoint such as "
+                              f"ipc:///run/jetsplit/results or tcp://HOST:PORT{hint}")
         self._sock = (context or zmq.Context.instance()).socket(zmq.SUB)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.SUBSCRIBE, b"")

@@ -22,6 +22,9 @@ def test_probe_of_a_live_worker(make_bundle, tmp_path: Path, capsys: pytest.Capt
         assert main([endpoint, "--fingerprint", bundle.fingerprint, "--timeout-ms", "3000"]) == HEALTHY
         assert capsys.readouterr().out.startswith(f"healthy {endpoint}")
         assert main([endpoint]) == HEALTHY  # no fingerprint: any answer will do
+        # The shortened forms other commands print name the bundle too.
+        assert main([endpoint, "--fingerprint", bundle.fingerprint[:12], "--timeout-ms", "3000"]) == HEALTHY
+        assert main([endpoint, "--fingerprint", bundle.fingerprint[:12] + "...", "--timeout-ms", "3000"]) == HEALTHY
         other = "0" * 64
         assert main([endpoint, "--fingerprint", other, "--timeout-ms", "3000"]) == UNHEALTHY
         assert f"bundle {other} not served" in capsys.readouterr().out
@@ -37,7 +40,8 @@ def test_probe_of_a_live_worker(make_bundle, tmp_path: Path, capsys: pytest.Capt
     assert capsys.readouterr().out.startswith(f"unhealthy {endpoint}")
 
 
-def test_probe_of_a_curve_worker_needs_an_allowed_key(make_bundle, tmp_path: Path) -> None:
+def test_probe_of_a_curve_worker_needs_an_allowed_key(make_bundle, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
     bundle = make_bundle("split")
     keys, allowed = curve_keys(tmp_path, "probe")
     worker, endpoint = start_worker(
@@ -50,7 +54,11 @@ def test_probe_of_a_curve_worker_needs_an_allowed_key(make_bundle, tmp_path: Pat
                      "--curve-secret", str(keys / "probe.key_secret"), "--curve-server-key", server_key]) == HEALTHY
         assert main([endpoint, "--timeout-ms", "500",
                      "--curve-secret", str(keys / "stranger.key_secret"), "--curve-server-key", server_key]) == UNHEALTHY
+        capsys.readouterr()
         assert main([endpoint, "--timeout-ms", "500"]) == UNHEALTHY  # plain text to a CURVE worker
+        assert capsys.readouterr().out == (
+            f"unhealthy {endpoint}: no worker reachable at ['{endpoint}'] within 500 ms (no answer: if the worker "
+            "requires CURVE, pass --curve-secret and --curve-server-key)\n")
     finally:
         assert worker.stop() == 0
 
@@ -67,6 +75,14 @@ def test_nothing_listening_is_unhealthy(tmp_path: Path) -> None:
 ])
 def test_usage_errors(argv: list[str]) -> None:
     assert main(argv) == USAGE
+
+
+@pytest.mark.parametrize("fp", ["3f2a9c", "not-hex-at-all", "3f2a9c1b7d4e" * 6])
+def test_a_fingerprint_that_names_no_bundle_is_one_line(fp: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tcp://127.0.0.1:5555", "--fingerprint", fp]) == USAGE
+    assert capsys.readouterr().err == (
+        "--fingerprint: expected a bundle's SHA-256 in hex, all 64 digits or the first 8 or more "
+        f"(as other commands print it), got {fp!r}\n")
 
 
 # --------------------------------------------------------- the Kubernetes manifest

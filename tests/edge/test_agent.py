@@ -9,7 +9,9 @@ import pytest
 
 from jetsplit.edge.agent import EdgeAgent
 from jetsplit.edge.config import EdgeConfig
+from jetsplit.edge.power import PowerConfig
 from jetsplit.edge.sinks import QueueSink
+from jetsplit.errors import ConfigError
 from tests.system.frames import digits_folder
 
 
@@ -58,17 +60,63 @@ def test_no_cloud_is_fallback_not_loss(make_bundle, tmp_path: Path) -> None:
     assert any(r.where == "fallback" for r in results)
 
 
-def test_privacy_switch_keeps_frames_on_board(make_bundle, worker_at, tmp_path: Path) -> None:
+def test_offload_is_taken_from_the_bundle_and_stated(make_bundle, worker_at, tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
     bundle = make_bundle("little-big")  # its cloud stage needs the frame
     endpoint = worker_at(bundle)
     src = digits_folder(tmp_path / "digits", 40)
-    results, agent = _run(EdgeConfig(bundle=str(bundle.root), source=str(src), cloud=(endpoint,),
-                                     offload="activations", sinks=()))
-    assert agent.offload_block is not None and "needs the frame" in agent.offload_block
-    assert agent.stats.offloaded == 0 and all(r.bytes_up == 0 for r in results)
-    results, agent = _run(EdgeConfig(bundle=str(bundle.root), source=str(src), cloud=(endpoint,),
-                                     offload="frames", deadline_ms=2000, sinks=()))
+    with caplog.at_level("INFO", logger="jetsplit.edge"):
+        results, agent = _run(EdgeConfig(bundle=str(bundle.root), source=str(src), cloud=(endpoint,),
+                                         deadline_ms=2000, sinks=()))
+    assert ("offload: frames (from the bundle: its cloud stage 'big' starts from the frame; set offload = none "
+            "to keep frames on the board)") in caplog.messages
     assert agent.stats.offloaded > 0 and any(r.where == "cloud" for r in results)
+
+
+def test_privacy_switch_refuses_a_bundle_that_needs_frames(make_bundle, tmp_path: Path) -> None:
+    bundle = make_bundle("little-big")
+    with pytest.raises(ConfigError) as err:
+        EdgeAgent(EdgeConfig(bundle=str(bundle.root), source=str(tmp_path), cloud=("ipc:///nobody",),
+                             offload="activations", sinks=()))
+    assert str(err.value) == (
+        f"offload = activations, but bundle {bundle.name!r} sends its cloud stage 'big' the frame: set --offload "
+        "frames (offload in edge.toml, JETSPLIT_EDGE_OFFLOAD) to let frames leave the board, or --offload none "
+        "to run on the board only")
+
+
+def test_privacy_switch_none_keeps_frames_on_board(make_bundle, worker_at, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    bundle = make_bundle("little-big")
+    src = digits_folder(tmp_path / "digits", 40)
+    with caplog.at_level("INFO", logger="jetsplit.edge"):
+        results, agent = _run(EdgeConfig(bundle=str(bundle.root), source=str(src), cloud=(worker_at(bundle),),
+                                         offload="none", sinks=()))
+    assert "local only: offload = none" in caplog.messages
+    assert agent.stats.offloaded == 0 and all(r.bytes_up == 0 for r in results)
+
+
+def test_split_bundle_sends_activations_by_default(make_bundle, caplog: pytest.LogCaptureFixture,
+                                                   tmp_path: Path) -> None:
+    bundle = make_bundle("split")
+    with caplog.at_level("INFO", logger="jetsplit.edge"):
+        EdgeAgent(EdgeConfig(bundle=str(bundle.root), source=str(tmp_path), cloud=("ipc:///nobody",),
+                             sinks=())).close()
+    assert ("offload: activations (from the bundle: its cloud stage 'tail' takes activations; frames never "
+            "leave the board)") in caplog.messages
+
+
+@pytest.mark.parametrize(("stage_w", "message"), [
+    ({"litle": 7.0}, "[power.model].stage_w: no stage 'litle' in bundle {name!r} (its stages: little, big)"),
+    ({"little": 7.0, "cloud": 1.0, "x": 2.0},
+     "[power.model].stage_w: no stage 'cloud', 'x' in bundle {name!r} (its stages: little, big)"),
+])
+def test_power_model_naming_a_stage_the_bundle_lacks_is_refused(make_bundle, tmp_path: Path,
+                                                                stage_w: dict[str, float], message: str) -> None:
+    bundle = make_bundle("little-big")
+    with pytest.raises(ConfigError) as err:
+        EdgeAgent(EdgeConfig(bundle=str(bundle.root), source=str(tmp_path), sinks=(),
+                             power=PowerConfig(source="model", stage_w=stage_w)))
+    assert str(err.value) == message.format(name=bundle.name)
 
 
 def test_other_bundle_on_worker_runs_local_and_says_so_once(make_bundle, worker_at, tmp_path: Path,

@@ -166,7 +166,13 @@ def test_once_with_nothing_published(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["nonsense"], "ENDPOINT 'nonsense': cannot connect"),
+    (["nonsense"], "ENDPOINT 'nonsense': expected a ZeroMQ endpoint such as ipc:///run/jetsplit/results or "
+                   "tcp://HOST:PORT\n"),
+    # A socket file's path alone (libzmq said only "Invalid argument").
+    (["/run/jetsplit/results"], "ENDPOINT '/run/jetsplit/results': expected a ZeroMQ endpoint such as "
+                                "ipc:///run/jetsplit/results or tcp://HOST:PORT; for the socket file, write "
+                                "ipc:///run/jetsplit/results\n"),
+    (["tcp://nonsense"], "ENDPOINT 'tcp://nonsense': cannot connect"),
     (["zmq-pub:"], "ENDPOINT: expected a ZeroMQ endpoint"),
     (["ipc:///tmp/x.sock", "--interval", "0"], "--interval: expected seconds > 0, got 0"),
     (["ipc:///tmp/x.sock", "--once", "--wait", "-1"], "--wait: expected seconds >= 0, got -1"),
