@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 
 from jetsplit.bundle import GATE_KINDS, Bundle, write_bundle
-from jetsplit.datasets import load_dataset
+from jetsplit.chance import near_chance
+from jetsplit.datasets import load_dataset, parse_labels
 from jetsplit.errors import ConfigError
 from jetsplit.preprocess import Preprocess
 
@@ -59,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, type=Path, help="bundle directory to write")
     p.add_argument("--data", required=True, help="mnist | digits | folder:PATH | npz:PATH")
+    p.add_argument("--labels", metavar="NAMES",
+                   help="folder: datasets: the class sub-folders in the model's label order, comma-separated "
+                        "(default: sorted by name, so zero..nine would sort wrong)")
     mode = p.add_argument_group("models (one of)")
     mode.add_argument("--little", type=Path, help="little model (edge); needs --big")
     mode.add_argument("--big", type=Path, help="big model (cloud); needs --little")
@@ -112,6 +116,21 @@ def parse_preprocess(args: argparse.Namespace, model: Path) -> Preprocess:
                       mean=tuple(args.mean or (0.0,)), std=tuple(args.std or (1.0,)))
 
 
+def check_input(pre: Preprocess, model: Path) -> None:
+    """Refuse preprocessing whose batches ``model`` cannot take, naming the flag to
+    change (the engine would only say ``expected (?, 1, 28, 28), got (2, 3, 28, 28)``)."""
+    d = input_defaults(model)
+    if "colour" in d and (d["colour"] == "gray") != (pre.colour == "gray"):
+        takes = "1 channel" if d["colour"] == "gray" else "3 channels"
+        raise ConfigError(f"--colour {pre.colour}: {model.name} takes {takes}; use --colour "
+                          + ("gray" if d["colour"] == "gray" else "rgb or bgr"))
+    if "layout" in d and d["layout"] != pre.layout:
+        raise ConfigError(f"--layout {pre.layout}: {model.name} takes {d['layout']}; use --layout {d['layout']}")
+    if d.get("height") and d.get("width") and (d["height"], d["width"]) != (pre.height, pre.width):
+        raise ConfigError(f"--size {pre.height}x{pre.width}: {model.name} takes {d['height']}x{d['width']}; "
+                          f"use --size {d['height']}x{d['width']}")
+
+
 def _input_table(pre: Preprocess) -> dict[str, Any]:
     return {"height": pre.height, "width": pre.width, "colour": pre.colour, "layout": pre.layout,
             "dtype": pre.dtype, "scale": pre.scale, "mean": list(pre.mean), "std": list(pre.std),
@@ -149,7 +168,11 @@ def calibrate(args: argparse.Namespace) -> tuple[Bundle, dict[str, Any]]:
     mode = _mode(args)
     first = args.little or (args.ensemble[0] if args.ensemble else args.model)
     pre = parse_preprocess(args, first)
-    train, calib = load_dataset(args.data, "train"), load_dataset(args.data, "calib")
+    for model in [args.little, args.big, args.model, *(args.ensemble or [])]:
+        if model is not None:
+            check_input(pre, model)
+    labels = parse_labels(args.labels)
+    train, calib = load_dataset(args.data, "train", labels), load_dataset(args.data, "calib", labels)
     if len(train) == 0 or len(calib) == 0:
         raise ConfigError(f"dataset {args.data!r}: the train or calib split is empty (too few images per class)")
     names = train.class_names
@@ -182,7 +205,8 @@ def calibrate(args: argparse.Namespace) -> tuple[Bundle, dict[str, Any]]:
             "wire": {"activation": args.wire_activation, "frame": args.wire_frame}, "stage": tables,
         }
         draft = write_bundle(work / "draft", manifest, sources)
-        trace = collect(draft, args.data, "calib", PowerModel(), batch_size=1, progress=sys.stderr.isatty())
+        trace = collect(draft, args.data, "calib", PowerModel(), batch_size=1, progress=sys.stderr.isatty(),
+                        labels=labels)
         first_cloud = draft.first_cloud_stage()
         cost = args.cost or ("offload" if len(stages) == 2 and first_cloud is not None else "time")
         full_acc = trace.full().accuracy
@@ -209,8 +233,10 @@ def calibrate(args: argparse.Namespace) -> tuple[Bundle, dict[str, Any]]:
             "stage_accuracy_alone": [float(a) for a in trace.own_correct.mean(axis=0)],
             "precision_shift": [s.as_dict() for s in shifts],
             "stages": {st.name: st.info for st in stages if st.info},
+            # Every stage near chance: the set-up, not the models (label order, colour, ...).
+            "warning": near_chance(full_acc, trace.labels, f"{args.data}@calib", fixes="flags"),
         }
-        manifest["meta"] = _toml_safe({k: v for k, v in summary.items() if k != "bundle"})
+        manifest["meta"] = _toml_safe({k: v for k, v in summary.items() if k not in ("bundle", "warning")})
         bundle = write_bundle(args.out, manifest, sources)
     return bundle, summary
 
@@ -218,6 +244,8 @@ def calibrate(args: argparse.Namespace) -> tuple[Bundle, dict[str, Any]]:
 def main(argv: Sequence[str]) -> int:
     args = _parser().parse_args(list(argv))
     bundle, summary = calibrate(args)
+    if summary["warning"]:
+        print(summary["warning"], file=sys.stderr)
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0

