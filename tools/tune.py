@@ -19,8 +19,10 @@ Objectives (thresholds are chosen on the calib trace only):
   other two objectives.
 - nothing: the least cost at every stage's accuracy.
 
-Output: a bundle (the source bundle's files, new thresholds and each gate's
-threshold -> fraction-continuing curve for the edge's budget controller),
+Output: a bundle of its own (the source bundle's files, new thresholds and each
+gate's threshold -> fraction-continuing curve for the edge's budget controller;
+named after ``--out`` unless ``--name`` says otherwise; its ``[meta]`` figures are
+the tuned thresholds', calibrate's are replaced),
 the Pareto front, a JSON summary (``--summary``, default ``BUNDLE/tuning.json``)
 and with ``--plots DIR`` PNGs of score histograms and trade-offs.
 """
@@ -51,6 +53,12 @@ from jetsplit.trace import Trace
 
 __all__ = ["main", "split_stats", "tune"]
 
+# [meta] keys whose values depend on the thresholds (calibrate writes them): all
+# replaced when tune writes new thresholds.
+_THRESHOLD_META = ("thresholds", "calib_accuracy", "calib_accuracy_full", "calib_offload", "calib_exit_fraction",
+                   "calib_mean_time_ms", "tuned_on", "objective", "cost", "alpha", "reported_on",
+                   "reported_accuracy", "reported_offload")
+
 _BUDGET_FLAGS = (("max_latency_ms", "time"), ("max_energy_mj", "energy"), ("max_offload", "offload"),
                  ("max_bytes", "bytes"))
 
@@ -62,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--test", "--trace-test", type=Path, help="trace of a held-out split to report on")
     p.add_argument("--out", required=True, type=Path, help="bundle directory to write")
     p.add_argument("--bundle", help="source bundle (default: the one the trace was collected from)")
+    p.add_argument("--name", help="the new bundle's name (default: the output directory's name)")
     p.add_argument("--objective", choices=("seed", "min_cost", "max_accuracy"))
     p.add_argument("--alpha", type=float, default=0.5, help="seed: weight of cost against error (0..1)")
     p.add_argument("--cost", default="time", choices=COST_KINDS, help="what to minimise (default time)")
@@ -144,30 +153,55 @@ def tune(args: argparse.Namespace) -> tuple[dict[str, Any], SearchResult, Trace]
         summary["held_out"] = not same
     else:
         summary["held_out"] = False
-    _write_bundle(bundle.root, args.out, calib, thresholds, summary)
+    _write_bundle(bundle.root, args.out, calib, thresholds, summary, args.name)
     return summary, result, calib
 
 
-def _write_bundle(src: Path, out: Path, calib: Trace, thresholds: Sequence[float | None], summary: dict[str, Any]) -> None:
+def _write_bundle(src: Path, out: Path, calib: Trace, thresholds: Sequence[float | None], summary: dict[str, Any],
+                  bundle_name: str | None = None) -> None:
     raw = read_toml(src / MANIFEST, BundleError)
-    sources = {name: src / name for name in raw.get("files", {})}
-    for name, path in sources.items():
-        if file_sha256(path) != raw["files"][name]:
-            raise BundleError(f"bundle {str(src)!r}: file {name!r} changed after hashing")
+    sources = {file: src / file for file in raw.get("files", {})}
+    for file, path in sources.items():
+        if file_sha256(path) != raw["files"][file]:
+            raise BundleError(f"bundle {str(src)!r}: file {file!r} changed after hashing")
     for table, thr, curve in zip(raw["stage"], thresholds, continue_curves(calib, thresholds)):
         if thr is None or curve is None or "gate" not in table:
             continue
         table["gate"]["threshold"] = float(thr)
         table["gate"]["curve_threshold"], table["gate"]["curve_continue"] = curve
-    held = summary.get("test") or summary["calib"]
-    meta = dict(raw.get("meta", {}))
-    meta.update({"tuned_on": f"{calib.meta.get('data')}@{calib.meta.get('split')}", "objective": summary["objective"],
-                 "cost": summary["cost"], "calib_accuracy": summary["calib"]["accuracy"],
-                 "reported_on": f"{held.get('data')}@{held.get('split')}", "reported_accuracy": held["accuracy"]})
+    raw["meta"] = _tuned_meta(raw.get("meta", {}), calib, thresholds, summary)
+    # A bundle of its own: its name (the output directory's, as calibrate names
+    # bundles, or --name) and a description that says where it came from.
+    source_name = raw.get("name", src.name)
+    raw["name"] = bundle_name or out.resolve().name
+    raw["description"] = (f"{raw.get('description', source_name)}; thresholds re-tuned by jetsplit tune "
+                          f"({summary['objective']}, cost {summary['cost']}) from bundle {source_name!r}")
+    write_bundle(out, raw, sources)
+
+
+def _tuned_meta(old: dict[str, Any], calib: Trace, thresholds: Sequence[float | None],
+                summary: dict[str, Any]) -> dict[str, Any]:
+    """The source bundle's ``[meta]`` with every figure that depends on the thresholds
+    replaced by the tuned ones (calibrate's would otherwise sit next to them, and
+    ``jetsplit report`` print both in one table); figures of the models alone
+    (each stage's accuracy, precision shifts) are kept."""
+    c = summary["calib"]
+    meta = {k: v for k, v in old.items() if k not in _THRESHOLD_META}
+    meta.update({
+        "tuned_on": f"{calib.meta.get('data')}@{calib.meta.get('split')}", "objective": summary["objective"],
+        "cost": summary["cost"], "thresholds": [t for t in thresholds if t is not None],
+        "calib_accuracy": c["accuracy"], "calib_accuracy_full": c["accuracy_full"],
+        "calib_exit_fraction": c["exit_fraction"], "calib_mean_time_ms": c["mean_time_ms"],
+    })
+    if summary.get("alpha") is not None:
+        meta["alpha"] = summary["alpha"]
+    if c.get("offload") is not None:
+        meta["calib_offload"] = c["offload"]
+    held = summary.get("test") or c
+    meta.update({"reported_on": f"{held.get('data')}@{held.get('split')}", "reported_accuracy": held["accuracy"]})
     if held.get("offload") is not None:
         meta["reported_offload"] = held["offload"]
-    raw["meta"] = meta
-    write_bundle(out, raw, sources)
+    return meta
 
 
 def _pct(v: float | None) -> str:

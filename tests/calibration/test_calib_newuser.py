@@ -134,6 +134,19 @@ def test_little_big_calibrate_collect_tune_eval(user: dict[str, Path], capsys: p
           "--summary", str(root / "tune.json")], capsys)
     summary = json.loads((root / "tune.json").read_text())
     assert {p.name for p in (root / "plots").iterdir()} >= {"margins.png", "tradeoffs.png"}
+    # The tuned bundle is one of its own, and its [meta] holds only the tuned figures.
+    from jetsplit.bundle import load_bundle
+
+    source, out = load_bundle(bundle), load_bundle(tuned)
+    assert out.name == "lb-tuned" and out.fingerprint != source.fingerprint
+    assert out.description.endswith("; thresholds re-tuned by jetsplit tune (seed, cost time) from bundle 'lb'")
+    meta = out.extra
+    assert meta["thresholds"] == [t for t in summary["thresholds"] if t is not None] == list(out.thresholds()[:1])
+    assert meta["calib_offload"] == summary["calib"]["offload"]
+    assert meta["calib_exit_fraction"] == summary["calib"]["exit_fraction"]
+    assert meta["calib_accuracy"] == summary["calib"]["accuracy"] and meta["objective"] == "seed"
+    assert meta["reported_on"].endswith("@test") and meta["reported_offload"] == summary["test"]["offload"]
+    assert meta["stage_accuracy_alone"] == source.extra["stage_accuracy_alone"]  # the models' own: kept
     result = json.loads(_run(["eval", str(tuned), "--data", data, "--split", "test", "--json"], capsys))
     held = summary["test"]
     assert abs(result["accuracy"] - held["accuracy"]) <= 0.01
