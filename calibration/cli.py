@@ -54,6 +54,13 @@ def profile_main(argv: Sequence[str]) -> int:
         help=f"how many times faster the cloud runs the tail (default {DEFAULT_CLOUD_SPEEDUP:g})",
     )
     parser.add_argument(
+        "--rtt-ms",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="the link's round-trip time, paid by every option that sends anything (default 0)",
+    )
+    parser.add_argument(
         "--wire",
         choices=sorted(WIRE_BYTES),
         default="fp32",
@@ -79,7 +86,7 @@ def profile_main(argv: Sequence[str]) -> int:
     )
     args = parser.parse_args(list(argv))
 
-    link = Link(args.bandwidth_mbps, args.cloud_speedup, args.wire)
+    link = Link(args.bandwidth_mbps, args.cloud_speedup, args.wire, args.rtt_ms)
     inputs = real_inputs(args.model, data=args.data, count=1) if args.data else None
     cuts = [[name for name in spec.split(",") if name] for spec in args.cut]
     profile = profile_model(args.model, inputs, link=link, runs=args.runs, extra_cuts=cuts)

@@ -7,10 +7,13 @@ model timed the same way. The recommendation minimises the per-frame latency
 
     edge_ms(cut) + bytes(cut) / bandwidth + (full_ms - edge_ms(cut)) / cloud_speedup
 
+    + rtt_ms  (every option that sends anything)
+
 over every cut plus the two ends: "all on cloud" (send the input as 8-bit pixels,
-as a camera delivers it) and "all on edge" (send nothing). The result's return
-trip (a few scores) and the link's round-trip time are the same for every cut that
-sends anything and are left out.
+as a camera delivers it) and "all on edge" (send nothing). The link's round trip
+(``--rtt-ms``) is paid by every option that sends anything, so on a slow, far link
+it is what keeps the frames on the board; the result's return trip (a few scores)
+is left out.
 
     >>> from jetsplit.calibration.profile import profile_model, format_table
     >>> print(format_table(profile_model("big.onnx", bandwidth_mbps=20)))  # doctest: +SKIP
@@ -63,8 +66,11 @@ class Link:
     bandwidth_mbps: float = DEFAULT_BANDWIDTH_MBPS
     cloud_speedup: float = DEFAULT_CLOUD_SPEEDUP
     wire: str = "fp32"
+    rtt_ms: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.rtt_ms < float("inf"):
+            raise ConfigError(f"--rtt-ms: expected a round-trip time >= 0 ms, got {self.rtt_ms}")
         if not self.bandwidth_mbps > 0:
             raise ConfigError(f"bandwidth: expected > 0 Mbit/s, got {self.bandwidth_mbps}")
         if not self.cloud_speedup > 0:
@@ -75,7 +81,9 @@ class Link:
             )
 
     def send_ms(self, nbytes: int) -> float:
-        return nbytes * 8 / (self.bandwidth_mbps * 1e6) * 1e3
+        """Time to send ``nbytes`` and hear back: the transfer plus the round trip
+        (nothing for an option that sends nothing)."""
+        return nbytes * 8 / (self.bandwidth_mbps * 1e6) * 1e3 + (self.rtt_ms if nbytes else 0.0)
 
 
 @dataclass(frozen=True)
@@ -248,6 +256,7 @@ def format_table(profile: Profile) -> str:
         f"model {profile.model}: full {profile.full_ms:.3f} ms per sample "
         f"(ONNX Runtime, {profile.threads} thread, median of {profile.runs})",
         f"link {link.bandwidth_mbps:g} Mbit/s, cloud {link.cloud_speedup:g}x faster than the edge, "
+        f"round trip {link.rtt_ms:g} ms (in 'send'), "
         f"activations sent as {link.wire} (all-on-cloud sends 8-bit pixels)",
         "",
     ]
@@ -384,7 +393,7 @@ def _option_json(opt: Option) -> dict[str, Any]:
 
 def _why(opt: Option) -> str:
     if opt.kind == "edge":
-        return "the link is too slow for any cut to pay off"
+        return "the link is too slow (or its round trip too long) for any cut to pay off"
     if opt.kind == "cloud":
         return "sending the input and computing in the cloud is fastest"
     return f"edge {opt.edge_ms:.3f} + send {opt.send_ms:.3f} + cloud {opt.cloud_ms:.3f} ms"

@@ -25,20 +25,24 @@ _EDGE_MS = {
 
 
 @pytest.mark.parametrize(
-    ("bandwidth_mbps", "speedup", "expected"),
+    ("bandwidth_mbps", "speedup", "expected", "rtt_ms"),
     [
-        (1e6, 100.0, "(all on cloud)"),  # free link, fast cloud: send the input
-        (0.001, 10.0, "(all on edge)"),  # 1 kbit/s: even 64 bytes cost 512 ms
-        (1.0, 10.0, "pool"),  # 64 bytes after half the work beat both ends
+        (1e6, 100.0, "(all on cloud)", 0.0),  # free link, fast cloud: send the input
+        (0.001, 10.0, "(all on edge)", 0.0),  # 1 kbit/s: even 64 bytes cost 512 ms
+        (1.0, 10.0, "pool", 0.0),  # 64 bytes after half the work beat both ends
+        # A free link but far away (issue 11): the round trip alone outweighs the
+        # whole model on the edge, whatever the cloud's speed.
+        (1e6, 100.0, "(all on edge)", 12.0),
+        (1e6, 100.0, "(all on cloud)", 9.0),
     ],
 )
 def test_recommendation(
-    chain_model: Path, bandwidth_mbps: float, speedup: float, expected: str
+    chain_model: Path, bandwidth_mbps: float, speedup: float, expected: str, rtt_ms: float
 ) -> None:
     graph = load_graph(chain_model)
     cuts = candidate_cuts(graph)
     timing = Measurement(10.0, {(name,): ms for name, ms in _EDGE_MS.items()}, runs=1)
-    options = choose(graph, cuts, timing, Link(bandwidth_mbps, speedup))
+    options = choose(graph, cuts, timing, Link(bandwidth_mbps, speedup, rtt_ms=rtt_ms))
     assert [o.kind for o in options] == ["cloud"] + ["cut"] * len(cuts) + ["edge"]
     best = min(options, key=lambda o: o.total_ms)
     assert best.label == expected
@@ -60,6 +64,9 @@ def test_cost_terms(chain_model: Path) -> None:
     assert cloud.send_bytes == 3 * 32 * 32  # 8-bit pixels
     assert cloud.total_ms == pytest.approx(cloud.send_ms + 10.0 / 4.0)
     assert options["(all on edge)"].total_ms == 10.0
+    far = {o.label: o for o in choose(graph, candidate_cuts(graph), timing, Link(8.0, 4.0, "f16", rtt_ms=40.0))}
+    assert far["r1"].send_ms == pytest.approx(r1.send_ms + 40.0)  # every sender pays the round trip
+    assert far["(all on edge)"].total_ms == 10.0  # what sends nothing does not
 
 
 @pytest.mark.parametrize(
@@ -68,6 +75,7 @@ def test_cost_terms(chain_model: Path) -> None:
         ({"bandwidth_mbps": 0.0}, "bandwidth"),
         ({"cloud_speedup": -1.0}, "cloud speedup"),
         ({"wire": "int4"}, "wire encoding"),
+        ({"rtt_ms": -1.0}, "--rtt-ms: expected a round-trip time >= 0 ms, got -1.0"),
     ],
 )
 def test_bad_link(kwargs: dict[str, object], message: str) -> None:
