@@ -53,9 +53,11 @@ setup(
         "scikit-image>=0.22",
     ],
     extras_require={
-        # Jetson: TensorRT's Python bindings come with JetPack's system Python;
-        # on x86 hosts with a GPU they come from PyPI.
-        "jetson": ["tensorrt>=10", "cuda-python>=12", "jetson-stats>=4.2"],
+        # Jetson: TensorRT's Python bindings come with JetPack's system Python
+        # (python3-libnvinfer), never from PyPI, so this extra does not list them.
+        "jetson": ["cuda-python>=12", "jetson-stats>=4.2"],
+        # A host with an NVIDIA GPU (not a Jetson): TensorRT from PyPI.
+        "tensorrt": ["tensorrt>=10", "cuda-python>=12"],
         # Training the demo zoo only; never a runtime dependency.
         "zoo": ["torch==2.13.0"],
         # Baselines the benchmarks compare against.

@@ -83,7 +83,8 @@ def generate_keypair(directory: str | os.PathLike[str], name: str, *, overwrite:
     folder = Path(directory)
     public, secret = folder / f"{name}.key", folder / f"{name}.key_secret"
     if not overwrite and (public.exists() or secret.exists()):
-        raise ConfigError(f"{public} or {secret} already exists; refusing to overwrite")
+        raise ConfigError(f"{public} or {secret} already exists; refusing to overwrite (--force replaces the pair: "
+                          "every peer holding the old public key then needs the new one)")
     folder.mkdir(parents=True, exist_ok=True)
     # Create the secret file first with mode 0600, so it is never world-readable.
     for path in (public, secret):

@@ -78,15 +78,16 @@ def _from_trace(path: Path) -> tuple[float, float]:
 
 
 def main(argv: Sequence[str]) -> int:
-    p = argparse.ArgumentParser(prog="jetsplit plan", description="fleet capacity planning")
-    p.add_argument("--devices", type=int, required=True)
-    p.add_argument("--fps", type=float, required=True)
-    p.add_argument("--offload-rate", type=float)
-    p.add_argument("--bytes-per-offload", type=float)
+    p = argparse.ArgumentParser(prog="jetsplit plan", description="fleet capacity planning: workers and uplink "
+                                "for devices x fps x offload rate x bytes (docs/tools.md)")
+    p.add_argument("--devices", type=int, required=True, help="edge boards in the fleet")
+    p.add_argument("--fps", type=float, required=True, help="frames per second on each board")
+    p.add_argument("--offload-rate", type=float, help="fraction of frames offloaded, 0..1 (or --trace)")
+    p.add_argument("--bytes-per-offload", type=float, help="bytes sent per offloaded frame (or --trace)")
     p.add_argument("--trace", type=Path, help="take offload rate and bytes from a collected trace")
     p.add_argument("--worker-rps", type=float, required=True, help="requests/s one worker sustains")
     p.add_argument("--headroom", type=float, default=0.7, help="fraction of a worker's throughput to plan on")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
     args = p.parse_args(list(argv))
     rate, per = args.offload_rate, args.bytes_per_offload
     if args.trace is not None:

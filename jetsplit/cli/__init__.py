@@ -14,6 +14,7 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
+from jetsplit import __version__
 from jetsplit.errors import JetsplitError
 
 __all__ = ["COMMANDS", "entry", "main"]
@@ -40,7 +41,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def _usage() -> str:
     width = max(len(name) for name in COMMANDS)
-    lines = ["usage: jetsplit COMMAND [ARGS...]", "", "commands:"]
+    lines = ["usage: jetsplit COMMAND [ARGS...]   (jetsplit --version; jetsplit COMMAND --help)", "", "commands:"]
     lines += [f"  {name.ljust(width)}  {help_}" for name, (_, help_) in COMMANDS.items()]
     return "\n".join(lines)
 
@@ -64,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0 if args else 2
+    if args[0] in ("-V", "--version"):
+        print(f"jetsplit {__version__}")
+        return 0
     name, rest = args[0], args[1:]
     if name not in COMMANDS:
         print(f"jetsplit: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)

@@ -55,7 +55,10 @@ __all__ = ["TensorRTEngine", "import_backends", "use_mapped_memory"]
 
 _log = logging.getLogger(__name__)
 
-_INSTALL_HINT = "on Jetson use JetPack's system python3, elsewhere `pip install jetsplit[jetson]`"
+# TensorRT's bindings come with JetPack on a Jetson (never from PyPI there: the
+# `jetson` extra does not list them); a host with an NVIDIA GPU takes the `tensorrt` extra.
+_INSTALL_HINT = ("on Jetson use JetPack's system python3 and `pip install jetsplit[jetson]`, elsewhere "
+                 "`pip install jetsplit[tensorrt]`")
 
 
 def import_backends() -> tuple[Any, Any]:

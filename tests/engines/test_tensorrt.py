@@ -301,7 +301,7 @@ def test_missing_tensorrt_is_one_clear_line(monkeypatch: pytest.MonkeyPatch, flo
     assert not isinstance(info.value, ImportError)
     assert "\n" not in message
     assert "'tensorrt' package is not importable" in message
-    assert "JetPack's system python3" in message and "pip install jetsplit[jetson]" in message
+    assert "JetPack's system python3" in message and "pip install jetsplit[tensorrt]" in message
 
 
 def test_missing_cuda_python_is_one_clear_line(monkeypatch: pytest.MonkeyPatch, float_model: Path) -> None:

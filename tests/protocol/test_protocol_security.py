@@ -40,7 +40,10 @@ def test_keys_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.strip().endswith(load_keypair(tmp_path / "worker.key").public.decode())
     # Through the dispatcher: a user error is one line and exit status 2.
     assert jetsplit_main(["keys", "generate", str(tmp_path), "--name", "worker"]) == 2
-    assert "refusing to overwrite" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        f"jetsplit keys: error: {tmp_path}/worker.key or {tmp_path}/worker.key_secret already exists; refusing to "
+        "overwrite (--force replaces the pair: every peer holding the old public key then needs the new one)\n")
+    assert keys_main(["generate", str(tmp_path), "--name", "worker", "--force"]) == 0
     assert keys_main(["generate", str(tmp_path / "host")]) == 0
     assert len(list((tmp_path / "host").glob("*.key"))) == 1
     assert keys_main(["bogus"]) == 2
