@@ -177,7 +177,7 @@ def _env_example(path: Path) -> dict[str, str]:
 
 
 def test_environment_file_examples_name_real_variables() -> None:
-    # The loaders ignore variables they do not know, so check each one changes something.
+    # Each one must change something (the loaders refuse names they do not know, too).
     cloud_base = load_cloud_config(UNITS / "cloud.toml.example", {}, {}).describe()
     for var, value in _env_example(UNITS / "cloud.env.example").items():
         changed = load_cloud_config(UNITS / "cloud.toml.example", {var: value}, {}).describe()
