@@ -20,7 +20,9 @@ reference the chain evaluates, and the two agree to 1e-5.
 
 from __future__ import annotations
 
+import logging
 import math
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +32,26 @@ from onnx import ModelProto, TensorProto, helper, numpy_helper
 
 from jetsplit.errors import DataError, EngineError
 from jetsplit.gates import pool_features, support_inputs
+from jetsplit.quiet import one_line_for
 
 from .exits import MAX_IR_VERSION, NODE_PREFIX, opset_of, pool_nodes
+
+_log = logging.getLogger("jetsplit.calibration")
 
 __all__ = ["GATE_OUTPUT", "add_gate_output", "save_params", "train_dgate", "train_support"]
 
 GATE_OUTPUT = "gate_score"
 _P = NODE_PREFIX + "gate/"
+
+
+def _converged(gate: str, iterations: str) -> AbstractContextManager[None]:
+    """scikit-learn's ConvergenceWarning (a site-packages path and a source line) as
+    one line of ours: the fit is kept, it may only be a little less sharp."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    return one_line_for(ConvergenceWarning, _log, (
+        f"{gate}: training stopped at its limit of {iterations} iterations before converging; the gate is "
+        "kept and is usually fine (more training data, or a margin gate, avoids this)"))
 
 
 def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -57,7 +72,8 @@ def train_dgate(features: np.ndarray, labels: np.ndarray, num_classes: int,
     if len(classes) < 2:
         raise DataError("d-gate: the training split has fewer than 2 classes")
     svm = LinearSVC(C=c, loss="hinge", dual=True, max_iter=5000, random_state=seed)
-    svm.fit(z, labels)
+    with _converged("d-gate", "5000"):
+        svm.fit(z, labels)
     coef = np.asarray(svm.coef_, np.float64)
     inter = np.asarray(svm.intercept_, np.float64)
     if coef.shape[0] == 1:  # binary: one hyperplane, its mirror for the other class
@@ -87,14 +103,16 @@ def train_support(probs: np.ndarray, correct: np.ndarray, features: np.ndarray |
         from sklearn.linear_model import LogisticRegression
 
         lr = LogisticRegression(max_iter=1000)
-        lr.fit(z, y)
+        with _converged("support gate", "1000"):
+            lr.fit(z, y)
         layers = [(lr.coef_.T.astype(np.float32), lr.intercept_.astype(np.float32))]
     else:
         from sklearn.neural_network import MLPClassifier
 
         mlp = MLPClassifier(hidden_layer_sizes=(hidden,), alpha=1e-3, max_iter=400,
                             early_stopping=len(y) >= 200, random_state=seed)
-        mlp.fit(z, y)
+        with _converged("support gate", "400"):
+            mlp.fit(z, y)
         layers = [(w.astype(np.float32), b.astype(np.float32)) for w, b in zip(mlp.coefs_, mlp.intercepts_)]
     out: dict[str, np.ndarray] = {"use_features": np.array(int(features is not None)), "mean": mean, "scale": scale}
     for i, (w, b) in enumerate(layers):

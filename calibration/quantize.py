@@ -19,6 +19,7 @@ reports, per stage, the accuracy delta and mean |margin_fp32 - margin_prec|.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +30,11 @@ import onnx
 
 from jetsplit.errors import ConfigError
 from jetsplit.gates import margin_score, softmax
+from jetsplit.quiet import drop_records, one_line_for
 
 from .exits import MAX_IR_VERSION, NODE_PREFIX
+
+_log = logging.getLogger("jetsplit.calibration")
 
 __all__ = ["PRECISIONS", "ArrayReader", "PrecisionShift", "compare_precision", "convert", "to_fp16", "to_int8"]
 
@@ -86,17 +90,18 @@ def to_int8(src: Path, dst: Path, calib_inputs: np.ndarray, input_name: str | No
     class _Reader(ArrayReader, CalibrationDataReader):  # ORT checks the base class
         pass
 
-    quantize_static(
-        str(src),
-        str(dst),
-        _Reader(name, calib_inputs),
-        quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QInt8,
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-        nodes_to_exclude=keep_float,
-        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
-    )
+    with drop_records("Please consider"):  # ORT's pre-processing advice: see jetsplit/quiet.py
+        quantize_static(
+            str(src),
+            str(dst),
+            _Reader(name, calib_inputs),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            nodes_to_exclude=keep_float,
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+        )
     _cap_ir(dst)
     return dst
 
@@ -107,7 +112,9 @@ def to_fp16(src: Path, dst: Path) -> Path:
         from onnxconverter_common import float16
     except ImportError:
         raise ConfigError("--precision fp16 needs onnxconverter-common (pip install onnxconverter-common)") from None
-    model = float16.convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    with one_line_for(UserWarning, _log, f"fp16 {src.name}: weights too small for float16 were rounded to its "
+                      "smallest value (the accuracy shift calibrate reports includes it)", starts="the float32 number"):
+        model = float16.convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
     model.ir_version = min(model.ir_version or MAX_IR_VERSION, MAX_IR_VERSION)
     onnx.save(model, str(dst))
     return dst

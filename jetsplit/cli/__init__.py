@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 
 from jetsplit import __version__
 from jetsplit.errors import JetsplitError
+from jetsplit.quiet import quiet_native_logs
 
 __all__ = ["COMMANDS", "entry", "main"]
 
@@ -72,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"jetsplit: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    quiet_native_logs()  # before any command opens a camera or a stream
     func = _resolve(COMMANDS[name][0])
     if func is None:
         print(f"jetsplit: command {name!r} is not available in this build", file=sys.stderr)

@@ -1,0 +1,57 @@
+"""A quiet console (issue 11, item 9): library chatter becomes one line of ours, or
+is dropped with the reason in jetsplit/quiet.py."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import warnings
+
+import numpy as np
+import pytest
+
+from jetsplit.calibration.gates_train import train_support
+from jetsplit.quiet import drop_records, one_line_for
+from tests.system.daemons import JETSPLIT
+
+
+def test_a_gate_fit_that_runs_out_of_iterations_is_one_line_of_ours(caplog: pytest.LogCaptureFixture) -> None:
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(10), 150).astype(np.float32)  # nothing to learn: it cannot converge
+    with warnings.catch_warnings(record=True) as leaked, caplog.at_level(logging.WARNING):
+        warnings.simplefilter("always")
+        train_support(probs, rng.random(150) < 0.5, hidden=16)
+    assert [w for w in leaked if "Convergence" in w.category.__name__] == []
+    assert [r.getMessage() for r in caplog.records] == [
+        "support gate: training stopped at its limit of 400 iterations before converging; the gate is kept and "
+        "is usually fine (more training data, or a margin gate, avoids this)"]
+
+
+def test_other_warnings_pass_through_unchanged(caplog: pytest.LogCaptureFixture) -> None:
+    log = logging.getLogger("test.quiet")
+    with pytest.warns(DeprecationWarning, match="old"), caplog.at_level(logging.WARNING):
+        with one_line_for(UserWarning, log, "ours"):
+            warnings.warn("old", DeprecationWarning, stacklevel=1)
+    assert caplog.records == []
+
+
+def test_dropped_records_are_only_those_named(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING), drop_records("Please consider"):
+        logging.warning("Please consider to run pre-processing before quantization.")
+        logging.warning("something else")
+    assert [r.getMessage() for r in caplog.records] == ["something else"]
+
+
+def test_an_unreachable_stream_is_our_line_alone(tmp_path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: nothing listens there
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
+    done = subprocess.run([JETSPLIT, "edge", "run", "--bundle", "demo:split", "--log-level", "ERROR",
+                           "--source", f"rtsp://127.0.0.1:{port}/cam"], capture_output=True, text=True,
+                          timeout=120, env=env, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2
+    assert done.stderr == (f"jetsplit edge: error: rtsp://127.0.0.1:{port}/cam: cannot open the capture: stream "
+                           "unreachable or codec unsupported\n")
