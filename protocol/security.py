@@ -99,6 +99,8 @@ def generate_keypair(directory: str | os.PathLike[str], name: str, *, overwrite:
 def load_keypair(path: str | os.PathLike[str]) -> KeyPair:
     """Read a ``.key`` or ``.key_secret`` certificate file."""
     p = Path(path)
+    if not p.is_file():  # pyzmq would say "Invalid certificate file" for a typo in the path too
+        raise ConfigError(f"cannot read CURVE key file {p}: no such file")
     try:
         public, secret = zmq.auth.load_certificate(str(p))
     except (OSError, ValueError) as exc:

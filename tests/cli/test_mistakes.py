@@ -111,3 +111,24 @@ def test_edge_port_in_use_for_its_sink(make_bundle: Any, tmp_path: Path) -> None
     assert rc == 2 and _one_line(err) == (
         f"jetsplit edge: error: sink zmq-pub:{endpoint}: cannot bind {endpoint}: address already in use (another "
         "process listens there: stop it, or choose another endpoint)")
+
+
+@pytest.mark.parametrize(("bind", "why"), [
+    ("tcp://127.0.0.1:99999", "port 99999 is out of range (0-65535)"),  # libzmq would bind port 34463
+    ("tcp://10.255.255.1:5555", "no interface of this host has that address (bind 0.0.0.0 for all of them, or "
+                                "one that `ip -brief address` lists)"),
+])
+def test_worker_bind_address_mistakes(make_bundle: Any, bind: str, why: str) -> None:
+    rc, err = _run("cloud", "serve", "--bundle", str(make_bundle("split").root), "--bind", bind)
+    assert rc == 2 and _one_line(err) == f"jetsplit cloud: error: cannot bind {bind}: {why}"
+
+
+def test_a_typo_in_a_key_path(make_bundle: Any, tmp_path: Path) -> None:
+    from jetsplit.protocol import generate_keypair
+
+    generate_keypair(tmp_path, "worker")
+    rc, err = _run("edge", "run", "--bundle", str(make_bundle("split").root), "--source", str(tmp_path),
+                   "--cloud", "tcp://127.0.0.1:5555", "--curve-secret", f"{tmp_path}/edg.key_secret",
+                   "--curve-server-key", f"{tmp_path}/worker.key")
+    assert rc == 2 and _one_line(err) == (
+        f"jetsplit edge: error: cannot read CURVE key file {tmp_path}/edg.key_secret: no such file")
