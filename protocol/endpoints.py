@@ -39,7 +39,7 @@ def bind_failure(endpoint: str, exc: zmq.ZMQError) -> str:
                     "service with RuntimeDirectory=; elsewhere create it or bind another path)")
     if exc.errno == errno.EACCES:
         return f"cannot bind {endpoint}: permission denied (run as a user that may, or bind another endpoint)"
-    return f"cannot bind {endpoint}: {zmq.strerror(exc.errno)}"
+    return f"cannot bind {endpoint}: {zmq.strerror(exc.errno) if exc.errno is not None else exc}"
 
 
 def _port_out_of_range(endpoint: str) -> str | None:
