@@ -25,3 +25,19 @@ def test_benchmark_records_json(name: str) -> None:
     assert out.stat().st_mtime > before
     record = json.loads(out.read_text())
     assert "machine" in record
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_bringup_every_run_brings_a_member_up_and_offloads(tmp_path: Path) -> None:
+    # Issue 11: two workers, a name resolving to two (where unshare allows), and
+    # after a restart; a member up and cloud answers in every run (times are in the file).
+    out = tmp_path / "bringup.json"
+    subprocess.run([sys.executable, str(HERE / "bringup.py"), "--runs", "10", "--out", str(out)], check=True,
+                   timeout=1700)
+    record = json.loads(out.read_text())
+    for name, runs in record["setups"].items():
+        if isinstance(runs, str):  # "skipped: ..." says why
+            continue
+        assert len(runs) == 10
+        assert all(r["rc"] == 0 and r["members_up"] >= 1 and r["cloud"] > 0 for r in runs), (name, runs)
