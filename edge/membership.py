@@ -9,7 +9,10 @@
   addresses and ``ipc://`` endpoints are members as given.
 - **Health.** A member is *up* once it answers a ``ping``. Pings go out on the
   member's own socket without waiting, whenever nothing was heard from it for
-  ``heartbeat_ms``. It is declared *down* when its connection drops (a ZeroMQ
+  ``heartbeat_ms``, and on a new connection the moment its handshake ends (a
+  socket with ``ZMQ_IMMEDIATE`` refuses messages until then: a ping that could not
+  be queued is *owed*, and :meth:`Membership.wait` wakes when the socket can take
+  it, so bring-up costs a round trip, not a heartbeat). It is declared *down* when its connection drops (a ZeroMQ
   socket monitor: a crash is seen at once), when nothing was heard for
   ``dead_after_ms`` after a ping, when a request cannot even be queued to it, when
   it answers ``shutting down``, or when ``timeout_strikes`` requests in a row time

@@ -44,10 +44,11 @@ _CHECK_S = 0.1
 
 @dataclass
 class _Counts:
+    """The agent's running totals at the last status line."""
+
     frames: int = 0
     offloaded: int = 0
     cloud: int = 0
-    fallback: int = 0
 
 
 def status_line(seconds: float, frames: int, total_frames: int, offloaded: int, cloud: int,
@@ -150,5 +151,5 @@ class Status:
             s.cloud - self._since.cloud, {k: v for k, v in fallbacks.items() if v}, self.workers_up(),
             self.breaker.state))
         self._last_line = now
-        self._since = _Counts(s.frames, s.offloaded, s.cloud, s.fallback)
+        self._since = _Counts(s.frames, s.offloaded, s.cloud)
         self._reasons = dict(s.fallback_reasons)
