@@ -169,14 +169,14 @@ def test_healthy_members_are_not_called_down_after_a_busy_spell(bundle: Bundle, 
     port = _free_port()
     caplog.set_level(logging.INFO, "jetsplit.edge.pool")
     with _serving(bundle, f"tcp://127.0.0.1:{port}"):
-        with WorkerPool([f"tcp://127.0.0.1:{port}"], bundle.fingerprint, heartbeat_ms=20, dead_after_ms=100) as pool:
+        with WorkerPool([f"tcp://127.0.0.1:{port}"], bundle.fingerprint, heartbeat_ms=20, dead_after_ms=400) as pool:
             assert pool.wait_ready(1000)
             member = pool._membership.members[f"tcp://127.0.0.1:{port}"]
-            for _ in range(5):
+            for _ in range(3):
                 while not member.pings:  # a ping goes out
                     pool.poll_replies(5)
                 assert member.client.socket.poll(1000)  # its pong is queued
-                time.sleep(0.2)  # the caller is busy (an edge stage): 2x dead_after_ms pass
+                time.sleep(0.8)  # the caller is busy (an edge stage): 2x dead_after_ms pass
                 pool.poll_replies(0)
                 assert pool.members == {f"tcp://127.0.0.1:{port}": "up"}
     assert "down" not in caplog.text and pool.stats.member_downs == 0
