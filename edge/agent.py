@@ -134,7 +134,7 @@ class EdgeAgent:
             if config.curve_secret is not None and config.curve_server_key is not None:
                 curve = CurveClient(config.curve_secret, config.curve_server_key)
             # Several workers, or a name that may resolve to several: balance and fail
-            # over per worker (edge/pool.py). One fixed endpoint keeps the plain client.
+            # over per worker (edge/pool/). One fixed endpoint keeps the plain client.
             timeout_ms = int(config.deadline_ms)
             if len(config.cloud) > 1 or any(map(is_dns_endpoint, config.cloud)):
                 p = config.pool
