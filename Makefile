@@ -48,7 +48,7 @@ test: lint typecheck unit
 
 # Retrain the demo zoo (torch, CPU) and rebuild the demo bundles from it.
 zoo: $(VENV)/.stamp-zoo
-	$(PY) -m jetsplit.demo.build_zoo
+	$(PY) -m jetsplit.tools.zoo
 	$(MAKE) bundles
 
 bundles: $(VENV)/.stamp-dev
