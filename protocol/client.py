@@ -297,7 +297,8 @@ class Client:
         ``deadline_ms`` (default: the timeout) is what the server is told; the wait
         is ``timeout_ms`` (default: the client's). Error statuses come back as a
         :class:`Reply` with ``ok`` False; no reply in time raises
-        :class:`RequestTimeout` after reopening the socket.
+        :class:`RequestTimeout` after reopening the socket, and the requests
+        :meth:`submit` had in flight on it are reported by the next :meth:`expire`.
         """
         wait = self.timeout_ms if timeout_ms is None else int(timeout_ms)
         deadline = float(wait if deadline_ms is None else deadline_ms)
@@ -307,8 +308,9 @@ class Client:
         try:
             rid = self.submit(stage, tensors, deadline, encodings=encodings, top_k=top_k, send_timeout_ms=wait)
         except Unavailable:
+            # The others in flight are abandoned with the socket: the caller's next
+            # expire() reports them (each request ends exactly once).
             self.reconnect()
-            self.expire()
             raise RequestTimeout(f"no worker reachable at {self.endpoints} within {wait} ms") from None
         # Keep the request pending for as long as we wait, whatever its deadline.
         end = start + wait / 1000.0
@@ -328,8 +330,9 @@ class Client:
                 ready.pop()  # _receive_one appended it last
                 return got
         self._pending.pop(rid, None)
+        # Requests in flight on the old socket are gone too: reconnect() files them
+        # for the caller's next expire() (discarding them here lost them for good).
         self.reconnect()
-        self.expire()  # requests in flight on the old socket are gone too
         raise RequestTimeout(f"no reply to request {rid} within {wait} ms from {self.endpoints}")
 
     def _infer_alone(self, stage: int, tensors: Mapping[str, np.ndarray[Any, Any]], deadline_ms: float,
