@@ -93,14 +93,14 @@ def test_batcher_deadline_order_and_expiry() -> None:
     b: Batcher[str] = Batcher(max_batch=3, max_wait_ms=10, clock=lambda: now[0])
     b.put("k", "late", deadline=5.0)
     b.put("k", "soon", deadline=1.0)
-    assert b.take(0) is None  # neither full nor waited long enough
+    assert b.take() is None  # neither full nor waited long enough
     b.put("k", "dead", deadline=0.0)  # already past: handed back as expired
-    batch = b.take(0)
+    batch = b.take()
     assert batch is not None and batch.items == ["soon", "late"] and batch.expired == ["dead"]
     b.done(2)
     b.put("x", "a", deadline=9.0)
     now[0] = 0.02  # waited 20 ms > 10 ms
-    batch = b.take(0)
+    batch = b.take()
     assert batch is not None and batch.items == ["a"]
     b.done(1)
     assert b.pending == 0
