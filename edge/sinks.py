@@ -18,6 +18,9 @@ A subscriber on the board::
     sub.connect("ipc:///tmp/jetsplit.results"); sub.subscribe(b"")
     result = FrameResult.from_json(sub.recv())
 
+Each line starts with its ``source_id``: one camera's results are
+``sub.subscribe(b'{"source_id":"gate",')`` (ZeroMQ filters by prefix).
+
 Sinks never block the edge loop for long: PUB drops messages for subscribers
 that do not keep up (ZeroMQ's high-water mark), and :class:`MultiSink` keeps
 the others writing when one fails (it logs the failure once and counts it).
@@ -119,6 +122,10 @@ class FrameResult:
         d["latency_ms"] = round(float(d["latency_ms"]), 3)
         d["energy_mj"] = round(float(d["energy_mj"]), 3)
         d["t_capture"] = round(float(d["t_capture"]), 6)
+        if "source_id" in d:
+            # First, so that a ZeroMQ subscriber can take one camera's results by
+            # prefix: subscribe(b'{"source_id":"gate",').
+            d = {"source_id": d.pop("source_id"), **d}
         return json.dumps(d, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
     @classmethod

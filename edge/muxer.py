@@ -1,0 +1,112 @@
+"""The stream muxer: one batch of frames from several sources at a time.
+
+Each source is read by its :class:`~jetsplit.edge.feed.Feed` into a one-frame
+slot (the newest frame, for a camera). A batch takes at most one frame per
+source and at most ``max_batch`` frames, and is pushed as soon as
+
+- it is full (``max_batch`` frames, or a frame from every source still running), or
+- its oldest frame has waited ``max_wait_ms`` (DeepStream's batched-push timeout:
+  a slow or stalled source costs the others that much latency, never more).
+
+When there are more sources with frames than ``max_batch``, the batch starts
+after the source the last batch started with (round-robin), so none waits for
+ever. ``finished`` is true once every source has ended (finite ones at their
+end or first error; live ones only when the agent stops: they are retried).
+
+    >>> mux = Muxer(specs, opener, max_batch=8, max_wait_ms=10.0).start()   # doctest: +SKIP
+    >>> while not mux.finished:
+    ...     frames = mux.next_batch(timeout=0.05)     # [] if none came in time
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from jetsplit.edge.feed import Feed, Opener
+from jetsplit.edge.frame import Frame
+from jetsplit.edge.streams import SourceSpec
+
+__all__ = ["Muxer"]
+
+
+class Muxer:
+    """Feeds for ``specs``, batched; ``is_live(uri)`` says which sources to retry."""
+
+    def __init__(self, specs: Sequence[SourceSpec], opener: Opener, is_live: Callable[[str], bool], *,
+                 max_batch: int = 8, max_wait_ms: float = 10.0, backoff_s: float = 0.5,
+                 max_backoff_s: float = 30.0) -> None:
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_ms / 1000.0
+        self._cond = threading.Condition()
+        self.feeds = [Feed(s, opener, live=is_live(s.uri), notify=self._wake, backoff_s=backoff_s,
+                           max_backoff_s=max_backoff_s) for s in specs]
+        self._start = 0
+        self.batches = 0
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def start(self) -> Muxer:
+        for feed in self.feeds:
+            feed.start()
+        return self
+
+    @property
+    def paced(self) -> bool:
+        """Whether any source runs at its own rate (then nothing may wait for the cloud)."""
+        return any(f.paced for f in self.feeds)
+
+    @property
+    def finished(self) -> bool:
+        return all(f.ended for f in self.feeds)
+
+    def next_batch(self, timeout: float) -> list[Frame]:
+        """The next batch, waiting up to ``timeout`` s for it to be due; [] if none is."""
+        end = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                wait = self._due_in(now)
+                if wait <= 0.0:
+                    return self._take()
+                left = end - now
+                if left <= 0.0:
+                    return []
+                self._cond.wait(min(wait, left))
+
+    def _due_in(self, now: float) -> float:
+        """Seconds until a batch is due (<= 0: now); inf while no frame waits."""
+        ready = [f for f in self.feeds if f.ready]
+        if not ready:
+            return float("inf")
+        running = sum(1 for f in self.feeds if not f.ended)
+        if len(ready) >= min(self.max_batch, running):
+            return 0.0
+        return min(f.t_ready for f in ready) + self.max_wait_s - now
+
+    def _take(self) -> list[Frame]:
+        n = len(self.feeds)
+        order = [self.feeds[(self._start + k) % n] for k in range(n)]
+        batch: list[Frame] = []
+        first: int | None = None
+        for k, feed in enumerate(order):
+            if len(batch) >= self.max_batch:
+                break
+            frame = feed.take()
+            if frame is not None:
+                batch.append(frame)
+                if first is None:
+                    first = (self._start + k) % n
+        if first is not None:
+            self._start = (first + 1) % n
+            self.batches += 1
+        return batch
+
+    def stop(self) -> None:
+        for feed in self.feeds:
+            feed.signal_stop()
+        for feed in self.feeds:
+            feed.stop()
