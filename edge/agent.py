@@ -207,15 +207,8 @@ class EdgeAgent:
         """Frames (of different sources) through the edge stages as one batch; yields
         the result of each frame not offloaded."""
         t0 = time.monotonic()
-        thresholds = self.controller.thresholds(self._base_thresholds) if self.controller else None
+        thresholds, board, mine = self._thresholds(frames)
         gate = None if self.controller is None else self.controller.gate_stage
-        board = None if thresholds is None or gate is None else thresholds[gate]
-        per_source = {} if board is None or gate is None else self.fair.thresholds(board, self._base_thresholds[gate] or board)
-        mine = [per_source.get(f.source_id, board) for f in frames]
-        if thresholds is not None and gate is not None and board is not None:
-            # The batch is gated at the highest of its frames' thresholds; each frame
-            # is then judged by its own below.
-            thresholds = tuple(max(mine, key=lambda t: t or 0.0) if i == gate else t for i, t in enumerate(thresholds))
         try:
             x = self.chain.preprocess([f.image for f in frames])
             res = self.chain.run_from(0, x, stop_at=self.first_cloud, thresholds=thresholds)
@@ -241,10 +234,29 @@ class EdgeAgent:
             if gate is not None:
                 self.fair.observe(frame.source_id, score)
             p = Pending(frame, _row(res, i), score, mine[i], board, energy_mj=share_mj)
-            if res.accepted[i] or (mine[i] is not None and score >= mine[i]):
+            own = mine[i]
+            if res.accepted[i] or (own is not None and score >= own):
                 yield self._finish(self._result(p, "edge"), p, False)
             else:
                 yield from self._offload(p)
+
+    def _thresholds(self, frames: Sequence[Frame]) -> tuple[tuple[float | None, ...] | None, float | None,
+                                                             list[float | None]]:
+        """The chain's thresholds for a batch, the board's gate threshold (from the
+        budget controller), and each frame's own (its source's fair share)."""
+        if self.controller is None or self.controller.gate_stage is None:
+            return None, None, [None] * len(frames)
+        gate = self.controller.gate_stage
+        thresholds = self.controller.thresholds(self._base_thresholds)
+        board = thresholds[gate]
+        if board is None:
+            return thresholds, None, [None] * len(frames)
+        per_source = self.fair.thresholds(board, self._base_thresholds[gate] or board)
+        mine: list[float | None] = [per_source.get(f.source_id, board) for f in frames]
+        # The batch is gated at the highest of its frames' thresholds; each frame
+        # is then judged by its own.
+        top = max(t for t in mine if t is not None)
+        return tuple(top if i == gate else t for i, t in enumerate(thresholds)), board, mine
 
     def _offload(self, p: Pending) -> Iterator[FrameResult]:
         """A frame the gate sends on: to the cloud if it may go now, else its edge answer."""

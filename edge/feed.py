@@ -170,7 +170,9 @@ class Feed:
         self.failures += 1
         if self.error is None:
             what = "retrying with backoff" if self.live else "this source ends here; the others go on"
-            _log.warning("%s: %s (%s)", self.source_id, why, what)
+            # The message names the URI already; the name is added when it differs.
+            named = why if why.startswith(self.source_id) else f"{self.source_id}: {why}"
+            _log.warning("%s (%s)", named, what)
         else:
             _log.debug("%s: still failing: %s", self.source_id, why)
         self.error = why

@@ -59,7 +59,14 @@ import cv2
 from jetsplit.edge.files import IMAGE_SUFFIXES, ImageFolderSource, VideoFileSource
 from jetsplit.edge.frame import Capture, Frame, FrameTimeout, Source
 from jetsplit.edge.grabber import Grabber, GrabberTimeout
-from jetsplit.edge.gstreamer import APPSINK, csi_pipeline, gst_capture, gstreamer_available, need_gstreamer, rtsp_pipeline
+from jetsplit.edge.gstreamer import (
+    APPSINK,
+    csi_pipeline,
+    gst_capture,
+    gstreamer_available,
+    need_gstreamer,
+    rtsp_pipeline,
+)
 from jetsplit.errors import SourceError
 
 __all__ = [
