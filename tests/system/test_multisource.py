@@ -43,7 +43,8 @@ _CAMERA = textwrap.dedent('''
         def log_message(self, *args):
             pass
 
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Camera)
+    socketserver.ThreadingTCPServer.allow_reuse_address = True  # a camera that comes back on its port
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", int(sys.argv[1]) if len(sys.argv) > 1 else 0), Camera)
     server.daemon_threads = True
     print(server.server_address[1], flush=True)
     server.serve_forever()
