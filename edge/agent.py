@@ -150,10 +150,14 @@ class EdgeAgent:
             # Never retried (it cannot be reopened); paced when it is a camera or realtime.
             paced = self.source.live or bool(getattr(self.source, "realtime", False))
             specs: Sequence[SourceSpec] = (SourceSpec(self.source.uri, self.source.source_id, realtime=paced),)
-            return Muxer(specs, self._open, lambda uri: False,
-                         max_batch=self.config.mux.max_batch, max_wait_ms=self.config.mux.max_wait_ms)
-        return Muxer(self.config.source_specs(), self._open, is_live,
-                     max_batch=self.config.mux.max_batch, max_wait_ms=self.config.mux.max_wait_ms)
+            return Muxer(specs, self._open, lambda uri: False, max_batch=self.config.mux.max_batch,
+                         max_wait_ms=self.config.mux.max_wait_ms, prepare=self._prepare)
+        return Muxer(self.config.source_specs(), self._open, is_live, max_batch=self.config.mux.max_batch,
+                     max_wait_ms=self.config.mux.max_wait_ms, prepare=self._prepare)
+
+    def _prepare(self, image: np.ndarray) -> np.ndarray:
+        """One frame made ready for the first stage, on its source's thread."""
+        return self.chain.preprocess([image])
 
     # -- running -----------------------------------------------------------------------
     def run(self) -> AgentStats:
@@ -173,10 +177,10 @@ class EdgeAgent:
             self.notifier.tick()
             # Wait for a batch in short slices, answering replies and deadlines in
             # between, so a cloud answer is not held back by a slow source.
-            batch = mux.next_batch(self._slice_s())
+            batch, inputs = mux.next_batch(self._slice_s())
             yield from self._service(0)
             if batch:
-                yield from self.process_batch(batch)
+                yield from self.process_batch(batch, inputs)
         # End of input or stop: every frame in flight gets its result by its deadline.
         while self.offloader is not None and self.offloader.inflight:
             self.notifier.tick()
@@ -203,14 +207,15 @@ class EdgeAgent:
         """One frame through the edge stages; yields its result unless it was offloaded."""
         return self.process_batch([frame])
 
-    def process_batch(self, frames: Sequence[Frame]) -> Iterator[FrameResult]:
+    def process_batch(self, frames: Sequence[Frame], inputs: np.ndarray | None = None) -> Iterator[FrameResult]:
         """Frames (of different sources) through the edge stages as one batch; yields
-        the result of each frame not offloaded."""
+        the result of each frame not offloaded. ``inputs``: the frames already
+        prepared for the first stage (else they are prepared here)."""
         t0 = time.monotonic()
         thresholds, board, mine = self._thresholds(frames)
         gate = None if self.controller is None else self.controller.gate_stage
         try:
-            x = self.chain.preprocess([f.image for f in frames])
+            x = self.chain.preprocess([f.image for f in frames]) if inputs is None else inputs
             res = self.chain.run_from(0, x, stop_at=self.first_cloud, thresholds=thresholds)
         except JetsplitError as exc:
             if len(frames) > 1:

@@ -11,6 +11,12 @@ other sources or the edge loop. Its frames wait in a one-frame slot:
 - **On-demand** sources (files read as fast as they go) wait until the slot is
   taken: every frame is delivered.
 
+A feed can also *prepare* each frame for the model (resize, colour, normalise:
+the bundle's preprocessing) on its own thread as it arrives, as DeepStream's muxer
+scales each source's frame: OpenCV releases the GIL, so the sources' frames are
+prepared in parallel while the loop runs the batch before. A frame that cannot be
+prepared is passed on unprepared; the loop reports it.
+
 Failures are logged once per episode (a warning when the source fails, one line
 when it recovers; the retries in between at debug level). A **live** source
 (camera, stream: no end of its own) is reopened with exponential backoff,
@@ -27,15 +33,18 @@ import threading
 import time
 from collections.abc import Callable
 
+import numpy as np
+
 from jetsplit.edge.frame import Frame, FrameTimeout, Source
 from jetsplit.edge.streams import SourceSpec
-from jetsplit.errors import SourceError
+from jetsplit.errors import JetsplitError, SourceError
 
-__all__ = ["Feed", "Opener"]
+__all__ = ["Feed", "Opener", "Prepare"]
 
 _log = logging.getLogger("jetsplit.edge.sources")
 
 Opener = Callable[[SourceSpec], Source]
+Prepare = Callable[[np.ndarray], np.ndarray]  # one image -> the model's input, batch axis of 1
 
 
 class Feed:
@@ -46,18 +55,21 @@ class Feed:
     """
 
     def __init__(self, spec: SourceSpec, opener: Opener, *, live: bool, notify: Callable[[], None] = lambda: None,
-                 backoff_s: float = 0.5, max_backoff_s: float = 30.0, read_slice_s: float = 0.25) -> None:
+                 prepare: Prepare | None = None, backoff_s: float = 0.5, max_backoff_s: float = 30.0,
+                 read_slice_s: float = 0.25) -> None:
         self.spec = spec
         self.source_id = spec.source_id
         self.live = live
         self.paced = live or bool(spec.realtime)
         self._open = opener
         self._notify = notify
+        self._prepare = prepare
         self._backoff_s = backoff_s
         self._max_backoff_s = max_backoff_s
         self._slice_s = read_slice_s
         self._cond = threading.Condition()
         self._slot: Frame | None = None
+        self._prepared: np.ndarray | None = None  # the slot's frame, prepared
         self.t_ready = 0.0  # when the frame in the slot arrived (time.monotonic())
         self._ended = False
         self._stop = threading.Event()
@@ -92,14 +104,15 @@ class Feed:
         src = self._source
         return self.source_dropped + (src.dropped if src is not None else 0) + self.stale
 
-    def take(self) -> Frame | None:
-        """The frame in the slot (emptying it), or None."""
+    def take(self) -> tuple[Frame, np.ndarray | None] | None:
+        """The frame in the slot and its prepared input (emptying it), or None."""
         with self._cond:
             frame, self._slot = self._slot, None
-            if frame is not None:
-                self.delivered += 1
-                self._cond.notify_all()
-            return frame
+            if frame is None:
+                return None
+            self.delivered += 1
+            self._cond.notify_all()
+            return frame, self._prepared
 
     def signal_stop(self) -> None:
         """Ask the thread to stop, without waiting (to stop many feeds at once)."""
@@ -178,6 +191,12 @@ class Feed:
         self.error = why
 
     def _put(self, frame: Frame) -> None:
+        prepared = None
+        if self._prepare is not None:
+            try:
+                prepared = self._prepare(frame.image)
+            except JetsplitError:
+                pass  # the loop prepares it again, and reports the frame as bad
         with self._cond:
             if not self.paced:
                 # On demand: every frame is delivered, so wait for the muxer to take the last.
@@ -185,6 +204,6 @@ class Feed:
                     self._cond.wait(0.1)
             elif self._slot is not None:
                 self.stale += 1
-            self._slot = frame
+            self._slot, self._prepared = frame, prepared
             self.t_ready = time.monotonic()
         self._notify()

@@ -15,7 +15,11 @@ end or first error; live ones only when the agent stops: they are retried).
 
     >>> mux = Muxer(specs, opener, max_batch=8, max_wait_ms=10.0).start()   # doctest: +SKIP
     >>> while not mux.finished:
-    ...     frames = mux.next_batch(timeout=0.05)     # [] if none came in time
+    ...     frames, inputs = mux.next_batch(timeout=0.05)    # [] if none came in time
+
+With ``prepare`` (the bundle's preprocessing of one image), each feed prepares its
+frames on its own thread, and ``inputs`` is the batch ready for the first stage;
+else (or when a frame could not be prepared) it is None.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from jetsplit.edge.feed import Feed, Opener
+import numpy as np
+
+from jetsplit.edge.feed import Feed, Opener, Prepare
 from jetsplit.edge.frame import Frame
 from jetsplit.edge.streams import SourceSpec
 
@@ -35,13 +41,13 @@ class Muxer:
     """Feeds for ``specs``, batched; ``is_live(uri)`` says which sources to retry."""
 
     def __init__(self, specs: Sequence[SourceSpec], opener: Opener, is_live: Callable[[str], bool], *,
-                 max_batch: int = 8, max_wait_ms: float = 10.0, backoff_s: float = 0.5,
-                 max_backoff_s: float = 30.0) -> None:
+                 max_batch: int = 8, max_wait_ms: float = 10.0, prepare: Prepare | None = None,
+                 backoff_s: float = 0.5, max_backoff_s: float = 30.0) -> None:
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000.0
         self._cond = threading.Condition()
-        self.feeds = [Feed(s, opener, live=is_live(s.uri), notify=self._wake, backoff_s=backoff_s,
-                           max_backoff_s=max_backoff_s) for s in specs]
+        self.feeds = [Feed(s, opener, live=is_live(s.uri), notify=self._wake, prepare=prepare,
+                           backoff_s=backoff_s, max_backoff_s=max_backoff_s) for s in specs]
         self._start = 0
         self.batches = 0
 
@@ -63,8 +69,9 @@ class Muxer:
     def finished(self) -> bool:
         return all(f.ended for f in self.feeds)
 
-    def next_batch(self, timeout: float) -> list[Frame]:
-        """The next batch, waiting up to ``timeout`` s for it to be due; [] if none is."""
+    def next_batch(self, timeout: float) -> tuple[list[Frame], np.ndarray | None]:
+        """The next batch and its prepared inputs, waiting up to ``timeout`` s for it
+        to be due; ``([], None)`` if none is."""
         end = time.monotonic() + timeout
         with self._cond:
             while True:
@@ -74,7 +81,7 @@ class Muxer:
                     return self._take()
                 left = end - now
                 if left <= 0.0:
-                    return []
+                    return [], None
                 self._cond.wait(min(wait, left))
 
     def _due_in(self, now: float) -> float:
@@ -87,23 +94,26 @@ class Muxer:
             return 0.0
         return min(f.t_ready for f in ready) + self.max_wait_s - now
 
-    def _take(self) -> list[Frame]:
+    def _take(self) -> tuple[list[Frame], np.ndarray | None]:
         n = len(self.feeds)
         order = [self.feeds[(self._start + k) % n] for k in range(n)]
         batch: list[Frame] = []
+        inputs: list[np.ndarray | None] = []
         first: int | None = None
         for k, feed in enumerate(order):
             if len(batch) >= self.max_batch:
                 break
-            frame = feed.take()
-            if frame is not None:
-                batch.append(frame)
+            item = feed.take()
+            if item is not None:
+                batch.append(item[0])
+                inputs.append(item[1])
                 if first is None:
                     first = (self._start + k) % n
         if first is not None:
             self._start = (first + 1) % n
             self.batches += 1
-        return batch
+        ready = [x for x in inputs if x is not None]
+        return batch, (np.concatenate(ready) if ready and len(ready) == len(batch) else None)
 
     def stop(self) -> None:
         for feed in self.feeds:

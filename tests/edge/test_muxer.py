@@ -33,7 +33,7 @@ def _drain(mux: Muxer, timeout: float = 30.0) -> list[list[Frame]]:
     end = time.monotonic() + timeout
     while not mux.finished:
         assert time.monotonic() < end, "the muxer never finished"
-        batch = mux.next_batch(0.05)
+        batch = mux.next_batch(0.05)[0]
         if batch:
             batches.append(batch)
     return batches
@@ -81,7 +81,7 @@ def test_a_broken_source_is_logged_once_and_the_others_go_on(tmp_path: Path, cap
         end = time.monotonic() + 30
         while len(frames) < 20:
             assert time.monotonic() < end
-            frames += mux.next_batch(0.05)
+            frames += mux.next_batch(0.05)[0]
         feeds = {f.source_id: f for f in mux.feeds}
         _wait_for(lambda: feeds["camera"].failures >= 3)
         assert not mux.finished  # the camera is still being retried
@@ -130,7 +130,7 @@ def _collect(mux: Muxer, seen: list[int], done) -> None:  # type: ignore[no-unty
     end = time.monotonic() + 30
     while not done():
         assert time.monotonic() < end, "the camera delivered too little"
-        seen += [f.index for f in mux.next_batch(0.05)]
+        seen += [f.index for f in mux.next_batch(0.05)[0]]
 
 
 def test_water_level_is_max_min_fair() -> None:
