@@ -65,8 +65,10 @@ def test_round_robin_when_more_sources_than_max_batch(tmp_path: Path) -> None:
     finally:
         mux.stop()
     assert all(len(b) <= 2 for b in batches)
-    firsts = [b[0].source_id for b in batches[:6]]
-    assert len(set(firsts)) == 3  # no source always first, none always left out
+    # Before any source ends, each has had its turn: none is left out while the
+    # others, always ready, fill every batch.
+    early = [f.source_id for b in batches[:9] for f in b]
+    assert min(early.count(f"f{i}") for i in range(3)) >= 3, early
 
 
 def test_a_broken_source_is_logged_once_and_the_others_go_on(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
