@@ -33,7 +33,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -58,6 +61,18 @@ from jetsplit.systemd import Notifier
 __all__ = ["AgentStats", "EdgeAgent"]
 
 _log = logging.getLogger("jetsplit.edge")
+
+
+@dataclass(frozen=True)
+class _Ran:
+    """A batch the engine ran (or failed on), with the thresholds it was gated by."""
+
+    frames: Sequence[Frame]
+    res: ChainResult | JetsplitError
+    board: float | None
+    mine: list[float | None]
+    t0: float
+    t1: float
 
 
 def _row(res: ChainResult, i: int) -> ChainResult:
@@ -101,6 +116,7 @@ class EdgeAgent:
         self.source = source
         self.sinks = sinks
         self.muxer: Muxer | None = None
+        self._engine = ThreadPoolExecutor(1, thread_name_prefix="engine")
         self._base_thresholds = self.bundle.thresholds()
         self._stage_names = [s.name for s in self.bundle.stages]
 
@@ -126,6 +142,7 @@ class EdgeAgent:
     def close(self) -> None:
         if self.muxer is not None:
             self.muxer.stop()
+        self._engine.shutdown(wait=True)
         if self.offloader is not None:
             self.offloader.close()
         self.chain.close()
@@ -173,14 +190,24 @@ class EdgeAgent:
         self.muxer = mux = self._muxer().start()
         if self.offloader is not None:
             self.offloader.client.wait_ready(min(1000, int(self.config.deadline_ms)))
-        while not self.stop_event.is_set() and not mux.finished:
+        # The engine runs batch k+1 on its thread (ONNX Runtime releases the GIL)
+        # while this thread gates batch k and writes its results: at most two
+        # batches out, judged in order.
+        running: deque[Future[_Ran]] = deque()
+        while running or (not self.stop_event.is_set() and not mux.finished):
             self.notifier.tick()
-            # Wait for a batch in short slices, answering replies and deadlines in
-            # between, so a cloud answer is not held back by a slow source.
-            batch, inputs = mux.next_batch(self._slice_s())
+            if len(running) < 2 and not self.stop_event.is_set():
+                # Wait for a batch in short slices (or until the running one is done),
+                # answering replies and deadlines in between, so a cloud answer is
+                # not held back by a slow source.
+                batch, inputs = mux.next_batch(self._slice_s(), wake=lambda: bool(running) and running[0].done())
+                if batch:
+                    future = self._engine.submit(self._infer, batch, inputs, *self._thresholds(batch))
+                    future.add_done_callback(lambda _: mux.wake())
+                    running.append(future)
             yield from self._service(0)
-            if batch:
-                yield from self.process_batch(batch, inputs)
+            if running and (running[0].done() or len(running) == 2 or self.stop_event.is_set() or mux.finished):
+                yield from self._judge(running.popleft().result())
         # End of input or stop: every frame in flight gets its result by its deadline.
         while self.offloader is not None and self.offloader.inflight:
             self.notifier.tick()
@@ -211,13 +238,24 @@ class EdgeAgent:
         """Frames (of different sources) through the edge stages as one batch; yields
         the result of each frame not offloaded. ``inputs``: the frames already
         prepared for the first stage (else they are prepared here)."""
+        return self._judge(self._infer(frames, inputs, *self._thresholds(frames)))
+
+    def _infer(self, frames: Sequence[Frame], inputs: np.ndarray | None, thresholds: tuple[float | None, ...] | None,
+               board: float | None, mine: list[float | None]) -> _Ran:
+        """The edge stages on a batch (the engine thread's part: no Python state is touched)."""
         t0 = time.monotonic()
-        thresholds, board, mine = self._thresholds(frames)
-        gate = None if self.controller is None else self.controller.gate_stage
         try:
             x = self.chain.preprocess([f.image for f in frames]) if inputs is None else inputs
-            res = self.chain.run_from(0, x, stop_at=self.first_cloud, thresholds=thresholds)
+            res: ChainResult | JetsplitError = self.chain.run_from(0, x, stop_at=self.first_cloud,
+                                                                   thresholds=thresholds)
         except JetsplitError as exc:
+            res = exc
+        return _Ran(frames, res, board, mine, t0, time.monotonic())
+
+    def _judge(self, ran: _Ran) -> Iterator[FrameResult]:
+        """Gate each frame of a batch the engine ran: its result, or its offload."""
+        frames, res = ran.frames, ran.res
+        if isinstance(res, JetsplitError):
             if len(frames) > 1:
                 # One broken frame must not cost its batch-mates: run them one by one.
                 for f in frames:
@@ -225,21 +263,22 @@ class EdgeAgent:
                 return
             # A broken frame (wrong size, corrupt) is reported and skipped, never fatal.
             frame = frames[0]
-            _log.warning("%s frame %d: %s", frame.source_id, frame.index, exc)
+            _log.warning("%s frame %d: %s", frame.source_id, frame.index, res)
             yield self._finish(FrameResult(frame.index, -1, "", 0.0, "", "fallback",
                                            (time.monotonic() - frame.t_capture) * 1000.0,
                                            truth=frame.truth, t_capture=frame.t_capture,
-                                           source_id=frame.source_id, reason=f"bad frame: {exc}"), None, False)
+                                           source_id=frame.source_id, reason=f"bad frame: {res}"), None, False)
             return
+        gate = None if self.controller is None else self.controller.gate_stage
         stage_ms = {self._stage_names[i]: t for i, t in enumerate(res.stage_time_ms) if t}
-        share_mj = self.meter.frame_energy_j(t0, time.monotonic(), stage_ms) * 1000.0 / len(frames)
+        share_mj = self.meter.frame_energy_j(ran.t0, ran.t1, stage_ms) * 1000.0 / len(frames)
         for i, frame in enumerate(frames):
             reached = gate is not None and int(res.stage[i]) == gate
             score = float(res.score[i]) if reached else float("inf")
             if gate is not None:
                 self.fair.observe(frame.source_id, score)
-            p = Pending(frame, _row(res, i), score, mine[i], board, energy_mj=share_mj)
-            own = mine[i]
+            own = ran.mine[i]
+            p = Pending(frame, _row(res, i), score, own, ran.board, energy_mj=share_mj)
             if res.accepted[i] or (own is not None and score >= own):
                 yield self._finish(self._result(p, "edge"), p, False)
             else:

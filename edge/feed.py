@@ -93,6 +93,11 @@ class Feed:
         return self._slot is not None
 
     @property
+    def streaming(self) -> bool:
+        """Open and reading (not opening, not waiting to retry, not ended)."""
+        return self._source is not None
+
+    @property
     def ended(self) -> bool:
         """No frame will come any more (and none waits in the slot)."""
         with self._cond:

@@ -4,7 +4,8 @@ Each source is read by its :class:`~jetsplit.edge.feed.Feed` into a one-frame
 slot (the newest frame, for a camera). A batch takes at most one frame per
 source and at most ``max_batch`` frames, and is pushed as soon as
 
-- it is full (``max_batch`` frames, or a frame from every source still running), or
+- it is full (``max_batch`` frames, or a frame from every source that is
+  streaming: one being opened or waiting to be retried is not waited for), or
 - its oldest frame has waited ``max_wait_ms`` (DeepStream's batched-push timeout:
   a slow or stalled source costs the others that much latency, never more).
 
@@ -46,12 +47,13 @@ class Muxer:
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000.0
         self._cond = threading.Condition()
-        self.feeds = [Feed(s, opener, live=is_live(s.uri), notify=self._wake, prepare=prepare,
+        self.feeds = [Feed(s, opener, live=is_live(s.uri), notify=self.wake, prepare=prepare,
                            backoff_s=backoff_s, max_backoff_s=max_backoff_s) for s in specs]
         self._start = 0
         self.batches = 0
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
+        """Wake a caller waiting in :meth:`next_batch` (to look at its ``wake`` predicate)."""
         with self._cond:
             self._cond.notify_all()
 
@@ -69,9 +71,10 @@ class Muxer:
     def finished(self) -> bool:
         return all(f.ended for f in self.feeds)
 
-    def next_batch(self, timeout: float) -> tuple[list[Frame], np.ndarray | None]:
+    def next_batch(self, timeout: float, wake: Callable[[], bool] | None = None) -> tuple[list[Frame], np.ndarray | None]:
         """The next batch and its prepared inputs, waiting up to ``timeout`` s for it
-        to be due; ``([], None)`` if none is."""
+        to be due; ``([], None)`` if none is, or as soon as ``wake()`` is true
+        (checked whenever :meth:`wake` is called)."""
         end = time.monotonic() + timeout
         with self._cond:
             while True:
@@ -79,6 +82,8 @@ class Muxer:
                 wait = self._due_in(now)
                 if wait <= 0.0:
                     return self._take()
+                if wake is not None and wake():
+                    return [], None
                 left = end - now
                 if left <= 0.0:
                     return [], None
@@ -89,8 +94,10 @@ class Muxer:
         ready = [f for f in self.feeds if f.ready]
         if not ready:
             return float("inf")
-        running = sum(1 for f in self.feeds if not f.ended)
-        if len(ready) >= min(self.max_batch, running):
+        # A source that is not streaming (opening, or waiting to be retried) is not
+        # waited for at all; one that is, at most max_wait_ms.
+        streaming = sum(1 for f in self.feeds if f.ready or f.streaming)
+        if len(ready) >= min(self.max_batch, streaming):
             return 0.0
         return min(f.t_ready for f in ready) + self.max_wait_s - now
 
