@@ -34,13 +34,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from machine import describe  # noqa: E402
-
-from tests.system.daemons import JETSPLIT, Daemon  # noqa: E402
-from tests.system.frames import digits_folder  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # tests/support, shared with the tests
+from tests.support.daemons import JETSPLIT, Daemon  # noqa: E402
+from tests.support.frames import digits_folder  # noqa: E402
+from tests.support.machine import describe  # noqa: E402
 
 NAME = "workers.jetsplit.test"
 FPS = 100

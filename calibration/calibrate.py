@@ -32,7 +32,7 @@ import numpy as np
 
 from jetsplit.bundle import GATE_KINDS, Bundle, write_bundle
 from jetsplit.chance import near_chance
-from jetsplit.datasets import load_dataset, parse_labels
+from jetsplit.datasets import DATA_HELP, load_dataset, parse_labels
 from jetsplit.errors import ConfigError
 from jetsplit.preprocess import Preprocess
 
@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jetsplit calibrate", description=(__doc__ or "").splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, type=Path, help="bundle directory to write")
-    p.add_argument("--data", required=True, help="mnist | digits | folder:PATH | npz:PATH")
+    p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument("--labels", metavar="NAMES",
                    help="folder: datasets: the class sub-folders in the model's label order, comma-separated "
                         "(default: sorted by name, so zero..nine would sort wrong)")

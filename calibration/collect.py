@@ -44,7 +44,7 @@ import numpy as np
 from jetsplit.bundle import Bundle, load_bundle
 from jetsplit.chain import Chain
 from jetsplit.chance import near_chance
-from jetsplit.datasets import SPLITS, labels_for, load_dataset, parse_labels
+from jetsplit.datasets import DATA_HELP, SPLITS, labels_for, load_dataset, parse_labels
 from jetsplit.errors import ConfigError
 from jetsplit.trace import Trace, collect_trace
 
@@ -164,7 +164,7 @@ def _parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="Collect one trace per split: calib to tune on, test to report on.")
     p.add_argument("bundle", help="bundle directory or demo:NAME")
-    p.add_argument("--data", required=True, help="mnist | digits | folder:PATH | npz:PATH")
+    p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument("--split", default="calib", choices=SPLITS, help="default calib")
     p.add_argument("--labels", metavar="NAMES",
                    help="folder: datasets: the class sub-folders in the model's label order, comma-separated "

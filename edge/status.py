@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from jetsplit.edge.breaker import CircuitBreaker
+from jetsplit.edge.offload_client import OffloadClient
 from jetsplit.edge.pool import WorkerPool
-from jetsplit.protocol import Client
 
 if TYPE_CHECKING:
-    from jetsplit.edge.agent import AgentStats
+    from jetsplit.edge.stats import AgentStats
 
 __all__ = ["Status", "status_line"]
 
@@ -73,7 +73,7 @@ class Status:
     then only the status line is written). ``clock`` is injectable for tests.
     """
 
-    def __init__(self, stats: AgentStats, breaker: CircuitBreaker, client: Client | WorkerPool | None,
+    def __init__(self, stats: AgentStats, breaker: CircuitBreaker, client: OffloadClient | None,
                  interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.stats = stats
         self.breaker = breaker
@@ -102,7 +102,9 @@ class Status:
 
     def _endpoints(self) -> str:
         assert self.client is not None
-        return ", ".join(self.client.configured if isinstance(self.client, WorkerPool) else self.client.endpoints)
+        if isinstance(self.client, WorkerPool):
+            return ", ".join(self.client.configured)
+        return ", ".join(getattr(self.client, "endpoints", ()))
 
     def started(self) -> None:
         """The agent waited for its workers: say so if none is up."""

@@ -16,7 +16,7 @@ from typing import Any
 from jetsplit.bundle import load_bundle
 from jetsplit.chain import Chain
 from jetsplit.chance import near_chance
-from jetsplit.datasets import SPLITS, labels_for, load_dataset, parse_labels
+from jetsplit.datasets import DATA_HELP, SPLITS, labels_for, load_dataset, parse_labels
 from jetsplit.trace import Trace, collect_trace
 
 __all__ = ["evaluate", "format_table", "main"]
@@ -98,7 +98,7 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jetsplit eval", description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("bundle", nargs="+", help="bundle directory or demo:NAME (several allowed)")
-    p.add_argument("--data", required=True, help="mnist | digits | folder:PATH | npz:PATH")
+    p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument("--split", default="test", choices=SPLITS)
     p.add_argument("--labels", metavar="NAMES",
                    help="folder: datasets: the class sub-folders in the model's label order, comma-separated "

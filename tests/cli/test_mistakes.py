@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.system.daemons import JETSPLIT, start_worker
-from tests.system.frames import digits_folder
+from tests.support.daemons import JETSPLIT, start_worker
+from tests.support.frames import digits_folder
 
 
 def _run(*args: str, env: dict[str, str] | None = None, timeout: float = 120.0) -> tuple[int, str]:

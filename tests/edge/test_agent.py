@@ -12,7 +12,7 @@ from jetsplit.edge.config import EdgeConfig
 from jetsplit.edge.power import PowerConfig
 from jetsplit.edge.sinks import QueueSink
 from jetsplit.errors import ConfigError
-from tests.system.frames import digits_folder
+from tests.support.frames import digits_folder
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from jetsplit.edge.sinks import FrameResult, QueueSink
 from jetsplit.edge.status import Status, status_line
 from jetsplit.errors import ConfigError
 from jetsplit.protocol import Client
-from tests.system.frames import digits_folder
+from tests.support.frames import digits_folder
 
 
 class Clock:
