@@ -124,6 +124,31 @@ def _run_edge(clouds: list[str], source: Path, prefix: list[str], timeout: float
     }
 
 
+def _max(values: list[float | None]) -> float | None:
+    """The largest, or None if any is None (a run without that event)."""
+    return None if any(v is None for v in values) else max(v for v in values if v is not None)
+
+
+def summarize(setups: dict[str, Any]) -> dict[str, Any]:
+    """Per set-up: runs, runs with no member up, runs whose first unsure frame the
+    cloud answered within a second, and the bring-up times."""
+    out: dict[str, Any] = {}
+    for name, rs in setups.items():
+        if not isinstance(rs, list):
+            continue
+        ups = [r["joined_to_up_ms"] for r in rs]
+        out[name] = {
+            "runs": len(rs),
+            "never_up": sum(1 for r in rs if r["members_up"] == 0),
+            "offloaded_within_1s": sum(1 for r in rs if r["first_cloud_s"] is not None and r["first_cloud_s"] <= 1.0
+                                       and r["before_first_cloud"] == 0),
+            "first_cloud_s_max": _max([r["first_cloud_s"] for r in rs]),
+            "joined_to_up_ms_median": statistics.median(u for u in ups if u is not None) if any(ups) else None,
+            "joined_to_up_ms_max": _max(ups),
+        }
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=20)
@@ -159,18 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         for w in workers:
             w.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    out["summary"] = {
-        name: {
-            "runs": len(rs),
-            "never_up": sum(1 for r in rs if r["members_up"] == 0),
-            "offloaded_within_1s": sum(1 for r in rs if r["first_cloud_s"] is not None and r["first_cloud_s"] <= 1.0
-                                       and r["before_first_cloud"] == 0),
-            "first_cloud_s_max": max((r["first_cloud_s"] or 99.0) for r in rs),
-            "joined_to_up_ms_median": statistics.median(r["joined_to_up_ms"] or 99e3 for r in rs),
-            "joined_to_up_ms_max": max(r["joined_to_up_ms"] or 99e3 for r in rs),
-        }
-        for name, rs in out["setups"].items() if isinstance(rs, list)
-    }
+    out["summary"] = summarize(out["setups"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out["summary"], indent=1))
