@@ -107,7 +107,8 @@ def split_main(argv: Sequence[str]) -> int:
         action="append",
         required=True,
         metavar="TENSOR",
-        help="a cut tensor; repeat for a multi-tensor cut (see `jetsplit profile`)",
+        help="a cut tensor; repeat, or join with commas (T1,T2), for a multi-tensor cut "
+        "(see `jetsplit profile`)",
     )
     parser.add_argument(
         "--out", required=True, metavar="DIR", help="folder for the head and tail files"
@@ -131,13 +132,19 @@ def split_main(argv: Sequence[str]) -> int:
     )
     args = parser.parse_args(list(argv))
 
-    result = split_model(args.model, args.at, args.out, head_outputs=args.head_output)
+    cut = [name.strip() for spec in args.at for name in spec.split(",") if name.strip()]
+    result = split_model(args.model, cut, args.out, head_outputs=args.head_output)
     inputs = real_inputs(args.model, data=args.data, count=args.count)
     check = verify_split(args.model, result, inputs, atol=args.atol)
     print(
         f"head: {result.head_path}  (inputs -> {', '.join(result.cut_tensors + result.head_outputs)})"
     )
     print(f"tail: {result.tail_path}  ({', '.join(result.cut_tensors)} -> outputs)")
+    if result.batch_rewrites:
+        print(f"batch: made polymorphic a batch of 1 written into {', '.join(result.batch_rewrites)}")
+    for part in result.batch_one:
+        print(f"batch: the {part} pins a batch of 1 that cannot be proven safe to free; "
+              "it runs one sample at a time")
     source = args.data or "scikit-image photographs"
     print(
         f"verified on {check.samples} images from {source}: max abs diff {check.max_abs_diff:.3g} "

@@ -238,12 +238,14 @@ def check_cut(graph: ModelGraph, tensors: Sequence[str]) -> CutPoint:
     unknown = [n for n in names if not graph.is_tensor(n)]
     if unknown:
         candidates = [c.tensor for c in candidate_cuts(graph)]
+        near = _nearest(unknown[0], candidates, graph)
         listing = ", ".join(candidates[:_LISTED]) or "(none)"
         if len(candidates) > _LISTED:
             listing += f", ... ({len(candidates) - _LISTED} more; see `jetsplit profile`)"
+        hint = f"nearest: {', '.join(near)}; " if near else ""
         raise ConfigError(
             f"{graph.path.name}: no tensor named {', '.join(repr(n) for n in unknown)}; "
-            f"candidate cuts: {listing}"
+            f"{hint}candidate cuts: {listing}"
         )
     inputs = [n for n in names if n in graph.inputs]
     # A graph input may ride along with computed tensors (a second input the tail
@@ -371,6 +373,16 @@ def _infer_tensor_infos(model: ModelProto, path: Path) -> dict[str, TensorInfo]:
             )
         infos[value.name] = TensorInfo(value.name, tensor_type.elem_type, shape)
     return infos
+
+
+def _nearest(name: str, candidates: Sequence[str], graph: ModelGraph) -> list[str]:
+    """Candidate cuts, then any tensors, whose names are closest to ``name``."""
+    import difflib
+
+    near = difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
+    if not near:
+        near = difflib.get_close_matches(name, list(graph.producer), n=3, cutoff=0.6)
+    return near
 
 
 def _tainted_tensors(graph: ModelGraph, blocked: frozenset[str]) -> set[str]:

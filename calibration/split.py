@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 from onnx import ModelProto
 
-from jetsplit.engines import Engine, open_engine
+from jetsplit.engines import open_engine
 from jetsplit.errors import ConfigError, DataError, EngineError
 
 from .batchaxis import fix_batch, unbatched_outputs
@@ -180,9 +180,10 @@ def verify_split(
         open_engine(split.head_path) as head,
         open_engine(split.tail_path) as tail,
     ):
-        expected = _run(full, inputs)
-        crossing = _run(head, inputs)
-        got = _run(tail, {name: crossing[name] for name in split.cut_tensors})
+        # A model that fixes a batch of 1 runs one sample at a time (Engine.infer).
+        expected = full.infer(inputs)
+        crossing = head.infer(inputs)
+        got = tail.infer({name: crossing[name] for name in split.cut_tensors})
     per_output: dict[str, float] = {}
     for name, want in expected.items():
         have = got.get(name)
@@ -228,17 +229,6 @@ def real_inputs(
 
 
 # -- helpers -------------------------------------------------------------------
-
-
-def _run(engine: Engine, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Infer ``feeds``; one sample at a time when the model fixes its batch size."""
-    fixed = any(spec.shape and spec.shape[0] is not None for spec in engine.inputs)
-    sizes = {len(array) for array in feeds.values()}
-    if not fixed or sizes == {1}:
-        return engine.infer(feeds)
-    n = sizes.pop()
-    parts = [engine.infer({k: v[i : i + 1] for k, v in feeds.items()}) for i in range(n)]
-    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
 def _sample_images(count: int) -> list[np.ndarray]:

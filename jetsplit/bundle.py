@@ -52,12 +52,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from jetsplit.bundle_files import companions, copy_file, file_sha256
 from jetsplit.demo import resolve_bundle_path
 from jetsplit.errors import BundleError
 from jetsplit.manifest import TableReader, dump_toml, read_toml
@@ -165,14 +165,6 @@ class Bundle:
                 spec = replace(spec, gate=replace(spec.gate, threshold=float(thr)))
             stages.append(spec)
         return replace(self, stages=tuple(stages))
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fingerprint_of(manifest: dict[str, Any]) -> str:
@@ -370,17 +362,17 @@ def write_bundle(
     """Write a bundle: copy ``sources`` (bundle-relative name -> file) into
     ``out_dir``, hash every file the manifest uses, write ``bundle.toml`` and load
     it back (so whatever is written has passed the same validation a reader
-    applies)."""
+    applies). A model's external-data files come along (from beside its source)
+    and are hashed like every other file."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, src in (sources or {}).items():
-        dest = out_dir / name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if src.resolve() != dest.resolve():
-            shutil.copyfile(src, dest)
+    sources = sources or {}
+    for name, src in sources.items():
+        copy_file(src, out_dir / name)
     body = {k: v for k, v in manifest.items() if k != "files"}
     used: list[str] = []
     for stage in body.get("stage", []):
         used.append(stage["model"])
+        used += companions(out_dir, stage["model"], sources.get(stage["model"]), used)
         gate = stage.get("gate")
         if gate and gate.get("params"):
             used.append(gate["params"])
@@ -389,3 +381,4 @@ def write_bundle(
     tmp.write_text(dump_toml(body))
     os.replace(tmp, out_dir / MANIFEST)
     return load_bundle(out_dir)
+

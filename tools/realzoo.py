@@ -36,7 +36,7 @@ from onnx import ModelProto, numpy_helper
 
 from jetsplit.errors import ConfigError
 
-__all__ = ["ARCHITECTURES", "MODELS", "build_model", "light_path"]
+__all__ = ["ARCHITECTURES", "MODELS", "build_model", "fit_classifier", "light_path"]
 
 # The zoo's classics the onnx wheel ships with a 1x3x224x224 input.
 ARCHITECTURES = ("squeezenet", "shufflenet", "inception_v2", "densenet121", "resnet50")
@@ -82,6 +82,52 @@ def build_model(name: str, out_dir: str | Path, seed: int = 0) -> Path:
         onnx.save(model, str(tmp))
         tmp.replace(path)
     return path
+
+
+def fit_classifier(model_path: str | Path, images: np.ndarray, labels: np.ndarray,
+                   num_classes: int, out_path: str | Path, ridge: float = 1.0) -> Path:
+    """A copy of ``model_path`` whose final ``Gemm`` classifies ``num_classes`` classes,
+    fitted by ridge least squares on the features it reads for ``images``
+    (preprocessed, one batch). The rest of the model, IR and opset are kept.
+
+    A user's model fine-tuned on their own classes looks like this: the zoo's
+    backbone with a new last layer. It gives calibration real, mostly-right answers
+    to tune on.
+    """
+    from jetsplit.calibration.graph import load_graph
+    from jetsplit.calibration.split import extract
+    from jetsplit.engines.onnxruntime import OnnxRuntimeEngine
+
+    graph = load_graph(model_path)
+    gemm = next((n for n in reversed(graph.nodes) if n.op_type == "Gemm"), None)
+    if gemm is None or not any(a.name == "transB" and a.i == 1 for a in gemm.attribute):
+        raise ConfigError(f"{Path(model_path).name}: no final Gemm with transB=1 to refit")
+    features_name = gemm.input[0]
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    probe = out.with_suffix(".features.onnx")
+    onnx.save(extract(graph, graph.inputs, [features_name]), str(probe))
+    with OnnxRuntimeEngine(probe) as engine:
+        feats = engine.infer({graph.inputs[0]: images})[features_name].reshape(len(images), -1)
+    probe.unlink()
+    x = np.concatenate([feats, np.ones((len(feats), 1))], axis=1).astype(np.float64)
+    y = np.eye(num_classes)[labels] * 8.0  # peaked like a trained classifier's logits
+    w = np.linalg.solve(x.T @ x + ridge * np.eye(x.shape[1]), x.T @ y)
+    weight, bias = w[:-1].T.astype(np.float32), w[-1].astype(np.float32)
+    model = onnx.load(str(graph.path))
+    for tensor in model.graph.initializer:
+        if tensor.name in (gemm.input[1], gemm.input[2]):
+            tensor.CopyFrom(numpy_helper.from_array(weight if tensor.name == gemm.input[1] else bias, tensor.name))
+    for value in list(model.graph.input) + list(model.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if value.name == gemm.input[1]:
+            dims[0].dim_value = num_classes
+        elif value.name == gemm.input[2] or value.name in graph.outputs:
+            dims[len(dims) - 1 if value.name == gemm.input[2] else 1].dim_value = num_classes
+    del model.graph.value_info[:]
+    onnx.checker.check_model(model)
+    onnx.save(model, str(out))
+    return out
 
 
 # -- weights --------------------------------------------------------------------
