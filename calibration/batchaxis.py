@@ -92,7 +92,14 @@ def batch_dynamic(model: ModelProto, batch_dim: str, what: str) -> tuple[ModelPr
 
 def unbatched_outputs(model: ModelProto, batch_dim: str, what: str) -> list[str]:
     """Graph outputs whose first axis is not ``batch_dim`` after shape inference."""
-    dims = _first_dims(infer_skeleton(model, what))
+    light = skeleton(model)
+    for value in light.graph.output:  # declared shapes would be kept: infer them afresh
+        value.type.tensor_type.ClearField("shape")
+    try:
+        inferred = onnx.shape_inference.infer_shapes(light, data_prop=True)
+    except Exception as exc:  # shape inference raises its own untyped errors
+        raise EngineError(f"{what}: shape inference failed: {exc}") from exc
+    dims = _first_dims(inferred)
     return [v.name for v in model.graph.output if dims.get(v.name) != batch_dim]
 
 

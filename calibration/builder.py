@@ -33,7 +33,7 @@ from jetsplit.gates import class_scores, softmax
 
 from .exits import build_exit, run_batched
 from .gates_train import add_gate_output, save_params, train_dgate, train_support
-from .graph import TensorInfo, check_cut, load_graph
+from .graph import CutPoint, ModelGraph, TensorInfo, check_cut, load_graph
 from .modelfile import save_model
 from .packing import PACKED, pack_head, unpack_tail
 from .quantize import PrecisionShift, compare_precision, convert
@@ -41,6 +41,7 @@ from .split import extract, real_inputs, split_model, verify_split
 
 __all__ = [
     "StageDraft",
+    "check_cuts",
     "input_defaults",
     "add_gates_to_graphs",
     "apply_precision",
@@ -160,8 +161,7 @@ def stages_cuts(model: Path, cuts: Sequence[str], scores: str | None, train_x: n
     packed into one carried tensor (:mod:`.packing`), their bytes summed.
     """
     graph = load_graph(model)
-    specs = dict.fromkeys(tuple(n.strip() for n in c.split(",") if n.strip()) for c in cuts)
-    points = sorted((check_cut(graph, list(names)) for names in specs), key=lambda p: p.position)
+    points = check_cuts(graph, cuts)
     s_tail, k_tail = scores_output(model, scores)
     external = bool(graph.external)
     if len(points) == 1:
@@ -192,6 +192,13 @@ def stages_cuts(model: Path, cuts: Sequence[str], scores: str | None, train_x: n
         x = np.concatenate([o[carry] for o in run_batched(exit_.path, x, [carry])])
     drafts.append(StageDraft("tail", segments[-1], "cloud", "carry", s_tail, k_tail))
     return drafts
+
+
+def check_cuts(graph: ModelGraph, cuts: Sequence[str]) -> list[CutPoint]:
+    """Each ``--cut`` spec (one tensor, or several joined by commas) checked against
+    ``graph`` and described, in graph order; ``ConfigError`` naming a bad one."""
+    specs = dict.fromkeys(tuple(n.strip() for n in c.split(",") if n.strip()) for c in cuts)
+    return sorted((check_cut(graph, list(names)) for names in specs), key=lambda p: p.position)
 
 
 def _pack_segments(segments: list[Path], i: int, infos: Sequence[TensorInfo], packed: str, external: bool) -> None:
