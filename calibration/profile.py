@@ -1,9 +1,11 @@
 """Where to cut: activation sizes and measured latency share of every candidate cut.
 
 Neurosurgeon-style (Kang et al., ASPLOS 2017), but measured rather than predicted:
-each candidate's head sub-model is timed on ONNX Runtime with one intra-op thread
-(the edge board's budget per stream), median of several runs, against the full
-model timed the same way. The recommendation minimises the per-frame latency
+the whole model runs on ONNX Runtime with one intra-op thread (the edge board's
+budget per stream) and its per-node profile, median of several runs, gives each
+cut the share of the time its head's nodes take (:mod:`.nodetime`). A few heads
+are also timed in sessions of their own, as a check printed beside the table. The
+recommendation minimises the per-frame latency
 
     edge_ms(cut) + bytes(cut) / bandwidth + (full_ms - edge_ms(cut)) / cloud_speedup
 
@@ -26,12 +28,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 
 from jetsplit.engines import Engine, open_engine
 from jetsplit.errors import ConfigError
 
 from .graph import WIRE_BYTES, CutPoint, ModelGraph, candidate_cuts, check_cut, load_graph
+from .modelfile import save_model
+from .nodetime import ancestors, profile_nodes
+from .profile_table import format_table
 from .split import extract, real_inputs
 
 __all__ = [
@@ -105,11 +109,16 @@ class Option:
 
 @dataclass(frozen=True)
 class Measurement:
-    """Timings of the full model and of each cut's head, per sample, in ms."""
+    """Timings of the full model and of each cut's head, per sample, in ms.
+
+    ``edge_ms`` comes from one profiled run of the whole model; ``alone`` holds the
+    heads that were also timed in sessions of their own (the check on it).
+    """
 
     full_ms: float
     edge_ms: dict[tuple[str, ...], float]
     runs: int
+    alone: dict[tuple[str, ...], float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -125,6 +134,8 @@ class Profile:
     options: list[Option]
     recommended: Option
     cuts: list[CutPoint] = field(repr=False, default_factory=list)
+    # heads timed alone, as a check on the profiled shares: cut label -> ms
+    alone_ms: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -136,6 +147,7 @@ class Profile:
             "link": asdict(self.link),
             "options": [_option_json(o) for o in self.options],
             "recommended": _option_json(self.recommended),
+            "heads_timed_alone_ms": self.alone_ms,
         }
 
 
@@ -145,18 +157,26 @@ def measure(
     sample: Mapping[str, np.ndarray],
     runs: int = 15,
     warmup: int = 3,
+    checks: int = 3,
 ) -> Measurement:
-    """Time the full model and the head of every cut on one sample (median of ``runs``)."""
+    """Time the whole model once with per-node profiling and give each cut the
+    share of kernel time its head runs (:mod:`.nodetime`); then time ``checks``
+    heads spread over the cuts in sessions of their own, as a check on the shares."""
     if runs < 1:
         raise ConfigError(f"runs: expected at least 1, got {runs}")
+    profiled = profile_nodes(graph, sample, runs, warmup, _THREADS)
+    # The wall time without the profiler's bookkeeping; the profile gives the shares.
     full_ms = _time(graph.path, sample, runs, warmup)
-    edge_ms: dict[tuple[str, ...], float] = {}
+    edge_ms = {cut.tensors: full_ms * profiled.share(ancestors(graph, cut.tensors)) for cut in cuts}
+    alone: dict[tuple[str, ...], float] = {}
+    # Checks spread over the middle of the order (quarter, half, three quarters).
+    picks = sorted({(i + 1) * len(cuts) // (checks + 1) for i in range(checks)}) if cuts else []
     with tempfile.TemporaryDirectory(prefix="jetsplit-profile-") as tmp:
-        for i, cut in enumerate(cuts):
+        for i in picks:
             head_path = Path(tmp) / f"head{i}.onnx"
-            onnx.save(extract(graph, graph.inputs, cut.tensors), str(head_path))
-            edge_ms[cut.tensors] = _time(head_path, sample, runs, warmup)
-    return Measurement(full_ms, edge_ms, runs)
+            save_model(extract(graph, graph.inputs, cuts[i].tensors), head_path, external=bool(graph.external))
+            alone[cuts[i].tensors] = _time(head_path, sample, runs, warmup)
+    return Measurement(full_ms, edge_ms, runs, alone)
 
 
 def choose(
@@ -238,89 +258,8 @@ def profile_model(
         options,
         best,
         cuts,
+        {",".join(k): v for k, v in timing.alone.items()},
     )
-
-
-def format_table(profile: Profile) -> str:
-    """The profile as a text table, the recommended option marked with ``*``."""
-    link = profile.link
-    lines = [
-        f"model {profile.model}: full {profile.full_ms:.3f} ms per sample "
-        f"(ONNX Runtime, {profile.threads} thread, median of {profile.runs})",
-        f"link {link.bandwidth_mbps:g} Mbit/s, cloud {link.cloud_speedup:g}x faster than the edge, "
-        f"activations sent as {link.wire} (all-on-cloud sends 8-bit pixels)",
-        "",
-    ]
-    header = [
-        "",
-        "#",
-        "cut",
-        "shape",
-        "elements",
-        "fp32",
-        "f16",
-        "i8",
-        "edge ms",
-        "share",
-        "send ms",
-        "cloud ms",
-        "total ms",
-    ]
-    rows = []
-    number = 0
-    for opt in profile.options:
-        if opt.kind == "edge":  # nothing crosses the link
-            mark = "*" if opt is profile.recommended else ""
-            zero = f"{0.0:.3f}"
-            rows.append(
-                [
-                    mark,
-                    "-",
-                    opt.label,
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    f"{opt.edge_ms:.3f}",
-                    "100%",
-                    zero,
-                    zero,
-                    f"{opt.total_ms:.3f}",
-                ]
-            )
-            continue
-        number += opt.kind == "cut"
-        rows.append(
-            [
-                "*" if opt is profile.recommended else "",
-                "-" if opt.kind != "cut" else str(number),
-                opt.label,
-                opt.shape,
-                _count(opt.elements),
-                _size(opt.bytes["fp32"]),
-                _size(opt.bytes["f16"]),
-                _size(opt.bytes["i8"]),
-                f"{opt.edge_ms:.3f}",
-                f"{opt.share:.0%}",
-                f"{opt.send_ms:.3f}",
-                f"{opt.cloud_ms:.3f}",
-                f"{opt.total_ms:.3f}",
-            ]
-        )
-    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
-    # Text columns left-aligned, numbers right-aligned.
-    left = {0, 2, 3}
-    for row in [header, *rows]:
-        cells = [
-            row[c].ljust(widths[c]) if c in left else row[c].rjust(widths[c])
-            for c in range(len(row))
-        ]
-        lines.append("  ".join(cells).rstrip())
-    best = profile.recommended
-    lines.append("")
-    lines.append(f"recommended: {best.label}  ({best.total_ms:.3f} ms per frame; {_why(best)})")
-    return "\n".join(lines)
 
 
 # -- helpers -------------------------------------------------------------------
@@ -381,23 +320,3 @@ def _option_json(opt: Option) -> dict[str, Any]:
         data["send_ms"] = data["total_ms"] = None
     return data
 
-
-def _why(opt: Option) -> str:
-    if opt.kind == "edge":
-        return "the link is too slow for any cut to pay off"
-    if opt.kind == "cloud":
-        return "sending the input and computing in the cloud is fastest"
-    return f"edge {opt.edge_ms:.3f} + send {opt.send_ms:.3f} + cloud {opt.cloud_ms:.3f} ms"
-
-
-def _count(n: int | None) -> str:
-    return "?" if n is None else str(n)
-
-
-def _size(n: int | None) -> str:
-    if n is None:
-        return "?"
-    for unit, scale in (("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} B"
