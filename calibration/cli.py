@@ -15,13 +15,25 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .profile import Profile, WireBytes
 
 __all__ = ["profile_main", "split_main"]
 
 
-def profile_main(argv: Sequence[str]) -> int:
-    """List candidate cuts with sizes and measured latency share; recommend one."""
+def profile_main(
+    argv: Sequence[str],
+    wire_bytes_of: WireBytes | None = None,
+    more: Callable[[Profile], list[str]] | None = None,
+) -> int:
+    """List candidate cuts with sizes and measured latency share; recommend one.
+
+    ``wire_bytes_of`` measures what an encoding sends, and ``more`` adds lines
+    after the table (``jetsplit profile`` passes the protocol codec's measures,
+    see :mod:`jetsplit.tools.profile_cmd`)."""
     from .graph import WIRE_BYTES
     from .profile import (
         DEFAULT_BANDWIDTH_MBPS,
@@ -55,9 +67,10 @@ def profile_main(argv: Sequence[str]) -> int:
     )
     parser.add_argument(
         "--wire",
-        choices=sorted(WIRE_BYTES),
+        choices=[f"{b}{c}" for b in sorted(WIRE_BYTES) for c in ("", "+lz4", "+zstd")],
         default="fp32",
-        help="activation encoding on the wire, for the recommendation (default fp32)",
+        help="activation encoding on the wire, for the recommendation (default fp32); "
+        "entropy-coded ones are measured on real activations",
     )
     parser.add_argument(
         "--cut",
@@ -82,12 +95,16 @@ def profile_main(argv: Sequence[str]) -> int:
     link = Link(args.bandwidth_mbps, args.cloud_speedup, args.wire)
     inputs = real_inputs(args.model, data=args.data, count=1) if args.data else None
     cuts = [[name for name in spec.split(",") if name] for spec in args.cut]
-    profile = profile_model(args.model, inputs, link=link, runs=args.runs, extra_cuts=cuts)
+    profile = profile_model(
+        args.model, inputs, link=link, runs=args.runs, extra_cuts=cuts, wire_bytes_of=wire_bytes_of
+    )
     if args.json:
         json.dump(profile.to_json(), sys.stdout, indent=2)
         print()
     else:
         print(format_table(profile))
+        for line in more(profile) if more is not None else []:
+            print(line)
     return 0
 
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ import numpy as np
 from jetsplit.engines import Engine, open_engine
 from jetsplit.errors import ConfigError
 
+from .activations import cut_activations
 from .graph import WIRE_BYTES, CutPoint, ModelGraph, candidate_cuts, check_cut, load_graph
 from .modelfile import save_model
 from .nodetime import ancestors, profile_nodes
@@ -45,23 +46,32 @@ __all__ = [
     "Measurement",
     "Option",
     "Profile",
+    "WireBytes",
     "choose",
     "format_table",
     "measure",
     "profile_model",
 ]
 
+# Entropy codings a wire encoding may add (the protocol's).
+COMPRESSIONS = ("lz4", "zstd")
+# Real images the wire bytes are measured on.
+_WIRE_SAMPLES = 4
 DEFAULT_BANDWIDTH_MBPS = 10.0
 DEFAULT_CLOUD_SPEEDUP = 5.0
 # The board runs one stream per core: time heads as it would run them.
 _THREADS = 1
+# (activation batch, wire encoding) -> mean bytes per sample on the wire
+WireBytes = Callable[[np.ndarray, str], float]
 
 
 @dataclass(frozen=True)
 class Link:
     """The network and cloud the recommendation is for.
 
-    ``wire`` is how cut activations are encoded on the wire (fp32, f16 or i8).
+    ``wire`` is how cut activations are encoded on the wire: fp32, f16 or i8,
+    optionally entropy-coded (``i8+zstd``, ``f16+lz4``); a compressed encoding's
+    bytes are measured on real activations (see :func:`profile_model`).
     """
 
     bandwidth_mbps: float = DEFAULT_BANDWIDTH_MBPS
@@ -73,10 +83,17 @@ class Link:
             raise ConfigError(f"bandwidth: expected > 0 Mbit/s, got {self.bandwidth_mbps}")
         if not self.cloud_speedup > 0:
             raise ConfigError(f"cloud speedup: expected > 0, got {self.cloud_speedup}")
-        if self.wire not in WIRE_BYTES:
+        base, _, compression = self.wire.partition("+")
+        if base not in WIRE_BYTES or compression not in ("", *COMPRESSIONS):
             raise ConfigError(
-                f"wire encoding: expected one of {', '.join(WIRE_BYTES)}, got {self.wire!r}"
+                f"wire encoding: expected one of {', '.join(WIRE_BYTES)}, optionally "
+                f"+{' or +'.join(COMPRESSIONS)}, got {self.wire!r}"
             )
+
+    @property
+    def base(self) -> str:
+        """The encoding without its entropy coding (fp32, f16 or i8)."""
+        return self.wire.partition("+")[0]
 
     def send_ms(self, nbytes: int) -> float:
         return nbytes * 8 / (self.bandwidth_mbps * 1e6) * 1e3
@@ -119,6 +136,9 @@ class Measurement:
     edge_ms: dict[tuple[str, ...], float]
     runs: int
     alone: dict[tuple[str, ...], float] = field(default_factory=dict)
+    # bytes per sample of each cut in the link's wire encoding, measured on real
+    # activations (empty: computed from the element count)
+    wire_bytes: dict[tuple[str, ...], float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -136,6 +156,8 @@ class Profile:
     cuts: list[CutPoint] = field(repr=False, default_factory=list)
     # heads timed alone, as a check on the profiled shares: cut label -> ms
     alone_ms: dict[str, float] = field(default_factory=dict)
+    # whether the cuts' bytes in link.wire were measured on real activations
+    measured_wire: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -148,6 +170,7 @@ class Profile:
             "options": [_option_json(o) for o in self.options],
             "recommended": _option_json(self.recommended),
             "heads_timed_alone_ms": self.alone_ms,
+            "wire_bytes_measured": self.measured_wire,
         }
 
 
@@ -209,7 +232,7 @@ def choose(
                 edge_ms=timing.edge_ms[cut.tensors],
                 full_ms=full,
                 link=link,
-                send_bytes=cut.wire_bytes(link.wire),
+                send_bytes=_send_bytes(cut, timing, link),
             )
         )
     options.append(
@@ -226,12 +249,16 @@ def profile_model(
     link: Link | None = None,
     runs: int = 15,
     extra_cuts: Sequence[Sequence[str]] = (),
+    wire_bytes_of: WireBytes | None = None,
 ) -> Profile:
     """Profile every candidate cut of ``model_path`` and recommend one for ``link``.
 
     ``inputs`` is a batch of real inputs (its first sample is timed); without one,
     scikit-image's bundled photographs are used. ``extra_cuts`` adds multi-tensor
-    cuts to the single-tensor candidates.
+    cuts to the single-tensor candidates. ``wire_bytes_of(activation, encoding)``
+    gives the mean bytes per sample an encoder sends (the protocol's codec, which
+    this package does not import); with it, each cut's bytes in ``link.wire`` are
+    measured on real activations, which an entropy-coded encoding needs.
     """
     link = link or Link()
     graph = load_graph(model_path)
@@ -246,6 +273,11 @@ def profile_model(
     batch = dict(inputs) if inputs is not None else real_inputs(graph, count=1)
     sample = {name: np.ascontiguousarray(array[:1]) for name, array in batch.items()}
     timing = measure(graph, cuts, sample, runs=runs)
+    if wire_bytes_of is not None:
+        images = real_inputs(graph, count=_WIRE_SAMPLES) if inputs is None else dict(inputs)
+        acts = cut_activations(graph, [t for c in cuts for t in c.tensors], images)
+        measured = {c.tensors: sum(wire_bytes_of(acts[t], link.wire) for t in c.tensors) for c in cuts}
+        timing = replace(timing, wire_bytes=measured)
     options = choose(graph, cuts, timing, link)
     best = min(options, key=lambda o: o.total_ms)
     return Profile(
@@ -259,6 +291,7 @@ def profile_model(
         best,
         cuts,
         {",".join(k): v for k, v in timing.alone.items()},
+        bool(timing.wire_bytes),
     )
 
 
@@ -310,6 +343,17 @@ def _option(
         cloud,
         edge_ms + send + cloud,
     )
+
+
+def _send_bytes(cut: CutPoint, timing: Measurement, link: Link) -> int | None:
+    if cut.tensors in timing.wire_bytes:
+        return round(timing.wire_bytes[cut.tensors])
+    if link.wire != link.base:
+        raise ConfigError(
+            f"wire encoding {link.wire!r}: its bytes depend on the activations; measure them "
+            "(`jetsplit profile` does) or choose fp32, f16 or i8"
+        )
+    return cut.wire_bytes(link.base)
 
 
 def _option_json(opt: Option) -> dict[str, Any]:

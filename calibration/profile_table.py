@@ -20,7 +20,8 @@ def format_table(profile: Profile) -> str:
         f"model {profile.model}: full {profile.full_ms:.3f} ms per sample "
         f"(ONNX Runtime, {profile.threads} thread, median of {profile.runs})",
         f"link {link.bandwidth_mbps:g} Mbit/s, cloud {link.cloud_speedup:g}x faster than the edge, "
-        f"activations sent as {link.wire} (all-on-cloud sends 8-bit pixels)",
+        f"activations sent as {link.wire} (all-on-cloud sends 8-bit pixels)"
+        + ("; 'sent' measured on real activations" if profile.measured_wire else ""),
         "",
     ]
     header = [
@@ -32,6 +33,7 @@ def format_table(profile: Profile) -> str:
         "fp32",
         "f16",
         "i8",
+        "sent",
         "edge ms",
         "share",
         "send ms",
@@ -49,6 +51,7 @@ def format_table(profile: Profile) -> str:
                     mark,
                     "-",
                     opt.label,
+                    "",
                     "",
                     "",
                     "",
@@ -73,6 +76,7 @@ def format_table(profile: Profile) -> str:
                 _size(opt.bytes["fp32"]),
                 _size(opt.bytes["f16"]),
                 _size(opt.bytes["i8"]),
+                _size(opt.send_bytes),
                 f"{opt.edge_ms:.3f}",
                 f"{opt.share:.0%}",
                 f"{opt.send_ms:.3f}",

@@ -7,6 +7,7 @@ The models come from the onnx wheel's light copies with seeded weights
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -166,3 +167,20 @@ def test_bad_models_and_cuts_are_one_line(real_zoo: Path, tmp_path: Path, capsys
     assert main([a.format(**names) for a in argv]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_profile_at_scale_from_one_profiled_run(real_zoo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = build_model("squeezenet", real_zoo)
+    assert main(["profile", str(path), "--runs", "3", "--wire", "i8+zstd", "--bandwidth-mbps", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "'sent' measured on real activations" in out and "check, heads timed in sessions of their own" in out
+    assert "at the recommended cut" in out and "i8+zstd" in out
+    assert main(["profile", str(path), "--runs", "3", "--wire", "i8+zstd", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    cuts = [o for o in data["options"] if o["tensors"] and o["label"] not in ("(all on cloud)", "(all on edge)")]
+    # Shares rise through the order (one profiled run, summed over each head's nodes).
+    shares = [o["share"] for o in cuts]
+    assert shares == sorted(shares) and 0 < shares[0] < shares[-1] <= 1.0
+    # Post-ReLU activations entropy-code below their i8 size; the bytes are measured.
+    assert data["wire_bytes_measured"] and all(o["send_bytes"] < o["bytes"]["i8"] for o in cuts)
+    assert len(data["heads_timed_alone_ms"]) == 3
