@@ -25,6 +25,7 @@ those file hashes): edge and cloud refuse to pair on different fingerprints.
     [wire]
     activation = "f16"       # raw | f16 | i8: how carried tensors travel
     frame = "raw"            # raw | jpeg: how frames travel
+    frame_size = "model"     # model (resized to [input]) | full (the camera frame)
 
     [[stage]]
     name = "little"
@@ -116,9 +117,14 @@ class StageSpec:
 
 @dataclass(frozen=True)
 class WireSpec:
+    """How hand-offs travel. ``frame_size``: ``"model"`` ships a frame resized to
+    the model's input (uint8, camera colour order), ``"full"`` the whole camera
+    frame (for a cloud stage that needs more than the model's input)."""
+
     activation: str = "f16"
     frame: str = "raw"
     compression: str = "none"
+    frame_size: str = "model"
 
 
 @dataclass(frozen=True)
@@ -251,6 +257,7 @@ def _parse_wire(table: dict[str, Any]) -> WireSpec:
         activation=r.text("activation", "f16", choices=("raw", "f16", "i8")),
         frame=r.text("frame", "raw", choices=("raw", "jpeg")),
         compression=r.text("compression", "none", choices=("none", "lz4", "zstd")),
+        frame_size=r.text("frame_size", "model", choices=("model", "full")),
     )
     r.done()
     return wire

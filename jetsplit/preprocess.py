@@ -75,6 +75,28 @@ class Preprocess:
             return (self.channels, self.height, self.width)
         return (self.height, self.width, self.channels)
 
+    def shipped(self, frame: np.ndarray) -> np.ndarray:
+        """``frame`` at the model's size, still uint8 and in the camera's colour
+        order (BGR; gray for a gray model): what a cloud stage needs to preprocess
+        it exactly as the edge would, at a fraction of a camera frame's bytes.
+
+        Exact: a gray model's frame is converted before it is resized, as
+        :meth:`batch` does; a colour frame is resized per channel, which commutes
+        with the BGR-to-RGB swap the cloud then applies.
+        """
+        import cv2
+
+        img = check_frame(frame)
+        if self.colour == "gray":
+            return self._resize_colour(img)[:, :, 0]
+        if img.ndim == 3 and img.shape[2] == 4:
+            img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+        elif img.ndim == 3 and img.shape[2] == 1:
+            img = img[:, :, 0]
+        if img.shape[:2] != (self.height, self.width):
+            img = cv2.resize(img, (self.width, self.height), interpolation=_cv2_interp(self.interpolation))
+        return np.ascontiguousarray(img)
+
     def frame(self, frame: np.ndarray) -> np.ndarray:
         """One frame -> one sample (no batch axis)."""
         return self._normalise(self._resize_colour(check_frame(frame))[None])[0]
