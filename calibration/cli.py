@@ -88,6 +88,14 @@ def profile_main(
         "--runs", type=int, default=15, help="timed runs per model, median taken (default 15)"
     )
     parser.add_argument(
+        "--precision",
+        action="append",
+        default=[],
+        choices=("fp16", "int8"),
+        help="also give each cut's edge time in this precision (repeatable; int8 is calibrated on "
+        "the real images)",
+    )
+    parser.add_argument(
         "--json", action="store_true", help="print machine-readable JSON instead of a table"
     )
     args = parser.parse_args(list(argv))
@@ -96,7 +104,13 @@ def profile_main(
     inputs = real_inputs(args.model, data=args.data, count=1) if args.data else None
     cuts = [[name for name in spec.split(",") if name] for spec in args.cut]
     profile = profile_model(
-        args.model, inputs, link=link, runs=args.runs, extra_cuts=cuts, wire_bytes_of=wire_bytes_of
+        args.model,
+        inputs,
+        link=link,
+        runs=args.runs,
+        extra_cuts=cuts,
+        wire_bytes_of=wire_bytes_of,
+        precisions=args.precision,
     )
     if args.json:
         json.dump(profile.to_json(), sys.stdout, indent=2)

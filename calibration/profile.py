@@ -36,6 +36,7 @@ from .activations import cut_activations
 from .graph import WIRE_BYTES, CutPoint, ModelGraph, candidate_cuts, check_cut, load_graph
 from .modelfile import save_model
 from .nodetime import ancestors, profile_nodes
+from .precision_profile import precision_times
 from .profile_table import format_table
 from .split import extract, real_inputs
 
@@ -158,6 +159,8 @@ class Profile:
     alone_ms: dict[str, float] = field(default_factory=dict)
     # whether the cuts' bytes in link.wire were measured on real activations
     measured_wire: bool = False
+    # other precisions: name -> {"full_ms": ms, "edge_ms": {cut label: ms or None}}
+    precisions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -171,6 +174,7 @@ class Profile:
             "recommended": _option_json(self.recommended),
             "heads_timed_alone_ms": self.alone_ms,
             "wire_bytes_measured": self.measured_wire,
+            "precisions": self.precisions,
         }
 
 
@@ -250,6 +254,7 @@ def profile_model(
     runs: int = 15,
     extra_cuts: Sequence[Sequence[str]] = (),
     wire_bytes_of: WireBytes | None = None,
+    precisions: Sequence[str] = (),
 ) -> Profile:
     """Profile every candidate cut of ``model_path`` and recommend one for ``link``.
 
@@ -259,6 +264,8 @@ def profile_model(
     gives the mean bytes per sample an encoder sends (the protocol's codec, which
     this package does not import); with it, each cut's bytes in ``link.wire`` are
     measured on real activations, which an entropy-coded encoding needs.
+    ``precisions`` (fp16, int8) adds each cut's edge time in those precisions
+    (:mod:`.precision_profile`); the recommendation stays fp32's.
     """
     link = link or Link()
     graph = load_graph(model_path)
@@ -280,6 +287,13 @@ def profile_model(
         timing = replace(timing, wire_bytes=measured)
     options = choose(graph, cuts, timing, link)
     best = min(options, key=lambda o: o.total_ms)
+    other: dict[str, dict[str, Any]] = {}
+    if precisions:
+        calib = real_inputs(graph, count=8) if inputs is None else dict(inputs)
+        times = precision_times(graph, cuts, sample, calib, precisions, runs, 3,
+                                lambda path: _time(path, sample, runs, 3))
+        other = {p: {"full_ms": full, "edge_ms": {",".join(k): v for k, v in heads.items()}}
+                 for p, (full, heads) in times.items()}
     return Profile(
         str(graph.path),
         list(graph.inputs),
@@ -292,6 +306,7 @@ def profile_model(
         cuts,
         {",".join(k): v for k, v in timing.alone.items()},
         bool(timing.wire_bytes),
+        other,
     )
 
 

@@ -95,6 +95,20 @@ def format_table(profile: Profile) -> str:
         lines.append("  ".join(cells).rstrip())
     best = profile.recommended
     lines.append("")
+    if profile.precisions:
+        names = list(profile.precisions)
+        lines.append("edge ms per precision (whole model first; '?' where the converter renamed the cut):")
+        rows = [["cut", "fp32", *names]]
+        rows.append(["(whole model)", f"{profile.full_ms:.3f}",
+                     *[f"{profile.precisions[p]['full_ms']:.3f}" for p in names]])
+        for opt in profile.options:
+            if opt.kind == "cut":
+                cells = [profile.precisions[p]["edge_ms"].get(opt.label) for p in names]
+                rows.append([opt.label, f"{opt.edge_ms:.3f}", *["?" if c is None else f"{c:.3f}" for c in cells]])
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            lines.append("  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(row)))
+        lines.append("")
     if profile.alone_ms:
         by_label = {o.label: o for o in profile.options}
         checks = ", ".join(

@@ -63,6 +63,10 @@ class ArrayReader:
         self._it = self._gen()
 
 
+# The first opset whose DequantizeLinear takes a per-channel axis.
+_QDQ_OPSET = 13
+
+
 def _cap_ir(path: Path) -> None:
     model = onnx.load(str(path))
     if model.ir_version > MAX_IR_VERSION:
@@ -82,6 +86,16 @@ def to_int8(src: Path, dst: Path, calib_inputs: np.ndarray, input_name: str | No
     model = onnx.load(str(src))
     name = input_name or model.graph.input[0].name
     keep_float = [n.name for n in model.graph.node if n.name.startswith(NODE_PREFIX)]
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), _QDQ_OPSET)
+    if opset < _QDQ_OPSET:
+        # Per-channel DequantizeLinear (its axis) needs opset 13; ONNX Runtime's
+        # quantizer only lifts older models to 11, which it then cannot load.
+        from onnx import version_converter
+
+        lifted = version_converter.convert_version(model, _QDQ_OPSET)
+        lifted.ir_version = max(lifted.ir_version, 7)
+        src = dst.with_name(dst.stem + ".opset13.onnx")
+        onnx.save(lifted, str(src))
 
     class _Reader(ArrayReader, CalibrationDataReader):  # ORT checks the base class
         pass
