@@ -107,7 +107,9 @@ def real_bundle(arch: str, cut: str, zoo: Path, out: Path) -> Bundle:
     tail_scores = onnx.load(str(parts.tail_path), load_external_data=False).graph.output[0].name
     manifest = {
         "schema": 1, "name": f"{arch}-split", "mode": "split",
+        # Linear resizing, as cv2.dnn.blobFromImage does: the baseline does the same work.
         "input": {"height": 224, "width": 224, "colour": "rgb", "layout": "nchw", "scale": 1 / 255,
+                  "interpolation": "linear",
                   "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
         "labels": {"names": [f"c{i}" for i in range(1000)]},
         "wire": {"activation": "f16", "frame": "raw"},

@@ -97,6 +97,16 @@ def to_int8(src: Path, dst: Path, calib_inputs: np.ndarray, input_name: str | No
         src = dst.with_name(dst.stem + ".opset13.onnx")
         onnx.save(lifted, str(src))
 
+    if any(n.op_type == "BatchNormalization" for n in model.graph.node):
+        # Batch norms left beside their convolutions (older exports, the model zoo's)
+        # would stay float between a DequantizeLinear and a QuantizeLinear each:
+        # fold them into the convolutions first, as ONNX Runtime advises.
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        folded = dst.with_name(dst.stem + ".folded.onnx")
+        quant_pre_process(str(src), str(folded), skip_symbolic_shape=True)
+        src = folded
+
     class _Reader(ArrayReader, CalibrationDataReader):  # ORT checks the base class
         pass
 

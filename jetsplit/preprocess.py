@@ -90,11 +90,12 @@ class Preprocess:
         if self.colour == "gray":
             return self._resize_colour(img)[:, :, 0]
         if img.ndim == 3 and img.shape[2] == 4:
-            img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+            img = img[:, :, :3]
         elif img.ndim == 3 and img.shape[2] == 1:
             img = img[:, :, 0]
         if img.shape[:2] != (self.height, self.width):
-            img = cv2.resize(img, (self.width, self.height), interpolation=_cv2_interp(self.interpolation))
+            img = cv2.resize(np.ascontiguousarray(img), (self.width, self.height),
+                             interpolation=_cv2_interp(self.interpolation))
         return np.ascontiguousarray(img)
 
     def frame(self, frame: np.ndarray) -> np.ndarray:
@@ -125,15 +126,21 @@ class Preprocess:
             if img.ndim == 3:
                 code = cv2.COLOR_BGRA2GRAY if img.shape[2] == 4 else cv2.COLOR_BGR2GRAY
                 img = cv2.cvtColor(img, code)
+            if img.shape[:2] != (self.height, self.width):
+                img = cv2.resize(img, (self.width, self.height), interpolation=_cv2_interp(self.interpolation))
         else:
+            # Resize first: every colour step here works per pixel (a channel swap,
+            # dropping alpha, replicating gray), so it commutes with a per-channel
+            # resize exactly, and costs a model-sized frame instead of a camera's.
+            if img.ndim == 3 and img.shape[2] == 4:
+                img = img[:, :, :3]
+            if img.shape[:2] != (self.height, self.width):
+                img = cv2.resize(np.ascontiguousarray(img), (self.width, self.height),
+                                 interpolation=_cv2_interp(self.interpolation))
             if img.ndim == 2:
                 img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-            elif img.shape[2] == 4:
-                img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
             if self.colour == "rgb":
                 img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-        if img.shape[:2] != (self.height, self.width):
-            img = cv2.resize(img, (self.width, self.height), interpolation=_cv2_interp(self.interpolation))
         if img.ndim == 2:
             img = img[:, :, None]
         return np.ascontiguousarray(img)
