@@ -172,7 +172,9 @@ def split_main(argv: Sequence[str]) -> int:
     )
     print(f"tail: {result.tail_path}  ({', '.join(result.cut_tensors)} -> outputs)")
     if result.batch_rewrites:
-        print(f"batch: made polymorphic a batch of 1 written into {', '.join(result.batch_rewrites)}")
+        nodes = result.batch_rewrites
+        shown = ", ".join(nodes[:5]) + (f", ... ({len(nodes)} nodes)" if len(nodes) > 5 else "")
+        print(f"batch: made polymorphic the batch of 1 written into {shown}")
     for part in result.batch_one:
         print(f"batch: the {part} pins a batch of 1 that cannot be proven safe to free; "
               "it runs one sample at a time")

@@ -95,6 +95,7 @@ def fit_classifier(model_path: str | Path, images: np.ndarray, labels: np.ndarra
     to tune on.
     """
     from jetsplit.calibration.graph import load_graph
+    from jetsplit.calibration.modelfile import save_model
     from jetsplit.calibration.split import extract
     from jetsplit.engines.onnxruntime import OnnxRuntimeEngine
 
@@ -126,7 +127,7 @@ def fit_classifier(model_path: str | Path, images: np.ndarray, labels: np.ndarra
             dims[len(dims) - 1 if value.name == gemm.input[2] else 1].dim_value = num_classes
     del model.graph.value_info[:]
     onnx.checker.check_model(model)
-    onnx.save(model, str(out))
+    save_model(model, out, external=bool(graph.external))  # written as the source was
     return out
 
 
