@@ -96,7 +96,16 @@ def to_int8(src: Path, dst: Path, calib_inputs: np.ndarray, input_name: str | No
         lifted.ir_version = max(lifted.ir_version, 7)
         src = dst.with_name(dst.stem + ".opset13.onnx")
         onnx.save(lifted, str(src))
+        model = lifted
 
+    sums = [n for n in model.graph.node if n.op_type == "Sum" and len(n.input) == 2]
+    if sums:
+        # A two-input Sum is an Add (older exports write residual joins so), but
+        # ONNX Runtime quantizes Add only: a Sum keeps its block in float.
+        for node in sums:
+            node.op_type = "Add"
+        src = dst.with_name(dst.stem + ".add.onnx")
+        onnx.save(model, str(src))
     if any(n.op_type == "BatchNormalization" for n in model.graph.node):
         # Batch norms left beside their convolutions (older exports, the model zoo's)
         # would stay float between a DequantizeLinear and a QuantizeLinear each:
