@@ -182,7 +182,7 @@ def bench_frames(reps: int) -> dict[str, Any]:
 def bench_wire(zoo: Path) -> dict[str, Any]:
     data = load_dataset("mnist", "test")
     with Chain.open(load_bundle("demo:split")) as chain:
-        costs, samples = activation_costs(chain, list(data.images[:1000]))
+        costs, samples = activation_costs(chain, list(data.images[:1000]), limit=1000)
     demo = {c.encoding: c.to_json() for c in costs}
     out: dict[str, Any] = {"demo_split": {"samples": samples, "encodings": demo}}
     photos = _photos(8)

@@ -240,14 +240,16 @@ def bench(bundle: Bundle, batches: Sequence[int], runs: int = 30, backend: str =
                        costs, samples)
 
 
-def activation_costs(chain: Chain, frames: Sequence[np.ndarray]) -> tuple[list[EncodingCost], int]:
-    """Every activation encoding at the edge-to-cloud hand-off, on real frames: bytes
-    and the change in the cloud's answer (:mod:`jetsplit.tools.wirecost`)."""
+def activation_costs(chain: Chain, frames: Sequence[np.ndarray],
+                     limit: int = _ENCODING_SAMPLES) -> tuple[list[EncodingCost], int]:
+    """Every activation encoding at the edge-to-cloud hand-off, on up to ``limit``
+    real frames: bytes and the change in the cloud's answer
+    (:mod:`jetsplit.tools.wirecost`)."""
     bundle = chain.bundle
     first = bundle.first_cloud_stage()
     if first is None or first == 0 or bundle.stages[first].input != "carry":
         return [], 0
-    picked = _take(frames, min(len(frames), _ENCODING_SAMPLES))
+    picked = _take(frames, min(len(frames), limit))
     outputs = chain.run_all(chain.preprocess(picked))
     edge = outputs[first - 1]
     if edge.carry is None or not np.issubdtype(edge.carry.dtype, np.floating):
