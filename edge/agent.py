@@ -34,6 +34,7 @@ from jetsplit.chain import Chain, ChainResult
 from jetsplit.edge.breaker import CircuitBreaker
 from jetsplit.edge.config import EdgeConfig
 from jetsplit.edge.controller import BudgetController
+from jetsplit.edge.monitor import FieldMonitor
 from jetsplit.edge.pool import WorkerPool, is_dns_endpoint
 from jetsplit.edge.power import EnergyMeter, detect_power
 from jetsplit.edge.sinks import FrameResult, Sink, open_sinks
@@ -155,6 +156,8 @@ class EdgeAgent:
         self._base_thresholds = self.bundle.thresholds()
         self._stage_names = [s.name for s in self.bundle.stages]
         self._encodings = wire_encodings(self.bundle)
+        self.monitor = FieldMonitor(self.bundle, config.monitor, self.controller, self._audit_block(),
+                                    frames_allowed=config.offload == "frames")
 
     def _offload_block(self) -> str | None:
         """Why nothing may be offloaded, or None."""
@@ -169,8 +172,22 @@ class EdgeAgent:
                     "needs the frame (set offload = frames to allow frames to leave the board)")
         return None
 
+    def _audit_block(self) -> str | None:
+        """Why the shadow audit cannot send accepted frames, or None."""
+        if self.offload_block is not None:
+            return self.offload_block
+        if self.client is None:
+            return "no cloud client"
+        return None
+
+    def summary(self) -> dict[str, Any]:
+        """The run's figures (:meth:`AgentStats.summary`) with the field monitor's
+        ``drift`` (and ``audit``, ``field_trace``) sections."""
+        return {**self.stats.summary(), **self.monitor.summary()}
+
     # -- lifecycle ---------------------------------------------------------------------
     def close(self) -> None:
+        self.monitor.close()
         if self.client is not None:
             self.client.close()
         self.chain.close()
@@ -228,7 +245,7 @@ class EdgeAgent:
                     yield from self._service(50)
             yield from self.process(frame)
         # End of input or stop: every frame in flight gets its result by its deadline.
-        while self._inflight:
+        while self._inflight or self.monitor.audits_in_flight:
             self.notifier.tick()
             yield from self._service(5)
         self.stats.dropped = self.source.dropped
@@ -237,9 +254,12 @@ class EdgeAgent:
         """One frame through the edge stages; yields its result unless it was offloaded."""
         t0 = time.monotonic()
         thresholds = self.controller.thresholds(self._base_thresholds) if self.controller else None
+        audit = self.monitor.pick_audit() and self._why_not_offload() is None \
+            and self.monitor.audits_in_flight < max(1, self.config.window // 4)
         try:
             x = self.chain.preprocess([frame.image])
-            res = self.chain.run_from(0, x, stop_at=self.first_cloud, thresholds=thresholds)
+            run_thr = self.monitor.audit_thresholds(thresholds or self._base_thresholds) if audit else thresholds
+            res = self.chain.run_from(0, x, stop_at=self.first_cloud, thresholds=run_thr)
         except JetsplitError as exc:
             # A broken frame (wrong size, corrupt) is reported and skipped, never fatal.
             _log.warning("frame %d: %s", frame.index, exc)
@@ -252,9 +272,19 @@ class EdgeAgent:
         gate_thr = None if thresholds is None or self.controller is None or self.controller.gate_stage is None \
             else thresholds[self.controller.gate_stage]
         score = float(res.score[0])
-        if res.accepted[0]:
-            energy = self.meter.frame_energy_j(t0, time.monotonic(), stage_ms) * 1000.0
-            yield self._finish(self._result(frame, res, "edge", energy_mj=energy, threshold=gate_thr), score, False)
+        self.monitor.observe(frame.index, frame.source_id, res)
+        accepted = bool(res.accepted[0])
+        sent = 0
+        if audit and not accepted and self.monitor.gate_stage == int(res.stage[0]):
+            # Run past the gate for the audit: the real threshold decides.
+            real = (thresholds or self._base_thresholds)[int(res.stage[0])]
+            if real is not None and score >= real:
+                accepted = True
+                sent = self._send_audit(frame, res, score, sum(stage_ms.values()))
+        if accepted:
+            energy = self.meter.frame_energy_j(t0, time.monotonic(), stage_ms, sent) * 1000.0
+            yield self._finish(self._result(frame, res, "edge", energy_mj=energy, threshold=gate_thr,
+                                            bytes_up=sent), score, False)
             return
         reason = self._why_not_offload()
         if reason is None:
@@ -277,6 +307,21 @@ class EdgeAgent:
         energy = self.meter.frame_energy_j(t0, time.monotonic(), stage_ms) * 1000.0
         yield self._finish(self._result(frame, res, "fallback", energy_mj=energy, threshold=gate_thr,
                                         reason=reason), score, False)
+
+    def _send_audit(self, frame: Frame, res: ChainResult, score: float, edge_ms: float) -> int:
+        """Send an accepted frame to the cloud as well (shadow audit); its result
+        stays the edge's. Returns the bytes sent."""
+        assert self.client is not None and res.next_stage is not None
+        deadline_ms = max(self.config.deadline_ms - (time.monotonic() - frame.t_capture) * 1000.0, 0.0)
+        try:
+            tensors = pack(self.bundle, res.next_stage, frame.image, res.carry, res.state)
+            rid = self.client.submit(res.next_stage, tensors, deadline_ms=deadline_ms, encodings=self._encodings)
+        except Unavailable:
+            return 0
+        sent = self.client.last_sent_bytes
+        self.monitor.audit_sent(rid, frame.index, frame.source_id, int(res.pred[0]), score, edge_ms, sent,
+                                time.monotonic() + deadline_ms / 1000.0, frame.truth, frame.image)
+        return sent
 
     def _stall_s(self) -> float:
         return float(getattr(self.source, "stall_timeout_s", 5.0))
@@ -303,19 +348,23 @@ class EdgeAgent:
 
     # -- replies ---------------------------------------------------------------------------
     def _service(self, timeout_ms: int) -> Iterator[FrameResult]:
-        if self.client is None or not self._inflight:
+        if self.client is None or not (self._inflight or self.monitor.audits_in_flight):
             return
         wait = timeout_ms
-        if wait:
+        if wait and self._inflight:
             soonest = min(p.deadline_at for p in self._inflight.values())
             wait = int(max(0.0, min(timeout_ms / 1000.0, soonest - time.monotonic())) * 1000)
         for reply in self.client.poll_replies(wait):
+            if self.monitor.on_reply(reply.id, reply.ok, reply.top1 if reply.ok else -1, reply.rtt_ms):
+                continue
             pending = self._inflight.pop(reply.id, None)
             if pending is None:
                 continue  # already answered by its fallback: exactly one result per frame
             yield self._on_reply(pending, reply)
         now = time.monotonic()
-        for rid in self.client.expire(now):
+        expired = self.client.expire(now)
+        self.monitor.expire(expired, now)
+        for rid in expired:
             pending = self._inflight.pop(rid, None)
             if pending is not None:
                 self.breaker.record_failure("timeout")
@@ -349,6 +398,10 @@ class EdgeAgent:
                 bytes_up=pending.bytes_up, energy_mj=pending.energy_mj, truth=pending.frame.truth,
                 t_capture=pending.frame.t_capture, source_id=pending.frame.source_id, threshold=pending.threshold,
             )
+            self.monitor.offloaded(pending.frame.index, pending.frame.source_id, pending.score,
+                                   int(pending.edge.pred[0]), class_id,
+                                   sum(pending.edge.stage_time_ms), reply.rtt_ms, pending.bytes_up,
+                                   pending.frame.truth, pending.frame.image)
             return self._finish(r, pending.score, True)
         if reply.status == StatusCode.UNKNOWN_BUNDLE:
             if not self._mismatch_reported:
@@ -374,7 +427,7 @@ class EdgeAgent:
             where=where,  # type: ignore[arg-type]
             latency_ms=(time.monotonic() - frame.t_capture) * 1000.0, bytes_up=bytes_up, energy_mj=energy_mj,
             truth=frame.truth, t_capture=frame.t_capture, source_id=frame.source_id, threshold=threshold,
-            reason=reason,
+            reason=reason, alarm=self.monitor.alarm,
         )
 
     def _fallback(self, pending: _InFlight, reason: str) -> FrameResult:

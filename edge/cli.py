@@ -4,6 +4,7 @@
                       [--config edge.toml] [--latency-budget-ms X] [--max-offload-rate R]
                       [--power-budget-w W] [--offload activations|frames|none]
                       [--curve-secret FILE --curve-server-key FILE]
+                      [--shadow-rate R] [--field-trace PATH [--field-frames DIR]]
 
 Results go to the sinks (default: stdout, one JSON object per frame); the summary
 goes to stderr at the end. SIGTERM or SIGINT finishes the frames in flight, then
@@ -19,6 +20,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
@@ -48,6 +50,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--fps", type=float)
     r.add_argument("--curve-secret")
     r.add_argument("--curve-server-key")
+    r.add_argument("--shadow-rate", type=float,
+                   help="share of edge-accepted frames also sent to the cloud to audit the edge (0..1)")
+    r.add_argument("--field-trace", metavar="PATH",
+                   help="record offloaded and audited frames, labelled by the cloud, for `jetsplit tune`")
+    r.add_argument("--field-frames", metavar="DIR", help="also save those frames here (offload = frames only)")
     r.add_argument("--log-level", default="INFO")
     return p
 
@@ -64,6 +71,10 @@ def main(argv: Sequence[str]) -> int:
     budgets = {"latency_ms": args.latency_budget_ms, "max_offload_rate": args.max_offload_rate,
                "power_w": args.power_budget_w}
     config = load_edge_config(args.config, os.environ, flags, budgets)
+    monitor = {k: v for k, v in (("shadow_rate", args.shadow_rate), ("field_trace", args.field_trace),
+                                 ("field_frames", args.field_frames)) if v is not None}
+    if monitor:
+        config = replace(config, monitor=replace(config.monitor, **monitor))
     log = logging.getLogger("jetsplit.edge")
     log.info("config %s", json.dumps(config.describe(), default=str))
     agent = EdgeAgent(config)
@@ -77,9 +88,9 @@ def main(argv: Sequence[str]) -> int:
     signal.signal(signal.SIGINT, on_signal)
     notifier.ready(f"bundle {agent.bundle.name}")
     try:
-        stats = agent.run()
+        agent.run()
     finally:
         notifier.stopping()
         agent.close()
-    print(json.dumps({"summary": stats.summary()}), file=sys.stderr, flush=True)
+    print(json.dumps({"summary": agent.summary()}), file=sys.stderr, flush=True)
     return 0

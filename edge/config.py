@@ -20,6 +20,7 @@ variables, then command-line flags, each overriding the one before.
     [controller]                # see jetsplit.edge.controller.ControllerConfig
     [power]                     # see jetsplit.edge.power.PowerConfig
     [pool]                      # see jetsplit.edge.pool.PoolConfig (several workers)
+    [monitor]                   # drift, shadow audit, field trace: jetsplit.edge.monitor
 
     [curve]
     secret = "/etc/jetsplit/keys/edge.key_secret"
@@ -36,6 +37,7 @@ from typing import Any
 from jetsplit.config import EnvTable, layered, relative_to_file, split_list
 from jetsplit.edge.breaker import BreakerConfig
 from jetsplit.edge.controller import Budgets, ControllerConfig
+from jetsplit.edge.monitor import MonitorConfig
 from jetsplit.edge.pool import PoolConfig
 from jetsplit.edge.power import PowerConfig
 from jetsplit.errors import ConfigError
@@ -68,6 +70,7 @@ class EdgeConfig:
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     power: PowerConfig = field(default_factory=PowerConfig)
     pool: PoolConfig = field(default_factory=PoolConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
     def __post_init__(self) -> None:
         if not self.bundle:
@@ -121,7 +124,7 @@ def _from_file(path: Path) -> dict[str, Any]:
     sections: dict[str, Callable[[Mapping[str, Any], str], Any]] = {
         "budget": Budgets.from_table, "breaker": BreakerConfig.from_table,
         "controller": ControllerConfig.from_table, "power": PowerConfig.from_table,
-        "pool": PoolConfig.from_table,
+        "pool": PoolConfig.from_table, "monitor": MonitorConfig.from_table,
     }
     for name, parse in sections.items():
         table = top.table(name, None)

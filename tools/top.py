@@ -7,8 +7,8 @@ Subscribes to the results an agent publishes with ``--sink zmq-pub:ENDPOINT``
 every interval, shows that window's frames per second, offload rate (frames that
 sent anything up), which share the edge, the cloud and the fallback answered,
 latency p50/p95 (capture to result), bytes sent per frame and the uplink rate,
-energy per frame when the agent attributes any, and how many frames exited at
-each stage. The figures are the agent's own end-of-run summary
+energy per frame when the agent attributes any, how many frames exited at
+each stage, and the field monitor's alarms (drift, shadow audit) when any is on. The figures are the agent's own end-of-run summary
 (:class:`~jetsplit.edge.agent.AgentStats`) over the window. No accuracy: live
 frames carry no labels.
 
@@ -117,6 +117,7 @@ class Window:
     exits: dict[str, int]
     fallback_reasons: dict[str, int]
     ignored_messages: int = 0
+    alarm: str | None = None  # the field monitor's alarms at the window's last frame
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -144,6 +145,7 @@ def summarize(results: Sequence[FrameResult], seconds: float, endpoint: str = ""
         uplink_kbit_s=stats.bytes_up * 8 / 1000 / seconds if seconds > 0 else 0.0,
         energy_mj_per_frame=s["energy_mj_per_frame"] if any(r.energy_mj > 0 for r in results) else None,
         exits=s["exits"], fallback_reasons=s["fallback_reasons"], ignored_messages=ignored,
+        alarm=results[-1].alarm if results else None,
     )
 
 
@@ -165,6 +167,8 @@ def format_window(w: Window) -> str:
     if w.energy_mj_per_frame is not None:
         lines.append(f"energy        {w.energy_mj_per_frame:.2f} mJ/frame")
     lines.append("exits         " + "  ".join(f"{k} {v}" for k, v in w.exits.items()))
+    if w.alarm:
+        lines.append(f"ALARM         {w.alarm} (the edge may be wrong: see the agent's log)")
     if w.ignored_messages:
         lines.append(f"ignored {w.ignored_messages} messages that were not results")
     return "\n".join(lines)
