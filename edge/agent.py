@@ -35,6 +35,7 @@ from jetsplit.edge.breaker import CircuitBreaker
 from jetsplit.edge.config import EdgeConfig
 from jetsplit.edge.controller import BudgetController
 from jetsplit.edge.monitor import FieldMonitor
+from jetsplit.edge.offload_client import OffloadClient
 from jetsplit.edge.pool import WorkerPool, is_dns_endpoint
 from jetsplit.edge.power import EnergyMeter, detect_power
 from jetsplit.edge.sinks import FrameResult, Sink, open_sinks
@@ -129,7 +130,7 @@ class EdgeAgent:
                 self.controller = BudgetController.for_bundle(self.bundle, config.budgets, config.controller)
             except ConfigError as exc:
                 _log.warning("budget controller off: %s", exc)
-        self.client: Client | WorkerPool | None = None
+        self.client: OffloadClient | None = None
         if self.offload_block is None:
             curve = None
             if config.curve_secret is not None and config.curve_server_key is not None:

@@ -251,9 +251,9 @@ class Membership:
             m.probe_since = None
         if replies:
             m.replied = now
-        for rid, bundles in pongs.items():
+        for rid, pong in pongs.items():
             if m.pings.pop(rid, None) is not None and now >= m.hold_until:
-                self._mark_up(m, bundles)
+                self._mark_up(m, pong.bundles)
         return replies
 
     def wait(self, wait_s: float) -> None:
