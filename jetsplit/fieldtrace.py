@@ -56,6 +56,9 @@ class FieldTraceWriter:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh: IO[str] = open(self.path, "a", encoding="utf-8")
+        except FileExistsError:
+            raise DataError(f"field trace {str(self.path)!r}: cannot write: a parent of it is a file, "
+                            "not a directory") from None
         except OSError as exc:
             raise DataError(f"field trace {str(self.path)!r}: cannot write: {exc.strerror or exc}") from None
         self.frames_dir = frames_dir
