@@ -46,7 +46,6 @@ from typing import Any
 import numpy as np
 
 from jetsplit.bundle import Bundle
-from jetsplit.chain import ChainResult
 from jetsplit.edge.audit import ShadowAudit
 from jetsplit.edge.controller import BudgetController, ThresholdCurve
 from jetsplit.edge.drift import DriftConfig, DriftDetector, DriftEvent, ReferenceDistribution
@@ -177,15 +176,15 @@ class FieldMonitor:
         self._floor_on = False
 
     # -- drift ---------------------------------------------------------------------------
-    def observe(self, frame: int, source_id: str, res: ChainResult) -> None:
-        """A frame's edge run: its score at the gate before the cloud, if it got there."""
-        if self._reference is None or int(res.stage[0]) != self.gate_stage:
+    def observe(self, frame: int, source_id: str, score: float) -> None:
+        """A frame's score at the gate before the cloud (frames that reached it)."""
+        if self._reference is None:
             return
         det = self._detectors.get(source_id)
         if det is None:
             det = self._detectors[source_id] = DriftDetector(self._reference, self.config.drift_config,
                                                              source_id, self.stage_name)
-        event = det.add(float(res.score[0]), frame)
+        event = det.add(score, frame)
         if event is not None:
             self.events.append(event)
             self._on_alarm_change(event.raised, self._drift_line(event))
@@ -218,6 +217,11 @@ class FieldMonitor:
         self._audits[rid] = _Audit(frame, source_id, edge_class, score, edge_ms, bytes_up, deadline_at, truth,
                                    image if self.trace is not None and self.trace.frames_dir is not None else None)
 
+    def skip_audit(self) -> None:
+        """A picked frame that could not be sent (window, breaker, no worker)."""
+        if self.audit is not None:
+            self.audit.skipped += 1
+
     @property
     def audits_in_flight(self) -> int:
         return len(self._audits)
@@ -243,8 +247,12 @@ class FieldMonitor:
                     f"[{est.low:.3f}, {est.high:.3f}]")
             self._on_alarm_change(change, line)
         if self.trace is not None:
+            # Each audit stands for 1/R accepted frames, and for its share of the
+            # picked frames that could not be sent (window, breaker): those are
+            # skipped for load, not content, so the sent ones stay a fair sample.
+            weight = (self.audit.sent + self.audit.skipped) / max(self.audit.sent, 1) / self.audit.rate
             self.trace.record("audit", pending.frame, pending.source_id, pending.score, pending.edge_class,
-                              cloud_class, 1.0 / self.audit.rate, pending.edge_ms, rtt_ms, pending.bytes_up,
+                              cloud_class, weight, pending.edge_ms, rtt_ms, pending.bytes_up,
                               pending.truth, pending.image, self.bundle.labels[cloud_class])
         return True
 

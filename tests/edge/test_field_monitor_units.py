@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jetsplit.edge.audit import ShadowAudit, wilson_interval
-from jetsplit.edge.controller import Budgets, BudgetController, ControllerConfig, ThresholdCurve
+from jetsplit.edge.controller import BudgetController, Budgets, ControllerConfig, ThresholdCurve
 from jetsplit.edge.drift import DriftConfig, DriftDetector, ReferenceDistribution, psi
 from jetsplit.edge.monitor import MonitorConfig
 from jetsplit.errors import ConfigError

@@ -28,7 +28,7 @@ from jetsplit.edge.sinks import FrameResult
 from jetsplit.edge.sources import open_source
 from jetsplit.tools import tune as tune_cli
 
-from .daemons import Daemon, start_worker
+from tests.support.daemons import Daemon, start_worker
 
 CLEAN, CORRUPTED = 1500, 1000
 
@@ -114,13 +114,22 @@ def _labelled_run(config: EdgeConfig) -> tuple[list[FrameResult], dict[str, obje
     return results, summary, accuracy
 
 
-def test_shadow_audit_interval_holds_the_true_edge_accuracy(tmp_path: Path, split_worker: tuple[Daemon, str]) -> None:
-    # Light fog: the edge slips (exit alone 89%), the cloud stays good (98%), so
-    # the cloud is a fair reference and the interval must hold the truth.
-    _, endpoint = split_worker
-    frames, truth = _stream("fog", 2, 21, 600)
-    config = EdgeConfig(bundle="demo:split", source=f"file://{_folder(tmp_path / 'a', frames, truth)}",
-                        cloud=(endpoint,), sinks=(), deadline_ms=3000.0, window=4,
+@pytest.fixture(scope="module")
+def little_big_worker() -> Iterator[tuple[Daemon, str]]:
+    d, endpoint = start_worker("demo:little-big", bind="tcp://127.0.0.1:0")
+    yield d, endpoint
+    d.stop()
+
+
+def test_shadow_audit_interval_holds_the_true_edge_accuracy(tmp_path: Path,
+                                                            little_big_worker: tuple[Daemon, str]) -> None:
+    # Agreement measures the edge's accuracy where the cloud is a fair reference:
+    # an independent big model that stays right (shot noise at severity 3: big
+    # 97.5%), not one that shares the edge's mistakes (docs/tuning.md §6).
+    _, endpoint = little_big_worker
+    frames, truth = _stream("shot_noise", 3, 21, 800)
+    config = EdgeConfig(bundle="demo:little-big", source=f"file://{_folder(tmp_path / 'a', frames, truth)}",
+                        cloud=(endpoint,), offload="frames", sinks=(), deadline_ms=3000.0, window=8,
                         monitor=MonitorConfig(shadow_rate=0.5, shadow_seed=3, audit_min_accuracy=0.98))
     results, summary, _ = _labelled_run(config)
     audit = summary["audit"]
@@ -128,9 +137,9 @@ def test_shadow_audit_interval_holds_the_true_edge_accuracy(tmp_path: Path, spli
     kept = [r for r in results if r.where == "edge"]
     true_edge = float(np.mean([r.label == r.truth for r in kept]))
     lo, hi = audit["overall"]["interval"]
-    assert audit["answered"] >= 100 and audit["lost"] == 0, audit
-    assert lo <= true_edge <= hi, (true_edge, audit)
-    assert hi - lo < 0.15, audit  # an interval that says something
+    assert audit["answered"] >= 100 and audit["lost"] == 0, json.dumps(audit)
+    assert lo <= true_edge <= hi, (true_edge, json.dumps(audit))
+    assert hi - lo < 0.1, audit  # an interval that says something
     assert audit["alarm"] is False, audit  # within 5 points of the 98% expected
 
 
@@ -144,7 +153,7 @@ def test_audit_alarm_and_field_retuning_recover_accuracy(tmp_path: Path, split_w
     part_b = _folder(tmp_path / "b", frames[600:], truth[600:])
     trace = tmp_path / "field.jsonl"
     base = EdgeConfig(bundle="demo:split", source=f"file://{part_a}", cloud=(endpoint,), sinks=(),
-                      deadline_ms=3000.0, window=4,
+                      deadline_ms=3000.0, window=8,
                       monitor=MonitorConfig(shadow_rate=0.6, shadow_seed=3, audit_min_accuracy=0.99,
                                             audit_max_drop=0.02, field_trace=str(trace), react=False))
     results, summary, _ = _labelled_run(base)
