@@ -7,13 +7,19 @@ with the edge's. The share of agreements estimates the edge's accuracy on what
 it accepts, taking the cloud as the reference.
 
 The interval is Wilson's score interval at ``confidence`` on the agreement
-rate, widened on both sides by the cloud's own error rate ``e_c`` (one minus
-its calibrated accuracy, when the bundle records it): where edge and cloud
-disagree either may be wrong, and where they agree both may be, so the edge's
-true accuracy lies within ``e_c`` of the agreement rate. An alarm is raised
-when the interval's upper end falls more than ``max_drop`` below the expected
-accuracy (from the bundle, or ``audit_min_accuracy``), and cleared when its
-upper end is back above. Estimates use the last ``window`` audits, so an
+rate, widened on both sides by the cloud's own error rate ``e_c``: where edge
+and cloud disagree either may be wrong, and where they agree both may be, so
+the edge's true accuracy lies within ``e_c`` of the agreement rate (when the
+cloud's mistakes are not the edge's too: see docs/tuning.md). ``e_c`` is one
+minus the cloud's calibrated accuracy when the bundle records it, else the
+cloud's own expected error on the audited frames, the mean of one minus its
+top probability (its confidence, which follows the stream). The alarm is on
+disagreement itself: it is raised when the Wilson upper end of the agreement
+rate falls more than ``max_drop`` below the expected accuracy (from the bundle,
+or ``audit_min_accuracy``; at calibration edge and cloud agree about that
+often), and cleared when it is back above. Edge and cloud disagreeing more than
+they did at calibration is worth a look whichever of them is wrong; the widened
+interval says how sure one can be that it is the edge. Estimates use the last ``window`` audits, so an
 alarm follows a change and clears after it.
 
 Selection uses its own seeded generator, so a run is reproducible and the
@@ -61,10 +67,12 @@ class ShadowAudit:
     """Selection of frames to audit and the running estimate (pure logic)."""
 
     def __init__(self, rate: float, seed: int = 0, window: int = 400, confidence: float = 0.95,
-                 cloud_error: float = 0.0, expected: float | None = None, max_drop: float = 0.05,
+                 cloud_error: float | None = None, expected: float | None = None, max_drop: float = 0.05,
                  min_audits: int = 30) -> None:
         self.rate, self.window, self.confidence = rate, window, confidence
-        self.cloud_error, self.expected, self.max_drop = max(0.0, cloud_error), expected, max_drop
+        self._fixed_error = None if cloud_error is None else max(0.0, cloud_error)
+        self.expected, self.max_drop = expected, max_drop
+        self._unsure: deque[float] = deque(maxlen=window)
         self.min_audits = min_audits
         self._rng = random.Random(seed)
         self._recent: deque[bool] = deque(maxlen=window)
@@ -79,9 +87,19 @@ class ShadowAudit:
         """Whether to audit this accepted frame."""
         return self.rate > 0 and self._rng.random() < self.rate
 
-    def record(self, edge_class: int, cloud_class: int) -> bool | None:
-        """One audit's answer; returns True when the alarm is raised by it, False
-        when cleared by it, None when its state did not change."""
+    @property
+    def cloud_error(self) -> float:
+        """The cloud's error rate the interval is widened by."""
+        if self._fixed_error is not None:
+            return self._fixed_error
+        return sum(self._unsure) / len(self._unsure) if self._unsure else 0.0
+
+    def record(self, edge_class: int, cloud_class: int, cloud_top: float | None = None) -> bool | None:
+        """One audit's answer (``cloud_top``: the cloud's top probability); returns
+        True when the alarm is raised by it, False when cleared by it, None when
+        its state did not change."""
+        if cloud_top is not None and 0.0 <= cloud_top <= 1.0:
+            self._unsure.append(1.0 - cloud_top)
         same = edge_class == cloud_class
         self.answered += 1
         self.agreed += int(same)
@@ -100,12 +118,13 @@ class ShadowAudit:
     def _update_alarm(self) -> bool | None:
         if self.expected is None or len(self._recent) < self.min_audits:
             return None
-        est = self.estimate()
+        n, k = len(self._recent), sum(self._recent)
+        high = wilson_interval(k, n, self.confidence)[1]
         floor = self.expected - self.max_drop
-        if not self.alarm and est.high < floor:
+        if not self.alarm and high < floor:
             self.alarm = True
             return True
-        if self.alarm and est.high >= floor:
+        if self.alarm and high >= floor:
             self.alarm = False
             return False
         return None

@@ -154,7 +154,7 @@ class FieldMonitor:
                 expected = float(meta) if isinstance(meta, (int, float)) else None
             big = bundle.extra.get("calib_cloud_accuracy")
             self.audit = ShadowAudit(config.shadow_rate, seed=config.shadow_seed, window=config.audit_window,
-                                     cloud_error=1.0 - float(big) if isinstance(big, (int, float)) else 0.0,
+                                     cloud_error=1.0 - float(big) if isinstance(big, (int, float)) else None,
                                      expected=expected, max_drop=config.audit_max_drop)
             if expected is None:
                 _log.info("shadow audit: no expected edge accuracy (audit_min_accuracy, or the bundle's "
@@ -226,7 +226,7 @@ class FieldMonitor:
     def audits_in_flight(self) -> int:
         return len(self._audits)
 
-    def on_reply(self, rid: int, ok: bool, cloud_class: int, rtt_ms: float) -> bool:
+    def on_reply(self, rid: int, ok: bool, cloud_class: int, rtt_ms: float, cloud_top: float | None = None) -> bool:
         """A reply; True when it answered an audit (not a frame's offload)."""
         pending = self._audits.pop(rid, None)
         if pending is None:
@@ -235,14 +235,14 @@ class FieldMonitor:
         if not ok or time.monotonic() > pending.deadline_at:
             self.audit.lost += 1
             return True
-        change = self.audit.record(pending.edge_class, cloud_class)
+        change = self.audit.record(pending.edge_class, cloud_class, cloud_top)
         if change is not None:
             est = self.audit.estimate()
             if change:
                 self._audit_alarm_at = pending.frame
-            line = (f"audit alarm at frame {pending.frame}: edge accuracy {est.agreement:.3f} "
-                    f"[{est.low:.3f}, {est.high:.3f}] over the last {est.n} audits, below expected "
-                    f"{self.audit.expected:.3f} - {self.audit.max_drop:.3f}" if change else
+            line = (f"audit alarm at frame {pending.frame}: edge and cloud agree on {est.agreement:.3f} of the last "
+                    f"{est.n} audits, below the expected {self.audit.expected:.3f} - {self.audit.max_drop:.3f} "
+                    f"(edge accuracy in [{est.low:.3f}, {est.high:.3f}])" if change else
                     f"audit cleared at frame {pending.frame}: edge accuracy {est.agreement:.3f} "
                     f"[{est.low:.3f}, {est.high:.3f}]")
             self._on_alarm_change(change, line)

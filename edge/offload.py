@@ -64,7 +64,7 @@ class SideRequests(Protocol):
     @property
     def audits_in_flight(self) -> int: ...
 
-    def on_reply(self, rid: int, ok: bool, cloud_class: int, rtt_ms: float) -> bool:
+    def on_reply(self, rid: int, ok: bool, cloud_class: int, rtt_ms: float, cloud_top: float | None = None) -> bool:
         """True when ``rid`` was one of these (the reply is then taken)."""
         ...
 
@@ -147,7 +147,9 @@ class Offloader:
             soonest = self.soonest() or 0.0
             wait = int(max(0.0, min(timeout_ms / 1000.0, soonest - time.monotonic())) * 1000)
         for reply in self.client.poll_replies(wait):
-            if side is not None and side.on_reply(reply.id, reply.ok, reply.top1 if reply.ok else -1, reply.rtt_ms):
+            if side is not None and side.on_reply(
+                    reply.id, reply.ok, reply.top1 if reply.ok else -1, reply.rtt_ms,
+                    float(np.max(reply.scores)) if reply.ok and len(reply.scores) else None):
                 continue
             pending = self.inflight.pop(reply.id, None)
             if pending is None:

@@ -115,7 +115,7 @@ def test_audit_selection_rate_and_alarm_hysteresis() -> None:
 
 
 def test_audit_interval_widened_by_the_clouds_error() -> None:
-    plain = ShadowAudit(0.1, expected=None)
+    plain = ShadowAudit(0.1, expected=None, cloud_error=0.0)
     wide = ShadowAudit(0.1, expected=None, cloud_error=0.02)
     for i in range(200):
         plain.record(0, 0 if i % 10 else 1)
@@ -165,3 +165,12 @@ def test_controller_floor_still_obeys_budgets() -> None:
     ctl.set_floor(0.5)
     _drive(ctl, clock, rng, 1500)
     assert _drive(ctl, clock, rng, 600) <= 0.2
+
+
+def test_audit_widens_by_the_clouds_own_confidence_without_a_calibrated_figure() -> None:
+    audit = ShadowAudit(0.1, expected=None)
+    for _ in range(100):
+        audit.record(3, 3, cloud_top=0.9)
+    est = audit.estimate()
+    assert audit.cloud_error == pytest.approx(0.1)
+    assert est.low == pytest.approx(wilson_interval(100, 100)[0] - 0.1)

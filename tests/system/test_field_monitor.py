@@ -27,7 +27,6 @@ from jetsplit.edge.monitor import MonitorConfig
 from jetsplit.edge.sinks import FrameResult
 from jetsplit.edge.sources import open_source
 from jetsplit.tools import tune as tune_cli
-
 from tests.support.daemons import Daemon, start_worker
 
 CLEAN, CORRUPTED = 1500, 1000
