@@ -174,3 +174,17 @@ def test_audit_widens_by_the_clouds_own_confidence_without_a_calibrated_figure()
     est = audit.estimate()
     assert audit.cloud_error == pytest.approx(0.1)
     assert est.low == pytest.approx(wilson_interval(100, 100)[0] - 0.1)
+
+
+def test_top_shows_an_active_alarm() -> None:
+    from jetsplit.edge.sinks import FrameResult
+    from jetsplit.tools.top import format_window, summarize
+
+    quiet = FrameResult(1, 3, "3", 0.9, "head", "edge", 1.0)
+    loud = FrameResult(2, 3, "3", 0.9, "head", "edge", 1.0, alarm="drift:head@cam0")
+    assert "ALARM" not in format_window(summarize([quiet], 1.0, "ipc://x"))
+    window = summarize([quiet, loud], 1.0, "ipc://x")
+    assert window.alarm == "drift:head@cam0"
+    assert "ALARM         drift:head@cam0" in format_window(window)
+    assert FrameResult.from_json(loud.to_json()).alarm == "drift:head@cam0"
+    assert "alarm" not in quiet.to_dict()
