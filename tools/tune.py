@@ -208,8 +208,10 @@ def main(argv: Sequence[str]) -> int:
     if args.plots is not None:
         from .plots import write_plots
 
-        summary["plots"] = [str(p) for p in write_plots(calib, result.grid, result.chosen_index, args.plots,  # type: ignore[arg-type]
-                                                        title=f"{calib.meta.get('bundle')} @ calib")]
+        assert result.grid is not None  # search_thresholds always keeps it
+        plots = write_plots(calib, result.grid, result.chosen_index, args.plots,
+                            title=f"{calib.meta.get('bundle')} @ calib", oracle=summary["calib"]["oracle"])
+        summary["plots"] = [str(p) for p in plots]
     summary_path.write_text(json.dumps(summary, indent=2, default=_json_default))
     if args.json:
         print(json.dumps(summary, indent=2, default=_json_default))
