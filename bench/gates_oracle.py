@@ -12,7 +12,8 @@ of the oracle's offload (edge wrong, cloud right). ``auto`` is the candidate
 under the auto gate: whether pooling the edge's scores into the cloud's answer
 lifts the test accuracy above the cloud model's.
 
-    $ .venv/bin/python bench/gates_oracle.py      # -> bench/results/gates_oracle.json (~10 min)
+    $ .venv/bin/python bench/gates_oracle.py            # -> bench/results/gates_oracle.json
+    $ .venv/bin/python bench/gates_oracle.py --table    # the markdown table of docs/tuning.md
 """
 
 from __future__ import annotations
@@ -71,7 +72,37 @@ def one(lab: Lab, data: str, pair: str, stages: list[StageDraft]) -> dict[str, A
     return out
 
 
+def _cell(f: dict[str, Any]) -> str:
+    if not f.get("tuned"):
+        return "not reached"
+    ratio = f["offload_over_oracle"]
+    miss = "" if f["reaches"] else f" ({f['accuracy_vs_big_pt']:+.1f})"
+    return f"{100 * f['test_offload']:.1f}% ({'-' if ratio is None else f'{ratio:.1f}x'}){miss}"
+
+
+def table(record: dict[str, Any]) -> str:
+    """The markdown table of docs/tuning.md: per data set and pair, each gate's test
+    offload when tuned on calib to the cloud model's accuracy (x oracle)."""
+    gates = ("margin", "maxprob", "entropy", "support", "support+carry", "dgate")
+    head = ["data", "pair", "cloud / edge acc %", "oracle", *gates, "auto", "weighted: w, full-chain acc %"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for data, by_pair in record["data"].items():
+        for pair, r in by_pair.items():
+            any_f = next(iter(r["gates"].values()))
+            w = r["weighted"]
+            rows.append("| " + " | ".join([
+                data, pair, f"{100 * any_f['big_test_accuracy']:.1f} / {100 * any_f.get('edge_test_accuracy', 0):.1f}",
+                f"{100 * any_f.get('oracle_offload', 0):.1f}%",
+                *(_cell(r["gates"][g]) if g in r["gates"] else "" for g in gates), r["auto"],
+                f"{w['weight']:.3f}, {100 * w.get('chain_full_test_accuracy', 0):.1f}",
+            ]) + " |")
+    return "\n".join(rows)
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["--table"]:
+        print(table(json.loads((Path(sys.argv[2]) if len(sys.argv) > 2 else RESULTS).read_text())))
+        return 0
     started = time.perf_counter()
     record: dict[str, Any] = {
         "machine": describe(),
