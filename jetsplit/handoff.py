@@ -10,11 +10,11 @@ hand-off" is the normative list):
   when the resume stage takes the carry;
 - ``probs`` (1, C) float32 and ``count`` (int32, 0-d): the combined probabilities
   so far and how many stage outputs they average, sent when the resume stage
-  averages (ensembles).
+  combines with them (``average`` for ensembles, ``weighted``).
 
-The cloud rebuilds a batch from many such requests with :func:`unpack`, which
-checks every tensor against what the bundle's chain expects and raises a
-``DataError`` naming the tensor, the expected and the actual value.
+The cloud checks each request with :func:`validate` (every tensor against what
+the bundle's chain expects; a ``DataError`` names the tensor, the expected and the
+actual value) and rebuilds a batch from many of them with :func:`stack`.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def needed(bundle: Bundle, stage: int) -> tuple[str, ...]:
         names.append(FRAME)
     if bundle.stages[stage].input == "carry":
         names.append(CARRY)
-    if bundle.stages[stage].combine == "average" and stage > 0:
+    if bundle.stages[stage].combine in ("average", "weighted") and stage > 0:
         names += [PROBS, COUNT]
     return tuple(names)
 
