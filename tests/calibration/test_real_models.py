@@ -208,3 +208,19 @@ def test_an_nhwc_input_is_cut_and_checked_as_it_comes(real_zoo: Path, tmp_path: 
     from jetsplit.calibration.builder import input_defaults
 
     assert input_defaults(path)["layout"] == "nhwc"
+
+
+def test_several_outputs_need_scores_named(real_zoo: Path, tmp_path: Path) -> None:
+    from jetsplit.calibration.builder import scores_output
+    from jetsplit.errors import ConfigError
+
+    model = onnx.load(str(build_model("squeezenet_opset17", real_zoo)))
+    model.graph.output.append(helper.make_tensor_value_info("r64", TensorProto.FLOAT, None))  # a feature map too
+    path = tmp_path / "two_outputs.onnx"
+    onnx.save(model, str(path), save_as_external_data=True, location="two_outputs.onnx.data")
+    with pytest.raises(ConfigError, match="name one with --scores"):
+        scores_output(path)
+    with pytest.raises(ConfigError, match="--scores 'softmax': no such output"):
+        scores_output(path, "softmax")
+    # The version converter wraps the zoo's Softmax in shape nodes: still probabilities.
+    assert scores_output(path, "softmaxout_1") == ("softmaxout_1", "probs")
