@@ -40,6 +40,7 @@ from jetsplit.trace import Trace
 from .builder import (
     StageDraft,
     apply_precision,
+    check_cuts,
     gate_kind,
     input_defaults,
     run_stages,
@@ -49,6 +50,7 @@ from .builder import (
 )
 from .choose import Candidate, Draft, build_draft, candidates_for, tune_combination
 from .collect import PowerModel, collect
+from .graph import load_graph
 from .quantize import PRECISIONS
 from .search import SearchResult, continue_curves, search_thresholds
 
@@ -153,6 +155,8 @@ def _toml_safe(value: Any) -> Any:
 def calibrate(args: argparse.Namespace) -> tuple[Bundle, dict[str, Any]]:
     """Build, fit, convert, tune and write; returns the bundle and a summary."""
     mode = _mode(args)
+    if mode == "split":  # a typo in a cut is reported before any image is processed
+        check_cuts(load_graph(args.model), args.cut)
     first = args.little or (args.ensemble[0] if args.ensemble else args.model)
     pre = parse_preprocess(args, first)
     train, calib = load_dataset(args.data, "train"), load_dataset(args.data, "calib")
