@@ -15,6 +15,7 @@ _packages = [
     "jetsplit.engines",
     "jetsplit.cli",
     "jetsplit.demo",
+    "jetsplit.edge.power",
 ] + [f"jetsplit.{part}" for part in _PARTS]
 
 _package_dir = {"jetsplit": "jetsplit"}

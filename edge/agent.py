@@ -35,7 +35,7 @@ from jetsplit.edge.breaker import CircuitBreaker
 from jetsplit.edge.config import EdgeConfig
 from jetsplit.edge.controller import BudgetController
 from jetsplit.edge.pool import WorkerPool, is_dns_endpoint
-from jetsplit.edge.power import EnergyMeter, detect_power
+from jetsplit.edge.power import EnergyMeter, describe_board, detect_power
 from jetsplit.edge.sinks import FrameResult, Sink, open_sinks
 from jetsplit.edge.sources import Frame, FrameTimeout, Source, open_source
 from jetsplit.errors import ConfigError, JetsplitError, SourceError
@@ -65,12 +65,15 @@ class AgentStats:
     exits: dict[str, int] = field(default_factory=dict)
     latencies_ms: list[float] = field(default_factory=list)
     fallback_reasons: dict[str, int] = field(default_factory=dict)
+    radio_mj: float = 0.0
+    power: dict[str, Any] = field(default_factory=dict)  # the meter's status, at the end
 
     def add(self, r: FrameResult) -> None:
         self.frames += 1
         setattr(self, r.where, getattr(self, r.where) + 1)
         self.bytes_up += r.bytes_up
         self.energy_mj += r.energy_mj
+        self.radio_mj += r.radio_mj
         self.exits[r.stage] = self.exits.get(r.stage, 0) + 1
         self.latencies_ms.append(r.latency_ms)
         if r.truth is not None:
@@ -93,7 +96,9 @@ class AgentStats:
             "p99_ms": float(np.percentile(lat, 99)),
             "bytes_up_per_frame": self.bytes_up / n,
             "energy_mj_per_frame": self.energy_mj / n,
+            "radio_mj_per_frame": self.radio_mj / n,
             "fallback_reasons": dict(self.fallback_reasons),
+            **({"power": dict(self.power)} if self.power else {}),
         }
 
 
@@ -106,6 +111,8 @@ class _InFlight:
     deadline_at: float
     bytes_up: int
     energy_mj: float
+    radio_mj: float = 0.0
+    early: bool = False
 
 
 class EdgeAgent:
@@ -147,7 +154,12 @@ class EdgeAgent:
                 self.client = Client(list(config.cloud), self.bundle.fingerprint, timeout_ms=timeout_ms, curve=curve)
         else:
             _log.info("local only: %s", self.offload_block)
-        self.meter = EnergyMeter(detect_power(config.power))
+        self.meter = EnergyMeter(detect_power(config.power), fallback=config.power.model())
+        if self.controller is not None:
+            self.controller.watch_power(lambda: self.meter.average_watts(config.power.average_s))
+            if self.controller.early is not None and config.budgets.power_w is not None:
+                _log.info("power budget: may offload early at stage %r", self._early_stage_name())
+        _log.info("power: %s; %s", self.meter.reader.description, describe_board(self.meter.reader.board_state()))
         self.source = source
         self.sinks = sinks
         self._inflight: dict[int, _InFlight] = {}
@@ -155,6 +167,10 @@ class EdgeAgent:
         self._base_thresholds = self.bundle.thresholds()
         self._stage_names = [s.name for s in self.bundle.stages]
         self._encodings = wire_encodings(self.bundle)
+
+    def _early_stage_name(self) -> str:
+        assert self.controller is not None and self.controller.early is not None
+        return self.bundle.stages[self.controller.early.gate].name
 
     def _offload_block(self) -> str | None:
         """Why nothing may be offloaded, or None."""
@@ -201,6 +217,7 @@ class EdgeAgent:
             self.source = open_source(self.config.source, realtime=self.config.realtime, fps=self.config.fps)
         if self.client is not None:
             self.client.wait_ready(min(1000, int(self.config.deadline_ms)))
+        self.meter.start(self.config.power.interval_ms / 1000.0)
         last_frame = time.monotonic()
         while not self.stop_event.is_set():
             self.notifier.tick()
@@ -232,6 +249,7 @@ class EdgeAgent:
             self.notifier.tick()
             yield from self._service(5)
         self.stats.dropped = self.source.dropped
+        self.stats.power = self.meter.status()
 
     def process(self, frame: Frame) -> Iterator[FrameResult]:
         """One frame through the edge stages; yields its result unless it was offloaded."""
@@ -239,7 +257,11 @@ class EdgeAgent:
         thresholds = self.controller.thresholds(self._base_thresholds) if self.controller else None
         try:
             x = self.chain.preprocess([frame.image])
-            res = self.chain.run_from(0, x, stop_at=self.first_cloud, thresholds=thresholds)
+            early = self.controller.early if self.controller is not None else None
+            if early is not None:
+                res, sent_early = early.run(self.chain, x, thresholds)
+            else:
+                res, sent_early = self.chain.run_from(0, x, stop_at=self.first_cloud, thresholds=thresholds), False
         except JetsplitError as exc:
             # A broken frame (wrong size, corrupt) is reported and skipped, never fatal.
             _log.warning("frame %d: %s", frame.index, exc)
@@ -256,6 +278,8 @@ class EdgeAgent:
             energy = self.meter.frame_energy_j(t0, time.monotonic(), stage_ms) * 1000.0
             yield self._finish(self._result(frame, res, "edge", energy_mj=energy, threshold=gate_thr), score, False)
             return
+        if sent_early:
+            gate_thr = None  # its score is the early gate's: not this threshold's business
         reason = self._why_not_offload()
         if reason is None:
             assert self.client is not None and res.next_stage is not None
@@ -269,9 +293,10 @@ class EdgeAgent:
                 reason = "cloud unavailable"
             else:
                 sent = self.client.last_sent_bytes
-                energy = self.meter.frame_energy_j(t0, time.monotonic(), stage_ms, sent) * 1000.0
+                e = self.meter.frame_energy(t0, time.monotonic(), stage_ms, sent)
                 self._inflight[rid] = _InFlight(frame, res, gate_thr, score,
-                                                time.monotonic() + max(deadline_ms, 0.0) / 1000.0, sent, energy)
+                                                time.monotonic() + max(deadline_ms, 0.0) / 1000.0, sent,
+                                                e.total_j * 1000.0, e.radio_j * 1000.0, sent_early)
                 self.stats.offloaded += 1
                 return
         energy = self.meter.frame_energy_j(t0, time.monotonic(), stage_ms) * 1000.0
@@ -348,8 +373,9 @@ class EdgeAgent:
                 where="cloud", latency_ms=(time.monotonic() - pending.frame.t_capture) * 1000.0,
                 bytes_up=pending.bytes_up, energy_mj=pending.energy_mj, truth=pending.frame.truth,
                 t_capture=pending.frame.t_capture, source_id=pending.frame.source_id, threshold=pending.threshold,
+                radio_mj=pending.radio_mj,
             )
-            return self._finish(r, pending.score, True)
+            return self._finish(r, pending.score, True, pending.early)
         if reply.status == StatusCode.UNKNOWN_BUNDLE:
             if not self._mismatch_reported:
                 _log.error("the cloud does not serve this bundle (fingerprint %s...): running local only until it does",
@@ -366,7 +392,7 @@ class EdgeAgent:
 
     # -- results ---------------------------------------------------------------------------
     def _result(self, frame: Frame, res: ChainResult, where: str, energy_mj: float, threshold: float | None,
-                reason: str | None = None, bytes_up: int = 0) -> FrameResult:
+                reason: str | None = None, bytes_up: int = 0, radio_mj: float = 0.0) -> FrameResult:
         class_id = int(res.pred[0])
         return FrameResult(
             frame=frame.index, class_id=class_id, label=self.bundle.labels[class_id],
@@ -374,19 +400,21 @@ class EdgeAgent:
             where=where,  # type: ignore[arg-type]
             latency_ms=(time.monotonic() - frame.t_capture) * 1000.0, bytes_up=bytes_up, energy_mj=energy_mj,
             truth=frame.truth, t_capture=frame.t_capture, source_id=frame.source_id, threshold=threshold,
-            reason=reason,
+            reason=reason, radio_mj=radio_mj,
         )
 
     def _fallback(self, pending: _InFlight, reason: str) -> FrameResult:
         r = self._result(pending.frame, pending.edge, "fallback", pending.energy_mj, pending.threshold,
-                         reason=reason, bytes_up=pending.bytes_up)
-        return self._finish(r, pending.score, True)
+                         reason=reason, bytes_up=pending.bytes_up, radio_mj=pending.radio_mj)
+        return self._finish(r, pending.score, True, pending.early)
 
-    def _finish(self, result: FrameResult, score: float | None, offloaded: bool) -> FrameResult:
+    def _finish(self, result: FrameResult, score: float | None, offloaded: bool, early: bool = False) -> FrameResult:
         self.stats.add(result)
         if self.controller is not None and score is not None:
+            stage = self._stage_names.index(result.stage) if not offloaded and result.stage in self._stage_names else None
             self.controller.observe_frame(score, offloaded, result.latency_ms, result.bytes_up, result.energy_mj,
                                           threshold=result.threshold,
-                                          missed=offloaded and result.where == "fallback")
+                                          missed=offloaded and result.where == "fallback",
+                                          radio_mj=result.radio_mj, early=early, stage=stage)
             self.controller.update()
         return result

@@ -7,7 +7,10 @@
 
 Results go to the sinks (default: stdout, one JSON object per frame); the summary
 goes to stderr at the end. SIGTERM or SIGINT finishes the frames in flight, then
-exits 0; so does the end of the input.
+exits 0; so does the end of the input. SIGHUP re-reads the budgets (``[budget]``
+of ``--config``, then the environment and the flags, as at start) and applies
+them from the controller's next update; a file that no longer parses is logged
+in one line and the budgets in force stay.
 """
 
 from __future__ import annotations
@@ -19,12 +22,15 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
 from jetsplit.config import setup_logging
 from jetsplit.edge.agent import EdgeAgent
-from jetsplit.edge.config import OFFLOAD_MODES, load_edge_config
+from jetsplit.edge.config import OFFLOAD_MODES, EdgeConfig, load_edge_config
+from jetsplit.edge.power import parse_source
+from jetsplit.errors import JetsplitError
 
 __all__ = ["main"]
 
@@ -41,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--latency-budget-ms", type=float)
     r.add_argument("--max-offload-rate", type=float)
     r.add_argument("--power-budget-w", type=float)
+    r.add_argument("--power-source", help="auto | jtop | sysfs[:ROOT] | model (overrides [power] source)")
     r.add_argument("--offload", choices=OFFLOAD_MODES)
     r.add_argument("--deadline-ms", type=float)
     r.add_argument("--window", type=int)
@@ -50,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--curve-server-key")
     r.add_argument("--log-level", default="INFO")
     return p
+
+
+def _with_power_source(config: EdgeConfig, spec: str | None) -> EdgeConfig:
+    if spec is None:
+        return config
+    return replace(config, power=parse_source(spec, config.power, "--power-source"))
 
 
 def main(argv: Sequence[str]) -> int:
@@ -63,7 +76,7 @@ def main(argv: Sequence[str]) -> int:
     }
     budgets = {"latency_ms": args.latency_budget_ms, "max_offload_rate": args.max_offload_rate,
                "power_w": args.power_budget_w}
-    config = load_edge_config(args.config, os.environ, flags, budgets)
+    config = _with_power_source(load_edge_config(args.config, os.environ, flags, budgets), args.power_source)
     log = logging.getLogger("jetsplit.edge")
     log.info("config %s", json.dumps(config.describe(), default=str))
     agent = EdgeAgent(config)
@@ -73,8 +86,21 @@ def main(argv: Sequence[str]) -> int:
         log.info("signal %d: finishing the frames in flight", signum)
         agent.stop()
 
+    def on_reload(signum: int, frame: FrameType | None) -> None:
+        try:
+            new = load_edge_config(args.config, os.environ, flags, budgets).budgets
+        except JetsplitError as exc:
+            log.error("reload: %s (the budgets in force stay)", exc)
+            return
+        if agent.controller is None:
+            log.warning("reload: no budget controller (nothing is offloaded): budgets not applied")
+            return
+        agent.controller.set_budgets(new)
+        log.info("reload: budgets %s", json.dumps(new.__dict__))
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_reload)
     notifier.ready(f"bundle {agent.bundle.name}")
     try:
         stats = agent.run()

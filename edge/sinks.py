@@ -67,7 +67,8 @@ class FrameResult:
     accepted), ``cloud`` (the cloud answered in time) or ``fallback`` (it should
     have gone to the cloud but did not answer in time, or could not be asked: the
     best edge answer; ``reason`` says why). ``latency_ms`` is capture to result;
-    ``bytes_up`` what was sent for it; ``energy_mj`` the energy attributed to it;
+    ``bytes_up`` what was sent for it; ``energy_mj`` the energy attributed to it,
+    of which ``radio_mj`` sending it (shown when not 0);
     ``truth`` the label when the source has one; ``t_capture`` is
     ``time.monotonic()`` at capture.
     """
@@ -86,6 +87,7 @@ class FrameResult:
     source_id: str = ""
     threshold: float | None = None
     reason: str | None = None
+    radio_mj: float = 0.0
 
     def __post_init__(self) -> None:
         if self.where not in WHERE:
@@ -110,6 +112,10 @@ class FrameResult:
                 del d[key]
         if not self.source_id:
             del d["source_id"]
+        if d["radio_mj"]:
+            d["radio_mj"] = float(d["radio_mj"])
+        else:
+            del d["radio_mj"]
         return d
 
     def to_json(self) -> str:
@@ -118,6 +124,8 @@ class FrameResult:
         d["score"] = round(float(d["score"]), 6)
         d["latency_ms"] = round(float(d["latency_ms"]), 3)
         d["energy_mj"] = round(float(d["energy_mj"]), 3)
+        if "radio_mj" in d:
+            d["radio_mj"] = round(d["radio_mj"], 3)
         d["t_capture"] = round(float(d["t_capture"]), 6)
         return json.dumps(d, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
