@@ -49,7 +49,14 @@ import numpy as np
 from jetsplit.bundle import Bundle, load_bundle
 from jetsplit.chain import Chain, ChainState, StageOutput
 from jetsplit.datasets import load_dataset
-from jetsplit.edge.power import EnergyMeter, ModelPower, PowerConfig, describe_board, detect_power, parse_source
+from jetsplit.edge.power import (
+    EnergyMeter,
+    ModelPower,
+    PowerConfig,
+    describe_board,
+    detect_power,
+    parse_source,
+)
 from jetsplit.errors import ConfigError, JetsplitError
 from jetsplit.handoff import needed, pack, wire_encodings
 from jetsplit.protocol import encode_infer
