@@ -67,6 +67,7 @@ class AgentStats:
     fallback_reasons: dict[str, int] = field(default_factory=dict)
     radio_mj: float = 0.0
     power: dict[str, Any] = field(default_factory=dict)  # the meter's status, at the end
+    budget: dict[str, Any] = field(default_factory=dict)  # the controller's, at the end
 
     def add(self, r: FrameResult) -> None:
         self.frames += 1
@@ -99,6 +100,7 @@ class AgentStats:
             "radio_mj_per_frame": self.radio_mj / n,
             "fallback_reasons": dict(self.fallback_reasons),
             **({"power": dict(self.power)} if self.power else {}),
+            **({"budget": dict(self.budget)} if self.budget else {}),
         }
 
 
@@ -250,6 +252,8 @@ class EdgeAgent:
             yield from self._service(5)
         self.stats.dropped = self.source.dropped
         self.stats.power = self.meter.status()
+        if self.controller is not None:
+            self.stats.budget = self.controller.summary()
 
     def process(self, frame: Frame) -> Iterator[FrameResult]:
         """One frame through the edge stages; yields its result unless it was offloaded."""

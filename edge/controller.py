@@ -286,12 +286,12 @@ class BudgetController:
         self._target = 1.0
         self.updates = 0
         self.early: EarlyOffload | None = None
-        self._power: PowerLoop | None = None
+        # Always there, learning what frames cost, so a power budget set by a
+        # reload acts on its first update.
+        self._power = PowerLoop(budgets.power_w, gain=cfg.power_gain, max_step_down=cfg.max_step_down,
+                                max_step_up=cfg.max_step_up)
         self._power_source: Callable[[], float] | None = None
         self._pending_budgets: Budgets | None = None
-        if budgets.power_w is not None:
-            self._power = PowerLoop(budgets.power_w, gain=cfg.power_gain, max_step_down=cfg.max_step_down,
-                                    max_step_up=cfg.max_step_up)
 
     @classmethod
     def for_bundle(cls, bundle: Bundle, budgets: Budgets, config: ControllerConfig | None = None,
@@ -308,8 +308,7 @@ class BudgetController:
         # Always there (at fraction 0 it is the calibrated chain), so a power
         # budget set by a reload can use it too.
         ctl.early = EarlyOffload.for_bundle(bundle)
-        if ctl._power is not None:
-            ctl._power.early_available = ctl.early is not None
+        ctl._power.early_available = ctl.early is not None
         return ctl
 
     def set_budgets(self, budgets: Budgets) -> None:
@@ -320,16 +319,9 @@ class BudgetController:
 
     def _apply_budgets(self, budgets: Budgets) -> None:
         self.budgets = budgets
-        if budgets.power_w is None:
-            self._power = None
-            if self.early is not None:
-                self.early.fraction = 0.0
-        elif self._power is None:
-            cfg = self.config
-            self._power = PowerLoop(budgets.power_w, early=self.early is not None, gain=cfg.power_gain,
-                                    max_step_down=cfg.max_step_down, max_step_up=cfg.max_step_up)
-        else:
-            self._power.budget_w = float(budgets.power_w)
+        self._power.set_budget(budgets.power_w)
+        if budgets.power_w is None and self.early is not None:
+            self.early.fraction = 0.0
 
     def watch_power(self, source: Callable[[], float]) -> None:
         """Where the board's average power comes from (the agent's meter),
@@ -362,10 +354,10 @@ class BudgetController:
         now = self._clock() if now is None else now
         thr = self.threshold if threshold is None else float(threshold)
         wanted = bool(score < thr)
-        if self._power is not None:
-            first = stage is not None and self.gate_stage is not None and stage < self.gate_stage
-            path = "early" if early else "offload" if offloaded else "first" if first else "local"
-            self._power.observe_frame(path, energy_mj, radio_mj)
+        # The power loop learns what frames cost, budget or not.
+        first = stage is not None and self.gate_stage is not None and stage < self.gate_stage
+        path = "early" if early else "offload" if offloaded else "first" if first else "local"
+        self._power.observe_frame(path, energy_mj, radio_mj)
         if not early:
             if math.isfinite(score):
                 self._scores.append(float(score))
@@ -450,7 +442,7 @@ class BudgetController:
             elif measured > b.energy_per_frame_mj:
                 # Offloading does not look costlier than local answers: nothing to cut.
                 limits["energy"] = 1.0
-        if self._power is not None:
+        if self._power.budget_w is not None:
             if self._power_source is not None:
                 self.observe_power(self._power_source())
             # Without a meter: the frames' energy at the frame rate.
@@ -509,6 +501,21 @@ class BudgetController:
             self.threshold = self.base_threshold if want >= ceiling else min(curve.threshold_for(want), self.base_threshold)
         return self.threshold
 
+    def summary(self) -> dict[str, Any]:
+        """What binds and the figures it binds on, for the agent's end-of-run
+        summary: ``binding`` names the budget that limits the offload (or
+        ``calibration``); with a power budget, its measured watts, the early
+        fraction, the early offloads sent, and whether it went unmet."""
+        snap = self.snapshot()
+        out: dict[str, Any] = {"binding": snap.binding, "offload_rate": round(snap.observed_rate, 4),
+                               "limits": {k: round(v, 4) for k, v in snap.limits.items()}}
+        if self._power.budget_w is not None:
+            out.update(power_w=self._power.budget_w, watts=round(self._power.watts, 3), power_knob=snap.power_knob,
+                       early_fraction=round(snap.early_fraction, 4), power_unmet=snap.power_unmet)
+        if self.early is not None:
+            out["early_offloads"] = self.early.sent
+        return out
+
     def snapshot(self) -> ControllerState:
         b = self.budgets
         q = b.latency_quantile
@@ -532,6 +539,6 @@ class BudgetController:
             curve="calibrated" if self._calibrated else ("observed" if self._curve is not None else "none"),
             updates=self.updates,
             early_fraction=self.early.fraction if self.early is not None else 0.0,
-            power_knob=self._power.knob if self._power is not None else "",
-            power_unmet=self._power.unmet if self._power is not None else False,
+            power_knob=self._power.knob,
+            power_unmet=self._power.unmet,
         )

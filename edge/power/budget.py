@@ -43,17 +43,20 @@ nothing offloaded and every early offload taken) is reported as ``unmet``.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from dataclasses import dataclass
 
 __all__ = ["PowerLoop", "PowerState"]
+
+log = logging.getLogger("jetsplit.edge.power")
 
 
 @dataclass
 class PowerState:
     """The loop's view, for the controller's snapshot."""
 
-    budget_w: float
+    budget_w: float | None
     watts: float
     rate_limit: float
     early_fraction: float
@@ -74,12 +77,13 @@ class _Ewma:
 
 
 class PowerLoop:
-    """Holds ``budget_w`` (see the module docstring). ``early`` says whether
-    the chain has an early gate to offload from."""
+    """Holds ``budget_w`` (see the module docstring); with None it only learns
+    what frames cost. ``early`` says whether the chain has an early gate to
+    offload from."""
 
-    def __init__(self, budget_w: float, early: bool = False, gain: float = 0.3,
+    def __init__(self, budget_w: float | None, early: bool = False, gain: float = 0.3,
                  max_step_down: float = 0.25, max_step_up: float = 0.02) -> None:
-        self.budget_w = float(budget_w)
+        self.budget_w = None if budget_w is None else float(budget_w)
         self.early_available = early
         self.gain = gain
         self.max_step_down, self.max_step_up = max_step_down, max_step_up
@@ -96,6 +100,12 @@ class PowerLoop:
         self._secant = _Ewma(0.2)
         self.slope_rate = 0.0
         self.slope_early = 0.0
+
+    def set_budget(self, budget_w: float | None) -> None:
+        """A new budget; None lets everything go back at once (no budget)."""
+        if budget_w is None:
+            self.rate_limit, self.early_fraction, self.knob, self.unmet = 1.0, 0.0, "", False
+        self.budget_w = None if budget_w is None else float(budget_w)
 
     def observe_frame(self, path: str, energy_mj: float, radio_mj: float = 0.0) -> None:
         """``path``: ``first`` (answered at an edge gate before the last),
@@ -130,6 +140,8 @@ class PowerLoop:
         """One step on the measured ``watts``; ``rate`` is the recent offload
         rate at the last gate, ``ceiling`` the calibrated one. Returns the rate
         limit and the early fraction."""
+        if self.budget_w is None:
+            raise ValueError("PowerLoop.update: no budget set")
         self.watts = watts
         self.slope_rate, self.slope_early = self._slopes(fps, rate)
         self._history.appendleft((rate, watts))
@@ -139,7 +151,10 @@ class PowerLoop:
         s_rate = self.slope_rate if self.slope_rate > 0.02 * self.budget_w else 0.5 * self.budget_w
         self.rate_limit = min(self.rate_limit, ceiling)
         self.unmet = False
-        if err > 0:
+        if err > 0 and self.early_available and not self._known():
+            # Which way helps is not known yet: hold rather than cut the wrong knob.
+            pass
+        elif err > 0:
             if self.early_available and self.slope_early > 0 and self.early_fraction < 1.0:
                 step = min(0.1, self.gain * err / self.slope_early)
                 self.early_fraction = min(1.0, self.early_fraction + step)
@@ -157,7 +172,14 @@ class PowerLoop:
             elif self.early_fraction > 0.0:
                 slope = self.slope_early if self.slope_early > 0 else 0.5 * self.budget_w
                 self.early_fraction = max(0.0, self.early_fraction - min(0.05, self.gain * -err / slope))
+        log.debug("power loop: %.3f W of %.3f, rate %.3f limit %.3f (%.2f W/rate), early %.3f (%.2f W saved/unit)",
+                  watts, self.budget_w, rate, self.rate_limit, self.slope_rate, self.early_fraction, self.slope_early)
         return self.rate_limit, self.early_fraction
+
+    def _known(self) -> bool:
+        """Enough frames of each kind to tell whether early offload saves power."""
+        e = self._e
+        return e["first"].count >= 20 and e["local"].count + e["offload"].count >= 20
 
     def state(self) -> PowerState:
         return PowerState(self.budget_w, self.watts, self.rate_limit, self.early_fraction, self.slope_rate,

@@ -12,6 +12,7 @@ drew) is the ground truth the budget is checked against.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -22,18 +23,15 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 from jetsplit.bundle import Bundle, write_bundle
+from jetsplit.datasets import load_dataset
 from jetsplit.tools.simboard import SimBoard
 from tests.conftest import tiny_manifest
 
-from jetsplit.datasets import load_dataset
-
 from .daemons import Daemon, start_worker
 from .test_edge_outage import _read_jsonl
-
-FPS = 100
 
 
 @dataclass
@@ -70,34 +68,45 @@ class Rig:
     """Worker, edge and board for one bundle; ``phase(...)`` runs one phase."""
 
     def __init__(self, tmp: Path, bundle: Bundle, offload: str, j_per_byte: float, agent_j_per_byte: float,
-                 seconds: float) -> None:
+                 seconds: float, fps: int, cpu_w: float = 8.0) -> None:
         self.tmp = tmp
         self.results = tmp / "results.jsonl"
         self.trace = tmp / "trace.jsonl"
         self.toml = tmp / "edge.toml"
         root = tmp / "sys"
         SimBoard(root, "orin-nano").create().set(5.0)
-        frames, self.truth = _shuffled_digits(tmp / "frames", int(FPS * (seconds + 10)))
+        frames, self.truth = _shuffled_digits(tmp / "frames", int(fps * (seconds + 10)))
         endpoint = f"ipc://{tmp}/worker.sock"
         self.worker, _ = start_worker(str(bundle.root), bind=endpoint)
         self.base = (
             f'[edge]\nbundle = "{bundle.root}"\nsource = "{frames}"\ncloud = ["{endpoint}"]\n'
             f'sinks = ["jsonl:{self.results}"]\noffload = "{offload}"\ndeadline_ms = 500.0\n'
-            f"realtime = true\nfps = {FPS}\n"
+            f"realtime = true\nfps = {fps}\n"
             f'[power]\nsource = "ina3221"\nsysfs_root = "{root}"\ninterval_ms = 50\naverage_s = 1.0\n'
             f"[power.model]\nj_per_byte = {agent_j_per_byte}\n"
         )
         self.toml.write_text(self.base)
-        self.edge = Daemon("edge", "run", "--config", str(self.toml))
+        self.edge = Daemon("edge", "run", "--config", str(self.toml), "--log-level", os.environ.get("JETSPLIT_TEST_LOG", "INFO"))
         self.board = Daemon("simboard", "--layout", "orin-nano", "--root", str(root), "--pid", str(self.edge.pid),
-                            "--results", str(self.results), "--idle-w", "5", "--cpu-w", "8",
+                            "--results", str(self.results), "--idle-w", "5", "--cpu-w", str(cpu_w),
                             "--j-per-byte", str(j_per_byte), "--trace", str(self.trace))
         self.board.wait_for("simboard: ")
         self.phases: list[Phase] = []
+        self.budget_set_at = 0.0
 
     def budget(self, table: str) -> None:
         self.toml.write_text(self.base + f"[budget]\n{table}\n")
         self.edge.proc.send_signal(signal.SIGHUP)
+        self.budget_set_at = time.monotonic()
+
+    def settling_s(self, target: float, tolerance: float, until: float) -> float:
+        """Seconds from the last budget change until the board's 1 s average
+        power entered ``target`` +- ``tolerance`` for good (up to ``until``)."""
+        trace = [x for x in _read_jsonl(self.trace) if self.budget_set_at <= x["t"] <= until]
+        t = np.array([x["t"] for x in trace])
+        w = np.array([x["watts"] for x in trace])
+        outside = [ti for ti in t[t >= t[0] + 1.0] if abs(w[(t > ti - 1.0) & (t <= ti)].mean() - target) > tolerance]
+        return (max(outside) if outside else t[0] + 1.0) - self.budget_set_at
 
     def phase(self, name: str, seconds: float, measure_last: float) -> Phase:
         start = time.monotonic()
@@ -126,6 +135,7 @@ class Rig:
         self.board.stop()
         self.worker.stop()
         err = self.edge.proc.stderr.read() if self.edge.proc.stderr else ""
+        (self.tmp / "edge.log").write_text(err)
         lines = [x for x in err.strip().splitlines() if x.startswith('{"summary"')]
         return json.loads(lines[-1])["summary"] if lines else {}
 
@@ -135,29 +145,43 @@ def test_radio_costs_power_budget_offloads_less(make_bundle: Any, tmp_path: Path
     offloaded and the calibrated draw is met by offloading less."""
     bundle = make_bundle("split")
     # ~140 B per offload at ~60 offloads/s: 2.5e-4 J/B is ~2 W of radio.
-    rig = Rig(tmp_path, bundle, "activations", j_per_byte=2.5e-4, agent_j_per_byte=2.5e-4, seconds=55)
+    rig = Rig(tmp_path, bundle, "activations", j_per_byte=2.5e-4, agent_j_per_byte=2.5e-4, seconds=40, fps=100)
     try:
-        cal = rig.phase("calibrated", 9.0, 5.0)
-        rig.budget("max_offload_rate = 0.0")
-        zero = rig.phase("none", 7.0, 4.0)
-        budget = (zero.watts + cal.watts) / 2
-        rig.budget(f"power_w = {budget:.4f}")
-        rig.phase("settling", 10.0, 10.0)
-        held = rig.phase("budget", 12.0, 12.0)
-        rig.budget(f"power_w = {2 * cal.watts:.4f}")
-        rig.phase("relaxing", 8.0, 8.0)
-        relaxed = rig.phase("relaxed", 6.0, 6.0)
+        cal, zero, held, relaxed, budget, _ = _phases(rig, lambda cal, zero: (zero.watts + cal.watts) / 2)
     finally:
         summary = rig.close()
-    print(f"budget {budget:.3f} W: held at {held.watts:.3f} W ({100 * (held.watts / budget - 1):+.1f}%)")
     assert cal.watts - zero.watts > 1.0  # the radio is what the budget acts on
     assert abs(held.watts - budget) <= 0.05 * budget
     assert zero.offload < held.offload < cal.offload
+    # Relaxed: back to the calibrated offload (10%: a 4 s window of ~100 fps).
     assert abs(relaxed.offload - cal.offload) <= 0.1 * cal.offload
-    assert summary["power"]["source"] == "ina3221" and summary["frames"] > 0
+    assert summary["power"]["source"] == "ina3221" and summary["budget"]["binding"] == "calibration"
 
 
-def _heavy_member(tmp: Path, tiny_models: dict[str, Path], layers: int = 6, width: int = 1024) -> Path:
+def _phases(rig: Rig, budget_of: Any, floor: bool = False) -> tuple[Phase, Phase, Phase, Phase, float, float]:
+    """Calibrated, nothing offloaded at the last gate, (with ``floor``: a budget
+    no setting meets, to see the least the loop can draw), the budget
+    (settling, then held), relaxed; prints what it measured."""
+    cal = rig.phase("calibrated", 5.0, 3.0)
+    rig.budget("max_offload_rate = 0.0")
+    zero = rig.phase("no-offload", 4.0, 3.0)
+    if floor:
+        rig.budget("power_w = 1.0")
+        zero = rig.phase("floor", 5.0, 3.0), zero  # type: ignore[assignment]
+    budget = budget_of(cal, zero)
+    rig.budget(f"power_w = {budget:.4f}")
+    rig.phase("settling", 7.0, 7.0)
+    held = rig.phase("budget", 7.0, 7.0)
+    settle = rig.settling_s(budget, 0.05 * budget, held.t1)
+    rig.budget(f"power_w = {2 * cal.watts:.4f}")
+    rig.phase("relaxing", 6.0, 6.0)
+    relaxed = rig.phase("relaxed", 3.0, 3.0)
+    print(f"budget {budget:.3f} W: held at {held.watts:.3f} W ({100 * (held.watts / budget - 1):+.1f}%), "
+          f"within 5% (1 s average) {settle:.1f} s after it was set")
+    return cal, zero, held, relaxed, budget, settle
+
+
+def _heavy_member(tmp: Path, tiny_models: dict[str, Path], layers: int = 4, width: int = 2048) -> Path:
     """``linear.onnx`` with a heavy branch whose contribution is 1e-12 of its
     output: the same answers, and a stage that costs the board real CPU time."""
     model = onnx.load(str(tiny_models["linear"]))
@@ -194,28 +218,26 @@ def test_later_edge_stage_costs_power_budget_offloads_early(tiny_models: dict[st
     m["name"] = "two-edge-exits"
     m["stage"][1].update(where="edge", model="heavy.onnx")
     bundle = write_bundle(tmp_path / "bundle", m, {"little.onnx": tiny_models["little"], "heavy.onnx": heavy})
-    rig = Rig(tmp_path, bundle, "frames", j_per_byte=1e-6, agent_j_per_byte=1e-6, seconds=55)
+    # A stage on the accelerator draws more per busy second than the CPU alone:
+    # 25 W per core busy makes the second member's cost plain on a shared host.
+    rig = Rig(tmp_path, bundle, "frames", j_per_byte=1e-6, agent_j_per_byte=1e-6, seconds=45, fps=30, cpu_w=25.0)
     try:
-        cal = rig.phase("calibrated", 9.0, 5.0)
-        rig.budget("max_offload_rate = 0.0")
-        edge_only = rig.phase("all-edge", 7.0, 4.0)
-        budget = edge_only.watts - 0.4 * (edge_only.watts - 5.0 - 0.5)
-        rig.budget(f"power_w = {budget:.4f}")
-        rig.phase("settling", 10.0, 10.0)
-        held = rig.phase("budget", 12.0, 12.0)
-        rig.budget(f"power_w = {2 * cal.watts:.4f}")
-        rig.phase("relaxing", 8.0, 8.0)
-        relaxed = rig.phase("relaxed", 6.0, 6.0)
+        # Halfway between the draw with everything answered on the edge and the
+        # least the loop can draw (every unsure frame sent from the first exit).
+        cal, (floor, edge_only), held, relaxed, budget, _ = _phases(
+            rig, lambda cal, pair: (pair[0].watts + pair[1].watts) / 2, floor=True)
     finally:
         summary = rig.close()
-    print(f"budget {budget:.3f} W: held at {held.watts:.3f} W ({100 * (held.watts / budget - 1):+.1f}%)")
-    assert budget < edge_only.watts - 0.3
+    assert edge_only.watts - floor.watts > 0.5  # skipping the second member saves what the budget needs
     assert abs(held.watts - budget) <= 0.05 * budget
-    # Met by skipping the second exit: fewer frames answered there, more sent on.
-    assert held.exits.get("m1", 0) / held.frames < 0.5 * cal.exits.get("m1", 0) / cal.frames
-    assert held.offload > cal.offload
-    assert abs(relaxed.offload - cal.offload) <= 0.1 * cal.offload + 0.01
-    assert summary["frames"] > 0
+    # Met by skipping the second exit: far fewer frames answered there than when
+    # everything was answered on the edge, and more sent on.
+    share = {p.name: p.exits.get("m1", 0) / p.frames for p in rig.phases}
+    assert share["budget"] < 0.6 * share["no-offload"] and held.offload > edge_only.offload
+    assert summary["budget"]["early_offloads"] > 0.1 * held.frames
+    # Relaxed: no early offload, the last gate at its calibrated threshold.
+    assert summary["budget"]["early_fraction"] == 0.0 and summary["budget"]["binding"] == "calibration"
+    assert relaxed.offload > 0
 
 
 pytestmark = pytest.mark.timeout(240)
