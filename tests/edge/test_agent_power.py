@@ -111,3 +111,15 @@ def test_a_sensor_that_fails_mid_run_is_said_once_and_the_model_takes_over(
     measured = np.median([_watts(r) for r in results[20:90]])
     modelled = np.median([_watts(r) for r in results[-100:]])
     assert 0.8 * 8.0 < measured <= 8.0 * 1.01 and 0.8 * 3.0 < modelled <= 3.0 * 1.01
+
+
+def test_power_flag_mistakes_are_one_line(make_bundle: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from jetsplit.cli import main
+
+    bundle = make_bundle("little-big")
+    base = ["edge", "run", "--bundle", str(bundle.root), "--source", str(tmp_path)]
+    assert main([*base, "--power-source", "sysfs:"]) == 2
+    assert capsys.readouterr().err.strip().endswith("--power-source: expected sysfs or sysfs:ROOT, got 'sysfs:'")
+    assert main([*base, "--power-source", "sysfs:" + str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "no INA3221 rails under" in err[-1]

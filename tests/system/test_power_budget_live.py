@@ -96,7 +96,9 @@ class Rig:
         # loads models slowly): two seconds' worth of results written.
         end = time.monotonic() + 90
         while len(_read_jsonl(self.results)) < 2 * fps:
-            assert time.monotonic() < end and self.edge.proc.poll() is None, "the edge did not get going"
+            if self.edge.proc.poll() is not None:
+                raise AssertionError(f"the edge exited {self.edge.proc.returncode}: {self.edge.proc.stderr.read()}")  # type: ignore[union-attr]
+            assert time.monotonic() < end, "the edge did not get going"
             time.sleep(0.1)  # polling the results file, with a deadline
         self.budget_set_at = 0.0
 
