@@ -316,7 +316,13 @@ def main(argv: Sequence[str]) -> int:
     if not args.interval_ms > 0 or not args.window_ms > 0:
         raise ConfigError("--interval-ms and --window-ms: expected numbers > 0")
     model = BoardModel(args.idle_w, args.cpu_w, args.j_per_byte)
-    board = SimBoard(args.root, args.layout).create()
+    probe = LoadProbe(args.pid, args.results) if args.pid is not None else None
+    if probe is not None and not probe.alive():
+        raise ConfigError(f"--pid {args.pid}: no such process")
+    try:
+        board = SimBoard(args.root, args.layout).create()
+    except OSError as exc:
+        raise ConfigError(f"--root {args.root}: cannot write the sysfs tree there: {exc.strerror}") from None
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -331,9 +337,7 @@ def main(argv: Sequence[str]) -> int:
         print(f"simboard: {args.layout} at {args.root}, held at {args.watts:g} W", flush=True)
         stop.wait(args.seconds)
         return 0
-    probe = LoadProbe(args.pid, args.results)
-    if not probe.alive():
-        raise ConfigError(f"--pid {args.pid}: no such process")
+    assert probe is not None
     board.set(*model.watts(0.0, 0.0))
     print(f"simboard: {args.layout} at {args.root}, following pid {args.pid} "
           f"(idle {model.idle_w:g} W, {model.cpu_w:g} W per core, {model.j_per_byte:g} J/B)", flush=True)

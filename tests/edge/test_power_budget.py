@@ -105,3 +105,22 @@ def test_unmet_budget_is_reported() -> None:
     for _ in range(50):
         rate, _ = loop.update(5.0, 30.0, 0.0, 0.5)
     assert rate == 0.0 and loop.unmet
+
+
+@pytest.mark.parametrize(("tight", "binds"), [("uplink", "uplink"), ("power", "power")])
+def test_with_power_and_uplink_budgets_the_tighter_binds(make_bundle: Any, sim_clock: Any, tight: str,
+                                                        binds: str) -> None:
+    bundle, calib, stream = _scores(make_bundle)
+    gate = bundle.stages[0].gate
+    base_rate = float(np.mean(stream < gate.threshold))
+    p0, radio_w = 5.0, 4.0
+    # 100 B per offload at 50 fps: the uplink budget allows this share of frames.
+    uplink_share = {"uplink": 0.25, "power": 0.9}[tight] * base_rate
+    power_share = {"uplink": 0.9, "power": 0.25}[tight] * base_rate
+    budgets = Budgets(power_w=p0 + radio_w * power_share, uplink_bytes_per_s=100 * FPS * uplink_share)
+    ctl = BudgetController(ThresholdCurve.from_scores(calib), gate.threshold, budgets, ControllerConfig(), sim_clock,
+                           gate_stage=0)
+    _run(ctl, sim_clock, stream, 40.0, p0, radio_w)
+    summary = ctl.summary()
+    assert summary["binding"] == binds, summary
+    assert summary["power_unmet"] is False

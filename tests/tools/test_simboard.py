@@ -95,6 +95,7 @@ def test_the_tool_ends_with_its_process(tmp_path: Path, capsys: pytest.CaptureFi
     (["--layout", "nano", "--root", "R"], "expected --pid PID"),
     (["--layout", "nano", "--root", "R", "--pid", "999999999"], "no such process"),
     (["--layout", "nano", "--root", "R", "--pid", "1", "--cpu-w", "-1"], "--cpu-w: expected a number >= 0"),
+    (["--layout", "nano", "--root", "/proc/no/board", "--watts", "5"], "cannot write the sysfs tree there"),
 ])
 def test_mistakes_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:
     args = [str(tmp_path / "sys") if a == "R" else a for a in args]
