@@ -9,6 +9,8 @@ site-packages under a generic name such as ``protocol``.
 from setuptools import setup
 
 _PARTS = ["edge", "cloud", "protocol", "calibration", "tools"]
+# Not listed, so not installed: tools/zoo (jetsplit.tools.zoo), the torch build-time
+# tool behind `make zoo`, which runs it from the source tree (editable install).
 
 _packages = [
     "jetsplit",
@@ -16,6 +18,7 @@ _packages = [
     "jetsplit.cli",
     "jetsplit.demo",
     "jetsplit.edge.power",
+    "jetsplit.edge.pool",
 ] + [f"jetsplit.{part}" for part in _PARTS]
 
 _package_dir = {"jetsplit": "jetsplit"}

@@ -22,18 +22,19 @@ goes to the edge members that did).
 
     >>> early = EarlyOffload.for_bundle(bundle)              # doctest: +SKIP
     >>> early.fraction = 0.5
-    >>> res, sent_early = early.run(chain, x, thresholds)
+    >>> res, early_rows = early.run(chain, x, thresholds)
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
 
 from jetsplit.bundle import Bundle
-from jetsplit.chain import Chain, ChainResult
+from jetsplit.chain import Chain, ChainResult, ChainState
 from jetsplit.handoff import expected_count
 
 __all__ = ["EarlyOffload", "early_gate"]
@@ -83,21 +84,40 @@ class EarlyOffload:
             return float("inf")
         return float(np.quantile(np.fromiter(self._scores, float), self.fraction))
 
-    def run(self, chain: Chain, x: np.ndarray, thresholds: tuple[float | None, ...] | None) -> tuple[ChainResult, bool]:
-        """One frame (a batch of one) through the edge stages: the result, and
-        whether it stops at the early gate to be offloaded from there."""
+    def run(self, chain: Chain, x: np.ndarray,
+            thresholds: Sequence[float | None] | None) -> tuple[ChainResult, np.ndarray]:
+        """A batch through the edge stages: the result, and which rows stop at
+        the early gate to be offloaded from there (their ``stage`` is the gate's,
+        ``accepted`` false; the batch's ``next_stage`` is the first cloud stage)."""
         head = chain.run_from(0, x, stop_at=self.gate + 1, thresholds=thresholds)
-        if head.accepted[0] or head.next_stage is None:
-            return head, False
-        score = float(head.score[0])
+        n = len(head.accepted)
+        early = np.zeros(n, bool)
+        if head.next_stage is None or head.accepted.all():
+            return head, early
         limit = self.threshold()
-        self._scores.append(score)
-        if not score < limit:
-            rest = chain.run_from(head.next_stage, x, head.carry, head.state, stop_at=self.first_cloud,
-                                  thresholds=thresholds)
-            times = tuple(a + b for a, b in zip(head.stage_time_ms, rest.stage_time_ms))
-            return replace(rest, stage_time_ms=times), False
+        unsure = np.flatnonzero(~head.accepted)
+        self._scores.extend(float(v) for v in head.score[unsure])
+        early[unsure] = head.score[unsure] < limit
+        go_on = np.flatnonzero(~head.accepted & ~early)
+        self.sent += int(early.sum())
         assert head.state is not None
-        self.sent += 1
-        state = replace(head.state, count=self._count)
-        return replace(head, next_stage=self.first_cloud, carry=None, state=state), True
+        if not len(go_on):
+            state = replace(head.state, count=self._count)
+            return replace(head, next_stage=self.first_cloud, carry=None, state=state), early
+        rest = chain.run_from(head.next_stage, x[go_on],
+                              None if head.carry is None else head.carry[go_on],
+                              head.state.take(go_on), stop_at=self.first_cloud, thresholds=thresholds)
+        # Put the rows that went on back among the others.
+        stage, accepted = head.stage.copy(), head.accepted.copy()
+        probs, pred, score = head.probs.copy(), head.pred.copy(), head.score.copy()
+        stage[go_on], accepted[go_on], probs[go_on] = rest.stage, rest.accepted, rest.probs
+        pred[go_on], score[go_on] = rest.pred, rest.score
+        carry = None
+        if rest.carry is not None:
+            carry = np.zeros((n, *rest.carry.shape[1:]), rest.carry.dtype)
+            carry[go_on] = rest.carry
+        times = tuple(a + b for a, b in zip(head.stage_time_ms, rest.stage_time_ms))
+        pending = bool(early.any() or not rest.accepted.all())
+        resume = ChainState(probs, self._count) if pending else None
+        return ChainResult(stage, accepted, probs, pred, score, self.first_cloud if pending else None, carry, resume,
+                           times), early

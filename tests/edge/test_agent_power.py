@@ -14,9 +14,9 @@ import pytest
 from jetsplit.datasets import load_dataset
 from jetsplit.edge.agent import EdgeAgent
 from jetsplit.edge.config import EdgeConfig
+from jetsplit.edge.frame import Frame, Source
 from jetsplit.edge.power import PowerConfig
 from jetsplit.edge.sinks import FrameResult
-from jetsplit.edge.sources import Frame, Source
 from jetsplit.tools.simboard import SimBoard
 
 

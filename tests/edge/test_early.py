@@ -33,7 +33,8 @@ def test_early_offload_sends_the_least_sure_and_the_cloud_accepts_it(make_bundle
         # Fraction 0: the calibrated chain, frame for frame.
         for frame in frames[:50]:
             x = edge.preprocess([frame])
-            res, sent = early.run(edge, x, thresholds)
+            res, rows = early.run(edge, x, thresholds)
+            sent = bool(rows[0])
             ref = edge.run_from(0, x, stop_at=2, thresholds=thresholds)
             assert not sent and (res.stage[0], res.accepted[0], res.pred[0]) == (ref.stage[0], ref.accepted[0], ref.pred[0])
         early.fraction = 0.5
@@ -41,7 +42,8 @@ def test_early_offload_sends_the_least_sure_and_the_cloud_accepts_it(make_bundle
         for frame in frames:
             x = edge.preprocess([frame])
             head = edge.run_from(0, x, stop_at=1, thresholds=thresholds)
-            res, sent = early.run(edge, x, thresholds)
+            res, rows = early.run(edge, x, thresholds)
+            sent = bool(rows[0])
             if head.accepted[0]:
                 assert not sent
                 continue

@@ -28,10 +28,10 @@ from onnx import helper, numpy_helper
 from jetsplit.bundle import Bundle, write_bundle
 from jetsplit.datasets import load_dataset
 from jetsplit.tools.simboard import SimBoard
-from tests.conftest import tiny_manifest
-
-from .daemons import Daemon, start_worker
-from .test_edge_outage import _read_jsonl
+from tests.support.daemons import Daemon, start_worker
+from tests.support.jsonl import read_jsonl as _read_jsonl
+from tests.support.machine import describe
+from tests.support.tiny import tiny_manifest
 
 
 @dataclass
@@ -196,16 +196,13 @@ def _record(rig: Rig, budget: float, held: Phase, settle: float) -> None:
     out = os.environ.get("JETSPLIT_POWER_RESULTS")
     if not out:
         return
-    import platform
-
     path = Path(out)
     data = json.loads(path.read_text()) if path.exists() else {}
     data[os.environ.get("PYTEST_CURRENT_TEST", "run").split(" ")[0]] = {
         "budget_w": budget, "held_w": held.watts, "error": held.watts / budget - 1,
         "settling_s_within_5pct_1s_average": settle,
         "phases": [{k: v for k, v in p.__dict__.items()} for p in rig.phases],
-        "machine": {"cpus": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
-                    "python": platform.python_version(), "loadavg": os.getloadavg()},
+        "machine": {**describe(), "loadavg": os.getloadavg()},
     }
     path.write_text(json.dumps(data, indent=2) + "\n")
 
