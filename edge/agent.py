@@ -120,6 +120,8 @@ class EdgeAgent:
                 _log.info("power budget: may offload early at stage %r",
                           self.bundle.stages[self.controller.early.gate].name)
         _log.info("power: %s; %s", self.meter.reader.description, describe_board(self.meter.reader.board_state()))
+        # The agent owns the meter: its sampler runs from here to close().
+        self.meter.start(config.power.interval_ms / 1000.0)
         self.source = source
         self.sinks = sinks
         self.muxer: Muxer | None = None
@@ -197,7 +199,6 @@ class EdgeAgent:
         self.muxer = mux = self._muxer().start()
         if self.offloader is not None:
             self.offloader.client.wait_ready(min(1000, int(self.config.deadline_ms)))
-        self.meter.start(self.config.power.interval_ms / 1000.0)
         # The engine runs batch k+1 on its thread (ONNX Runtime releases the GIL)
         # while this thread gates batch k and writes its results: at most two
         # batches out, judged in order.

@@ -35,10 +35,9 @@ class _Digits(Source):
         return self._frame(self._images[i], self._names[self._labels[i]])
 
 
-def _watts(r: FrameResult) -> float:
-    # The frame's energy over its window; from a source read on demand its
-    # capture-to-result latency is that window and a few microseconds more.
-    return r.energy_mj / r.latency_ms
+def _median_mj(results: list[FrameResult]) -> float:
+    """Per-frame windows vary on a shared machine; their median over hundreds does not much."""
+    return float(np.median([r.energy_mj for r in results]))
 
 
 @pytest.mark.parametrize("layout", ["orin-nano", "nano", "agx-orin"])
@@ -48,38 +47,45 @@ def test_a_step_in_the_board_reaches_the_frames_within_half_a_second(make_bundle
     board.set(5.0)
     bundle = make_bundle("little-big")
     power = PowerConfig(source="ina3221", sysfs_root=str(tmp_path / "sys"), interval_ms=20)
-    agent = EdgeAgent(EdgeConfig(bundle=str(bundle.root), source="digits:test", sinks=(), power=power),
-                      source=_Digits())
-    before: list[FrameResult] = []
-    after: list[tuple[float, FrameResult]] = []
+    agent = EdgeAgent(EdgeConfig(bundle=str(bundle.root), source="digits:test", sinks=(), power=power))
+    images = load_dataset("digits", "test").images
+    before: list[float] = []
+    after: list[tuple[float, float]] = []
     t_step = None
     try:
-        for r in agent.results():
+        for k in range(100_000):
+            frame = Frame(k, images[k % len(images)], time.monotonic())
+            t0 = time.monotonic()
+            (r,) = agent.process_batch([frame])
+            # The frame's energy over the call that processed it (its window and
+            # a little more): the board's power, or a few percent under it.
+            watts = r.energy_mj / ((time.monotonic() - t0) * 1000.0)
             if t_step is None:
-                before.append(r)
-                if len(before) == 300:
+                before.append(watts)
+                if k == 300:
                     board.set(15.0)
                     t_step = time.monotonic()
             else:
-                after.append((r.t_capture - t_step, r))
-                if r.t_capture - t_step > 1.0:
-                    agent.stop()
+                after.append((t0 - t_step, watts))
+                if t0 - t_step > 1.0:
+                    break
     finally:
         agent.close()
-    assert agent.stats.power["source"] == "ina3221" and agent.stats.power["interval_ms"] == 20.0
-    pre = np.array([_watts(r) for r in before[20:]])
-    late = np.array([_watts(r) for dt, r in after if dt > 0.5])
+    assert agent.meter.status()["interval_ms"] == 20.0
+    pre = np.array(before[50:])
+    late = np.array([w for dt, w in after if dt > 0.5])
     assert len(late) > 20
-    # energy / latency is the board's power times window / latency (<= 1: the few
-    # microseconds between capture and the window, and after it): never above
-    # the power, a few percent under it, alike before and after the step.
-    assert pre.max() <= 5.0 * 1.01 and np.median(pre) > 0.8 * 5.0
-    assert np.median(late) / np.median(pre) == pytest.approx(3.0, rel=0.05)
-    # From half a second after the step on, the frames see the 15 W (a frame
-    # preempted between capture and processing may read lower: 95% of them).
-    assert np.mean(late > 10.0) >= 0.95 and late.max() <= 15.0 * 1.01
-    first_seen = min(dt for dt, r in after if _watts(r) > 10.0)
-    assert first_seen < 0.5
+    seen = 2.0 * float(np.median(pre))  # twice what the frames saw at 5 W: the 15 W has arrived
+    first = min(dt for dt, w in after if w > seen)
+    print(f"{layout}: median {np.median(pre):.2f} W before, {np.median(late):.2f} W from 0.5 s after "
+          f"(x{np.median(late) / np.median(pre):.3f}); first frame past x2 {first * 1000:.0f} ms after the step")
+    # The call holds more than the window (the result is made after it): the
+    # frames read the board's power or under it, never over.
+    assert pre.max() <= 5.0 * 1.01 and np.median(pre) > 0.6 * 5.0
+    assert np.median(late) / np.median(pre) == pytest.approx(3.0, rel=0.05) and late.max() <= 15.0 * 1.01
+    # From half a second after the step on, the frames see it (95%: a frame
+    # preempted inside its call reads lower); the first within half a second.
+    assert np.mean(late > seen) >= 0.95 and first < 0.5
 
 
 def test_a_sensor_that_fails_mid_run_is_said_once_and_the_model_takes_over(
@@ -92,6 +98,8 @@ def test_a_sensor_that_fails_mid_run_is_said_once_and_the_model_takes_over(
     agent = EdgeAgent(EdgeConfig(bundle=str(bundle.root), source="digits:test", sinks=(), power=power),
                       source=_Digits())
     results = []
+    images = load_dataset("digits", "test").images
+    watts = []
     with caplog.at_level("ERROR", logger="jetsplit.edge.power"):
         try:
             for r in agent.results():
@@ -100,17 +108,19 @@ def test_a_sensor_that_fails_mid_run_is_said_once_and_the_model_takes_over(
                     shutil.rmtree(tmp_path / "sys")  # the monitor's driver went away
                 if agent.meter.failed_over and len(results) > 400:
                     agent.stop()
+            # From the failure on, the model's 3 W idle (frames through the same agent).
+            for k in range(50):
+                t0 = time.monotonic()
+                (r,) = agent.process_batch([Frame(k, images[k], t0)])
+                watts.append(r.energy_mj / ((time.monotonic() - t0) * 1000.0))
         finally:
             agent.close()
-    assert [r.getMessage() for r in caplog.records].count(next(r.getMessage() for r in caplog.records)) == 1
     assert len([r for r in caplog.records if "takes over" in r.getMessage()]) == 1
+    assert len([r for r in caplog.records if r.levelname == "ERROR"]) == 1
     summary = agent.stats.summary()
     assert summary["power"]["source"] == "model" and "no rail could be read" in summary["power"]["sampler_failed"]
-    # Every frame still has its energy: measured at 8 W, then the model's 3 W idle.
-    assert all(r.energy_mj > 0 for r in results)
-    measured = np.median([_watts(r) for r in results[20:90]])
-    modelled = np.median([_watts(r) for r in results[-100:]])
-    assert 0.8 * 8.0 < measured <= 8.0 * 1.01 and 0.8 * 3.0 < modelled <= 3.0 * 1.01
+    assert all(r.energy_mj > 0 for r in results)  # every frame still has its energy
+    assert 0.5 * 3.0 < np.median(watts) <= 3.0 * 1.01
 
 
 def test_power_flag_mistakes_are_one_line(make_bundle: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -56,3 +56,22 @@ def test_early_offload_sends_the_least_sure_and_the_cloud_accepts_it(make_bundle
     total = len(sent_scores) + len(kept_scores)
     assert 0.3 * total <= len(sent_scores) <= 0.7 * total
     assert np.median(sent_scores) < np.median(kept_scores)
+
+
+def test_a_batch_keeps_its_rows_apart(make_bundle: Any) -> None:
+    bundle = make_bundle("ensemble", _two_edge_members, name="e2")
+    early = EarlyOffload.for_bundle(bundle)
+    assert early is not None
+    frames = load_dataset("digits", "test").images[:64]
+    thresholds = bundle.thresholds()
+    with Chain.open(bundle, where="edge") as edge:
+        x = edge.preprocess(list(frames))
+        ref = edge.run_from(0, x, stop_at=2, thresholds=thresholds)
+        res, rows = early.run(edge, x, thresholds)  # fraction 0: the chain's own batch result
+        assert not rows.any() and np.array_equal(res.stage, ref.stage) and np.array_equal(res.pred, ref.pred)
+        early.fraction = 1.0  # every frame the first gate is unsure of goes from there
+        res, rows = early.run(edge, x, thresholds)
+        head = edge.run_from(0, x, stop_at=1, thresholds=thresholds)
+        assert np.array_equal(rows, ~head.accepted) and np.all(res.stage[rows] == 0)
+        assert res.next_stage == 2 and res.state is not None and res.state.count == 2
+        assert np.allclose(res.probs[rows], head.probs[rows])
