@@ -80,7 +80,7 @@ def test_rails_follow_a_process_cpu_and_bytes(tmp_path: Path) -> None:
 
 
 def test_the_tool_ends_with_its_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(2.0)"])  # idle at the end
     try:
         assert main(["simboard", "--layout", "nano", "--root", str(tmp_path), "--pid", str(child.pid),
                      "--trace", str(tmp_path / "t.jsonl")]) == 0
