@@ -73,7 +73,8 @@ class FrameResult:
     ``bytes_up`` what was sent for it; ``energy_mj`` the energy attributed to it,
     of which ``radio_mj`` sending it (shown when not 0);
     ``truth`` the label when the source has one; ``t_capture`` is
-    ``time.monotonic()`` at capture.
+    ``time.monotonic()`` at capture; ``alarm`` names the field monitor's alarms
+    active at the time (``drift:STAGE@SOURCE``, ``audit``), else None.
     """
 
     frame: int
@@ -91,6 +92,7 @@ class FrameResult:
     threshold: float | None = None
     reason: str | None = None
     radio_mj: float = 0.0
+    alarm: str | None = None  # field-monitor alarms active when it was answered (drift, audit)
 
     def __post_init__(self) -> None:
         if self.where not in WHERE:
@@ -112,7 +114,7 @@ class FrameResult:
         if d["threshold"] is not None:
             d["threshold"] = float(d["threshold"])
         # Optional fields only when set: a line per frame should stay short.
-        for key in ("truth", "threshold", "reason"):
+        for key in ("truth", "threshold", "reason", "alarm"):
             if d[key] is None:
                 del d[key]
         if not self.source_id:
