@@ -172,7 +172,8 @@ class PowerLoop:
                 self.rate_limit = min(ceiling, self.rate_limit + step)
             elif self.early_fraction > 0.0:
                 slope = self.slope_early if self.slope_early > 0 else 0.5 * self.budget_w
-                self.early_fraction = max(0.0, self.early_fraction - min(0.05, self.gain * -err / slope))
+                # As large a step as going up: unequal limits would bias the average.
+                self.early_fraction = max(0.0, self.early_fraction - min(0.1, self.gain * -err / slope))
         log.debug("power loop: %.3f W of %.3f, rate %.3f limit %.3f (%.2f W/rate), early %.3f (%.2f W saved/unit)",
                   watts, self.budget_w, rate, self.rate_limit, self.slope_rate, self.early_fraction, self.slope_early)
         return self.rate_limit, self.early_fraction
