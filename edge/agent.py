@@ -37,6 +37,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -47,9 +48,10 @@ from jetsplit.edge.config import EdgeConfig
 from jetsplit.edge.controller import BudgetController
 from jetsplit.edge.fairness import FairShare
 from jetsplit.edge.frame import Frame
+from jetsplit.edge.monitor import FieldMonitor
 from jetsplit.edge.muxer import Muxer
 from jetsplit.edge.offload import Offloader, Pending
-from jetsplit.edge.power import EnergyMeter, detect_power
+from jetsplit.edge.power import EnergyMeter, describe_board, detect_power
 from jetsplit.edge.preflight import preflight
 from jetsplit.edge.sinks import FrameResult, Sink, open_sinks
 from jetsplit.edge.sources import Source, is_live, open_source
@@ -57,6 +59,8 @@ from jetsplit.edge.stats import AgentStats
 from jetsplit.edge.status import Status
 from jetsplit.edge.streams import SourceSpec
 from jetsplit.errors import ConfigError, JetsplitError, SourceError
+from jetsplit.handoff import pack
+from jetsplit.protocol.errors import Unavailable
 from jetsplit.systemd import Notifier
 
 __all__ = ["AgentStats", "EdgeAgent"]
@@ -72,8 +76,10 @@ class _Ran:
     res: ChainResult | JetsplitError
     board: float | None
     mine: list[float | None]
+    audit: list[bool]  # frames the shadow audit also sends if their gate accepts them
     t0: float
     t1: float
+    early: np.ndarray | None = None  # rows stopped at the early gate to be offloaded
 
 
 def _row(res: ChainResult, i: int) -> ChainResult:
@@ -102,7 +108,8 @@ class EdgeAgent:
         self.breaker = CircuitBreaker(config.breaker)
         self.controller: BudgetController | None = None
         self.fair = FairShare()
-        self.offload_block = preflight(config, self.bundle).block
+        self.offload = preflight(config, self.bundle)  # what may leave the board, stated at start
+        self.offload_block = self.offload.block
         if self.offload_block is None and self.first_cloud is not None:
             try:
                 self.controller = BudgetController.for_bundle(self.bundle, config.budgets, config.controller)
@@ -113,21 +120,40 @@ class EdgeAgent:
             self.offloader = Offloader(config, self.bundle, self.breaker, self.controller, self._fallback)
         self.status = Status(self.stats, self.breaker, None if self.offloader is None else self.offloader.client,
                              config.status_interval_s)
-        self.meter = EnergyMeter(detect_power(config.power))
+        self.meter = EnergyMeter(detect_power(config.power), fallback=config.power.model())
+        if self.controller is not None:
+            self.controller.watch_power(lambda: self.meter.average_watts(config.power.average_s))
+            if self.controller.early is not None and config.budgets.power_w is not None:
+                _log.info("power budget: may offload early at stage %r",
+                          self.bundle.stages[self.controller.early.gate].name)
+        _log.info("power: %s; %s", self.meter.reader.description, describe_board(self.meter.reader.board_state()))
+        # The agent owns the meter: its sampler runs from here to close().
+        self.meter.start(config.power.interval_ms / 1000.0)
         self.source = source
         self.sinks = sinks
         self.muxer: Muxer | None = None
         self._engine = ThreadPoolExecutor(1, thread_name_prefix="engine")
         self._base_thresholds = self.bundle.thresholds()
         self._stage_names = [s.name for s in self.bundle.stages]
+        self.monitor = FieldMonitor(self.bundle, config.monitor, self.controller,
+                                    self.offload_block if self.offloader is None else None,
+                                    frames_allowed=self.offload.mode == "frames")
+        if self.offloader is not None:
+            self.offloader.side = self.monitor
 
     @property
     def client(self) -> object:
         """The cloud client (a Client or a WorkerPool), None when local only."""
         return None if self.offloader is None else self.offloader.client
 
+    def summary(self) -> dict[str, Any]:
+        """The run's figures (:meth:`AgentStats.summary`) with the field monitor's
+        ``drift`` (and ``audit``, ``field_trace``) sections."""
+        return {**self.stats.summary(), **self.monitor.summary()}
+
     # -- lifecycle ---------------------------------------------------------------------
     def close(self) -> None:
+        self.monitor.close()
         if self.muxer is not None:
             self.muxer.stop()
         self._engine.shutdown(wait=True)
@@ -199,7 +225,7 @@ class EdgeAgent:
             if running and (running[0].done() or len(running) == 2 or self.stop_event.is_set() or mux.finished):
                 yield from self._judge(running.popleft().result())
         # End of input or stop: every frame in flight gets its result by its deadline.
-        while self.offloader is not None and self.offloader.inflight:
+        while self.offloader is not None and (self.offloader.inflight or self.monitor.audits_in_flight):
             self.notifier.tick()
             yield from self._service(5)
         mux.stop()
@@ -208,6 +234,9 @@ class EdgeAgent:
             if feed.error is not None:
                 self.stats.errors[feed.source_id] = feed.error
         self.stats.dropped = sum(f.dropped for f in mux.feeds)
+        self.stats.power = self.meter.status()
+        if self.controller is not None:
+            self.stats.budget = self.controller.summary()
         if not self.stop_event.is_set() and all(f.opens == 0 and f.error for f in mux.feeds):
             # Nothing could be read at all (a wrong path, a typo): that is the
             # operator's error, not an empty stream.
@@ -231,16 +260,21 @@ class EdgeAgent:
         return self._judge(self._infer(frames, inputs, *self._thresholds(frames)))
 
     def _infer(self, frames: Sequence[Frame], inputs: np.ndarray | None, thresholds: tuple[float | None, ...] | None,
-               board: float | None, mine: list[float | None]) -> _Ran:
+               board: float | None, mine: list[float | None], audit: list[bool]) -> _Ran:
         """The edge stages on a batch (the engine thread's part: no Python state is touched)."""
         t0 = time.monotonic()
+        early_rows = None
+        early = self.controller.early if self.controller is not None else None
         try:
             x = self.chain.preprocess([f.image for f in frames]) if inputs is None else inputs
-            res: ChainResult | JetsplitError = self.chain.run_from(0, x, stop_at=self.first_cloud,
-                                                                   thresholds=thresholds)
+            res: ChainResult | JetsplitError
+            if early is not None:
+                res, early_rows = early.run(self.chain, x, thresholds)
+            else:
+                res = self.chain.run_from(0, x, stop_at=self.first_cloud, thresholds=thresholds)
         except JetsplitError as exc:
             res = exc
-        return _Ran(frames, res, board, mine, t0, time.monotonic())
+        return _Ran(frames, res, board, mine, audit, t0, time.monotonic(), early_rows)
 
     def _judge(self, ran: _Ran) -> Iterator[FrameResult]:
         """Gate each frame of a batch the engine ran: its result, or its offload."""
@@ -267,30 +301,41 @@ class EdgeAgent:
             score = float(res.score[i]) if reached else float("inf")
             if gate is not None:
                 self.fair.observe(frame.source_id, score)
+            if int(res.stage[i]) == self.monitor.gate_stage:
+                # Drift is watched with or without a controller (a local-only agent too).
+                self.monitor.observe(frame.index, frame.source_id, float(res.score[i]))
             own = ran.mine[i]
             p = Pending(frame, _row(res, i), score, own, ran.board, energy_mj=share_mj)
-            if res.accepted[i] or (own is not None and score >= own):
+            if ran.early is not None and ran.early[i]:
+                p.early = True
+                yield from self._offload(p)
+            elif res.accepted[i] or (own is not None and score >= own):
+                if ran.audit[i] and reached:
+                    self._send_audit(p)
                 yield self._finish(self._result(p, "edge"), p, False)
             else:
                 yield from self._offload(p)
 
     def _thresholds(self, frames: Sequence[Frame]) -> tuple[tuple[float | None, ...] | None, float | None,
-                                                             list[float | None]]:
+                                                             list[float | None], list[bool]]:
         """The chain's thresholds for a batch, the board's gate threshold (from the
-        budget controller), and each frame's own (its source's fair share)."""
+        budget controller), each frame's own (its source's fair share), and which
+        frames the shadow audit picked."""
         if self.controller is None or self.controller.gate_stage is None:
-            return None, None, [None] * len(frames)
+            return None, None, [None] * len(frames), [False] * len(frames)
         gate = self.controller.gate_stage
         thresholds = self.controller.thresholds(self._base_thresholds)
         board = thresholds[gate]
         if board is None:
-            return thresholds, None, [None] * len(frames)
+            return thresholds, None, [None] * len(frames), [False] * len(frames)
         per_source = self.fair.thresholds(board, self._base_thresholds[gate] or board)
         mine: list[float | None] = [per_source.get(f.source_id, board) for f in frames]
+        audit = [self.monitor.pick_audit() for _ in frames]
         # The batch is gated at the highest of its frames' thresholds; each frame
-        # is then judged by its own.
-        top = max(t for t in mine if t is not None)
-        return tuple(top if i == gate else t for i, t in enumerate(thresholds)), board, mine
+        # is then judged by its own. A frame picked for a shadow audit runs past the
+        # gate (the carry it needs is kept), and is still judged by its own.
+        top = float("inf") if any(audit) else max(t for t in mine if t is not None)
+        return tuple(top if i == gate else t for i, t in enumerate(thresholds)), board, mine, audit
 
     def _offload(self, p: Pending) -> Iterator[FrameResult]:
         """A frame the gate sends on: to the cloud if it may go now, else its edge answer."""
@@ -305,10 +350,32 @@ class EdgeAgent:
             t = time.monotonic()
             reason = self.offloader.submit(p, p.edge.next_stage)
             if reason is None:
-                p.energy_mj += self.meter.frame_energy_j(t, t, {}, p.bytes_up) * 1000.0
+                p.radio_mj = self.meter.frame_energy(t, t, {}, p.bytes_up).radio_j * 1000.0
+                p.energy_mj += p.radio_mj
                 self.stats.count_offload(p.frame.source_id)
                 return
         yield self._finish(self._result(p, "fallback", reason=reason), p, False)
+
+    def _send_audit(self, p: Pending) -> None:
+        """Send a frame the edge kept to the cloud as well (shadow audit); its
+        result stays the edge's, with the bytes it cost."""
+        off, stage = self.offloader, p.edge.next_stage
+        if off is None or stage is None or off.why_not() is not None \
+                or self.monitor.audits_in_flight >= max(1, self.config.window // 2):
+            self.monitor.skip_audit()
+            return
+        deadline_ms = max(self.config.deadline_ms - (time.monotonic() - p.frame.t_capture) * 1000.0, 0.0)
+        try:
+            tensors = pack(self.bundle, stage, p.frame.image, p.edge.carry, p.edge.state)
+            rid = off.client.submit(stage, tensors, deadline_ms=deadline_ms, encodings=off.encodings)
+        except Unavailable:
+            self.monitor.skip_audit()
+            return
+        p.bytes_up = off.client.last_sent_bytes
+        p.energy_mj += self.meter.frame_energy_j(0.0, 0.0, {}, p.bytes_up) * 1000.0
+        self.monitor.audit_sent(rid, p.frame.index, p.frame.source_id, int(p.edge.pred[0]), p.score,
+                                sum(p.edge.stage_time_ms), p.bytes_up, time.monotonic() + deadline_ms / 1000.0,
+                                p.frame.truth, p.frame.image)
 
     def _paced(self) -> bool:
         """True when frames arrive at their sources' own rate (cameras, realtime files)."""
@@ -330,7 +397,7 @@ class EdgeAgent:
             where=where,  # type: ignore[arg-type]
             latency_ms=(time.monotonic() - frame.t_capture) * 1000.0, bytes_up=p.bytes_up, energy_mj=p.energy_mj,
             truth=frame.truth, t_capture=frame.t_capture, source_id=frame.source_id, threshold=p.threshold,
-            reason=reason,
+            reason=reason, radio_mj=p.radio_mj, alarm=self.monitor.alarm,
         )
 
     def _fallback(self, p: Pending, reason: str) -> FrameResult:
@@ -339,11 +406,16 @@ class EdgeAgent:
     def _finish(self, result: FrameResult, p: Pending | None, offloaded: bool) -> FrameResult:
         """Every result passes here once: counted, and fed to the budget controller."""
         self.stats.add(result)
+        if offloaded and result.where == "cloud" and p is not None:
+            f = p.frame
+            self.monitor.offloaded(f.index, f.source_id, p.score, int(p.edge.pred[0]), result.class_id,
+                                   sum(p.edge.stage_time_ms), result.latency_ms, p.bytes_up, f.truth, f.image)
         if self.controller is not None and p is not None:
             # The controller steers the board: it is told the board threshold, under
             # which this frame's score would have been judged (fairness shares it out).
             self.controller.observe_frame(p.score, offloaded, result.latency_ms, result.bytes_up, result.energy_mj,
                                           threshold=p.board_threshold,
-                                          missed=offloaded and result.where == "fallback")
+                                          missed=offloaded and result.where == "fallback",
+                                          radio_mj=result.radio_mj, early=p.early, stage=int(p.edge.stage[0]))
             self.controller.update()
         return result

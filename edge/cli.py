@@ -5,6 +5,7 @@
                       [--power-budget-w W] [--offload auto|activations|frames|none]
                       [--status-interval-s S]
                       [--curve-secret FILE --curve-server-key FILE] [--max-batch N] [--max-wait-ms MS]
+                      [--shadow-rate R] [--field-trace PATH [--field-frames DIR]]
 
 ``--source`` may be given once per camera (or ``[[sources]]`` in edge.toml, with
 names); results carry ``source_id`` and each source's own ``frame`` numbers.
@@ -14,6 +15,9 @@ goes to stderr at the end. SIGTERM or SIGINT finishes the frames in flight, then
 exits 0; so does the end of the input (every file source read; cameras are
 retried until the agent is stopped). A source that cannot be read is logged and
 the others go on; when none can be read at all, one line says why, exit 2.
+SIGHUP re-reads the budgets (``[budget]`` of ``--config``, then the environment
+and the flags, as at start) and applies them from the controller's next update;
+a file that no longer parses is logged in one line and the budgets in force stay.
 """
 
 from __future__ import annotations
@@ -31,8 +35,10 @@ from types import FrameType
 
 from jetsplit.config import setup_logging
 from jetsplit.edge.agent import EdgeAgent
-from jetsplit.edge.config import OFFLOAD_MODES, load_edge_config
+from jetsplit.edge.config import OFFLOAD_MODES, EdgeConfig, load_edge_config
+from jetsplit.edge.power import parse_source
 from jetsplit.edge.streams import MuxConfig, SourceSpec
+from jetsplit.errors import JetsplitError
 
 __all__ = ["main"]
 
@@ -51,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--latency-budget-ms", type=float, help="budget controller: p95 capture-to-result latency")
     r.add_argument("--max-offload-rate", type=float, help="budget controller: most frames offloaded, 0..1")
     r.add_argument("--power-budget-w", type=float, help="budget controller: mean board power")
+    r.add_argument("--power-source", help="auto | jtop | sysfs[:ROOT] | model (overrides [power] source)")
     r.add_argument("--offload", choices=OFFLOAD_MODES,
                    help="what may leave the board (default auto: frames if the bundle's cloud stage needs them, "
                         "else activations)")
@@ -60,6 +67,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--fps", type=float, help="with --realtime: frames per second (default: the video's, or 30)")
     r.add_argument("--curve-secret", help="the edge's CURVE secret key file")
     r.add_argument("--curve-server-key", help="the worker's CURVE public key file")
+    r.add_argument("--shadow-rate", type=float,
+                   help="share of edge-accepted frames also sent to the cloud to audit the edge (0..1)")
+    r.add_argument("--field-trace", metavar="PATH",
+                   help="record offloaded and audited frames, labelled by the cloud, for `jetsplit tune`")
+    r.add_argument("--field-frames", metavar="DIR", help="also save those frames here (offload = frames only)")
     r.add_argument("--max-batch", type=int, help="frames per batch through the edge stages, at most")
     r.add_argument("--max-wait-ms", type=float, help="how long a batch waits to fill")
     r.add_argument("--status-interval-s", type=float, metavar="S",
@@ -67,6 +79,12 @@ def _parser() -> argparse.ArgumentParser:
                         "(default 60)")
     r.add_argument("--log-level", default="INFO", help="DEBUG | INFO | WARNING | ERROR (default INFO)")
     return p
+
+
+def _with_power_source(config: EdgeConfig, spec: str | None) -> EdgeConfig:
+    if spec is None:
+        return config
+    return dataclasses.replace(config, power=parse_source(spec, config.power, "--power-source"))
 
 
 def main(argv: Sequence[str]) -> int:
@@ -82,7 +100,11 @@ def main(argv: Sequence[str]) -> int:
     }
     budgets = {"latency_ms": args.latency_budget_ms, "max_offload_rate": args.max_offload_rate,
                "power_w": args.power_budget_w}
-    config = load_edge_config(args.config, os.environ, flags, budgets)
+    config = _with_power_source(load_edge_config(args.config, os.environ, flags, budgets), args.power_source)
+    monitor = {k: v for k, v in (("shadow_rate", args.shadow_rate), ("field_trace", args.field_trace),
+                                 ("field_frames", args.field_frames)) if v is not None}
+    if monitor:
+        config = dataclasses.replace(config, monitor=dataclasses.replace(config.monitor, **monitor))
     if args.max_batch is not None or args.max_wait_ms is not None:
         mux = config.mux
         config = dataclasses.replace(config, mux=MuxConfig(
@@ -97,13 +119,26 @@ def main(argv: Sequence[str]) -> int:
         log.info("signal %d: finishing the frames in flight", signum)
         agent.stop()
 
+    def on_reload(signum: int, frame: FrameType | None) -> None:
+        try:
+            new = load_edge_config(args.config, os.environ, flags, budgets).budgets
+        except JetsplitError as exc:
+            log.error("reload: %s (the budgets in force stay)", exc)
+            return
+        if agent.controller is None:
+            log.warning("reload: no budget controller (nothing is offloaded): budgets not applied")
+            return
+        agent.controller.set_budgets(new)
+        log.info("reload: budgets %s", json.dumps(new.__dict__))
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_reload)
     notifier.ready(f"bundle {agent.bundle.name}")
     try:
-        stats = agent.run()
+        agent.run()
     finally:
         notifier.stopping()
         agent.close()
-    print(json.dumps({"summary": stats.summary()}), file=sys.stderr, flush=True)
+    print(json.dumps({"summary": agent.summary()}), file=sys.stderr, flush=True)
     return 0

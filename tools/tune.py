@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from jetsplit.bundle import MANIFEST, file_sha256, load_bundle, write_bundle
+from jetsplit.bundle import MANIFEST, Bundle, file_sha256, load_bundle, write_bundle
 from jetsplit.calibration.search import (
     COST_KINDS,
     Objective,
@@ -49,16 +49,17 @@ from jetsplit.calibration.search import (
     search_thresholds,
 )
 from jetsplit.errors import BundleError, ConfigError
+from jetsplit.fieldtrace import read_any_trace
 from jetsplit.manifest import read_toml
 from jetsplit.trace import Trace
 
-__all__ = ["main", "split_stats", "tune"]
+__all__ = ["check_same_models", "main", "split_stats", "tune"]
 
 # [meta] keys whose values depend on the thresholds (calibrate writes them): all
 # replaced when tune writes new thresholds.
 _THRESHOLD_META = ("thresholds", "calib_accuracy", "calib_accuracy_full", "calib_offload", "calib_exit_fraction",
                    "calib_mean_time_ms", "tuned_on", "objective", "cost", "alpha", "reported_on",
-                   "reported_accuracy", "reported_offload")
+                   "reported_accuracy", "reported_offload", "calib_edge_accuracy", "calib_cloud_accuracy")
 
 _BUDGET_FLAGS = (("max_latency_ms", "time"), ("max_energy_mj", "energy"), ("max_offload", "offload"),
                  ("max_bytes", "bytes"))
@@ -103,7 +104,8 @@ def split_stats(trace: Trace, thresholds: Sequence[float | None], first_cloud: i
     }
 
 
-def _check_same_models(trace: Trace, files: dict[str, str], what: str) -> None:
+def check_same_models(trace: Trace, files: dict[str, str], what: str) -> None:
+    """ConfigError if ``trace`` was collected on other model files than ``files``."""
     traced = trace.meta.get("files")
     if isinstance(traced, dict) and traced:
         models = {k: v for k, v in traced.items()}
@@ -113,16 +115,30 @@ def _check_same_models(trace: Trace, files: dict[str, str], what: str) -> None:
                               "collect it again on this bundle")
 
 
+def _check_field_tunable(bundle: Bundle, first_cloud: int | None, args: argparse.Namespace) -> None:
+    """A field trace knows the gate before the cloud only (jetsplit.fieldtrace)."""
+    gated = [s.name for s in bundle.stages if s.gate is not None]
+    gate = bundle.stages[first_cloud - 1].name if first_cloud else None
+    if gated != [gate]:
+        raise ConfigError(f"{args.trace}: a field trace re-tunes only the gate before the cloud ({gate!r}); "
+                          f"bundle {bundle.name!r} has gates on {gated}: re-tune it from a collected trace")
+    if args.max_accuracy_drop is None and args.objective is None:
+        raise ConfigError(f"{args.trace}: a field trace is labelled by the cloud, so every stage's accuracy is 100%: "
+                          "give --max-accuracy-drop PT (the points of disagreement with the cloud to allow)")
+
+
 def tune(args: argparse.Namespace) -> tuple[dict[str, Any], SearchResult, Trace]:
-    calib = Trace.load(args.trace)
+    calib = read_any_trace(args.trace)
     source = args.bundle or calib.meta.get("bundle_path")
     if not source:
         raise ConfigError(f"{args.trace}: the trace does not name its bundle; give --bundle")
     bundle = load_bundle(str(source))
     if tuple(s.name for s in bundle.stages) != calib.stage_names:
         raise ConfigError(f"bundle {bundle.name!r} has stages {[s.name for s in bundle.stages]}, the trace {list(calib.stage_names)}")
-    _check_same_models(calib, bundle.files, str(args.trace))
+    check_same_models(calib, bundle.files, str(args.trace))
     first_cloud = bundle.first_cloud_stage()
+    if calib.meta.get("field"):
+        _check_field_tunable(bundle, first_cloud, args)
     budgets = {kind: getattr(args, flag) for flag, kind in _BUDGET_FLAGS if getattr(args, flag) is not None}
     objective: Objective = args.objective or ("min_cost" if args.max_accuracy_drop is not None or not budgets else "max_accuracy")
     full_acc = calib.full().accuracy
@@ -145,10 +161,10 @@ def tune(args: argparse.Namespace) -> tuple[dict[str, Any], SearchResult, Trace]
         "front": [{"thresholds": list(p.thresholds), "accuracy": p.accuracy, "cost": p.cost} for p in result.front],
     }
     if args.test is not None:
-        test = Trace.load(args.test)
+        test = read_any_trace(args.test)
         if test.stage_names != calib.stage_names:
             raise ConfigError(f"{args.test}: stages {list(test.stage_names)} differ from the calib trace's")
-        _check_same_models(test, bundle.files, str(args.test))
+        check_same_models(test, bundle.files, str(args.test))
         summary["test"] = split_stats(test, thresholds, first_cloud)
         same = test.meta.get("split") == calib.meta.get("split") and test.meta.get("data") == calib.meta.get("data")
         summary["held_out"] = not same
@@ -170,7 +186,7 @@ def _write_bundle(src: Path, out: Path, calib: Trace, thresholds: Sequence[float
             continue
         table["gate"]["threshold"] = float(thr)
         table["gate"]["curve_threshold"], table["gate"]["curve_continue"] = curve
-    raw["meta"] = _tuned_meta(raw.get("meta", {}), calib, thresholds, summary)
+    raw["meta"] = _tuned_meta(raw.get("meta", {}), calib, thresholds, summary, raw["stage"])
     # A bundle of its own: its name (the output directory's, as calibrate names
     # bundles, or --name) and a description that says where it came from.
     source_name = raw.get("name", src.name)
@@ -181,7 +197,7 @@ def _write_bundle(src: Path, out: Path, calib: Trace, thresholds: Sequence[float
 
 
 def _tuned_meta(old: dict[str, Any], calib: Trace, thresholds: Sequence[float | None],
-                summary: dict[str, Any]) -> dict[str, Any]:
+                summary: dict[str, Any], stages: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The source bundle's ``[meta]`` with every figure that depends on the thresholds
     replaced by the tuned ones (calibrate's would otherwise sit next to them, and
     ``jetsplit report`` print both in one table); figures of the models alone
@@ -202,6 +218,16 @@ def _tuned_meta(old: dict[str, Any], calib: Trace, thresholds: Sequence[float | 
     meta.update({"reported_on": f"{held.get('data')}@{held.get('split')}", "reported_accuracy": held["accuracy"]})
     if held.get("offload") is not None:
         meta["reported_offload"] = held["offload"]
+    if not calib.meta.get("field"):
+        # What the field monitor's shadow audit expects (jetsplit.edge.monitor):
+        # the accuracy of the answers the edge keeps, and the cloud's own.
+        first_cloud = next((i for i, t in enumerate(stages) if t.get("where") == "cloud"), None)
+        if first_cloud:
+            exits = calib.cascade(thresholds).exit_stage
+            kept = exits < first_cloud
+            if kept.any():
+                meta["calib_edge_accuracy"] = float(calib.correct[kept, exits[kept]].mean())
+            meta["calib_cloud_accuracy"] = float(calib.own_correct[:, -1].mean())
     return meta
 
 
@@ -217,8 +243,10 @@ def main(argv: Sequence[str]) -> int:
     if args.plots is not None:
         from .plots import write_plots
 
-        summary["plots"] = [str(p) for p in write_plots(calib, result.grid, result.chosen_index, args.plots,  # type: ignore[arg-type]
-                                                        title=f"{calib.meta.get('bundle')} @ calib")]
+        assert result.grid is not None  # search_thresholds always keeps it
+        plots = write_plots(calib, result.grid, result.chosen_index, args.plots,
+                            title=f"{calib.meta.get('bundle')} @ calib", oracle=summary["calib"]["oracle"])
+        summary["plots"] = [str(p) for p in plots]
     summary_path.write_text(json.dumps(summary, indent=2, default=_json_default))
     if args.json:
         print(json.dumps(summary, indent=2, default=_json_default))

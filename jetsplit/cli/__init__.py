@@ -27,7 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "keys": ("jetsplit.protocol.keys:main", "generate CurveZMQ key pairs"),
     "cloud": ("jetsplit.cloud.cli:main", "cloud worker: `jetsplit cloud serve ...`"),
     "edge": ("jetsplit.edge.cli:main", "edge agent: `jetsplit edge run ...`"),
-    "profile": ("jetsplit.calibration.cli:profile_main", "list a model's candidate cut points"),
+    "profile": ("jetsplit.tools.profile_cmd:main", "list a model's candidate cut points"),
     "split": ("jetsplit.calibration.cli:split_main", "cut a model into head and tail"),
     "calibrate": ("jetsplit.calibration.calibrate:main", "build a tuned bundle from models and data"),
     "collect": ("jetsplit.calibration.collect:main", "record a trace of a bundle over a dataset"),
@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("jetsplit.tools.bench:main", "time each stage of a bundle on this device"),
     "power": ("jetsplit.tools.power:main", "read the board's power rails"),
     "top": ("jetsplit.tools.top:main", "live view of a running edge agent"),
+    "simboard": ("jetsplit.tools.simboard:main", "a simulated Jetson whose power rails follow a process's load"),
 }
 
 

@@ -5,6 +5,7 @@ shell runs it, checked for its exact last line and for no traceback."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 from pathlib import Path
@@ -22,9 +23,13 @@ def _run(*args: str, env: dict[str, str] | None = None, timeout: float = 120.0) 
     return done.returncode, done.stderr
 
 
+# A daemon's own log lines (its start-up INFO, a warning about the bundle) come before the error.
+_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (DEBUG|INFO|WARNING) ")
+
+
 def _one_line(stderr: str) -> str:
     assert "Traceback" not in stderr, stderr
-    lines = [line for line in stderr.splitlines() if " INFO " not in line]  # the daemons' start-up log
+    lines = [line for line in stderr.splitlines() if not _LOG_LINE.match(line)]
     assert len(lines) == 1, stderr
     return lines[0]
 
