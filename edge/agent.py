@@ -19,9 +19,15 @@ gate before the first cloud stage for the board; :mod:`jetsplit.edge.fairness`
 shares what it allows between the sources; the circuit breaker stops offloading
 to a failing cloud and probes it back with real requests.
 
-Where to hook in: :meth:`EdgeAgent._finish` sees every result once (per-frame
-path); :meth:`EdgeAgent._offload` every frame the gate sends on (per-offload path);
-:meth:`EdgeAgent.process_batch` every batch of frames (per-batch path).
+Threads: each source's feed reads and prepares its frames; one engine thread
+runs the edge stages on a batch (:meth:`EdgeAgent._infer`) while the loop thread
+gates the batch before it (:meth:`EdgeAgent._judge`), offloads, and writes results.
+
+Where to hook in (all on the loop thread): :meth:`EdgeAgent._finish` sees every
+result once (per-frame path); :meth:`EdgeAgent._offload` every frame the gate
+sends on (per-offload path); :meth:`EdgeAgent._judge` every batch the engine ran
+(per-batch path); :meth:`EdgeAgent._prepare` runs on the feed threads, per frame
+(a frame resize belongs there).
 
     >>> agent = EdgeAgent(config)                      # doctest: +SKIP
     >>> for result in agent.results():                 # doctest: +SKIP
