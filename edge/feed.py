@@ -157,9 +157,6 @@ class Feed:
             self._failed(str(exc))
             return False
         self.opens += 1
-        if self.error is not None:
-            _log.info("%s: source back after %d failure(s)", self.source_id, self.failures)
-            self.error = None
         self._source = src
         base = self._next_index
         got = False
@@ -173,6 +170,11 @@ class Feed:
                     if self.live and not self._stop.is_set():
                         self._failed("the stream ended")
                     return got
+                if not got and self.error is not None:
+                    # Back only once it delivers: a camera that opens and stalls again
+                    # is still the same failure, logged once.
+                    _log.info("%s: source back after %d failure(s)", self.source_id, self.failures)
+                    self.error = None
                 got = True
                 self._next_index = base + frame.index + 1
                 self._put(dataclasses.replace(frame, index=base + frame.index, source_id=self.source_id))
