@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -252,7 +252,7 @@ class Worker:
         while inline or (queued := self._jobs.qsize()) < self.config.threads:
             # A batch that is only due (not full) is formed when an engine waits
             # for it; while they are all busy it goes on filling.
-            batch = self.batcher.take(0.0, partial=inline or self._idle_engines > queued)
+            batch = self.batcher.take(partial=inline or self._idle_engines > queued)
             if batch is None:
                 return
             job = self._form(batch)
@@ -268,7 +268,7 @@ class Worker:
             self._send_errors(batch.expired, StatusCode.EXPIRED, "deadline passed in the queue")
         if not batch.items:
             return None
-        fingerprint, stage = batch.key  # type: ignore[misc]
+        fingerprint, stage = cast("tuple[str, int]", batch.key)  # the key put() was given
         served = self.served[fingerprint]
         try:
             resume: Resume | None = stack(served.chain, stage, [r.tensors for r in batch.items])

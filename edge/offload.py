@@ -28,6 +28,7 @@ from jetsplit.edge.breaker import CircuitBreaker
 from jetsplit.edge.config import EdgeConfig
 from jetsplit.edge.controller import BudgetController
 from jetsplit.edge.frame import Frame
+from jetsplit.edge.offload_client import OffloadClient
 from jetsplit.edge.pool import WorkerPool, is_dns_endpoint
 from jetsplit.edge.sinks import FrameResult
 from jetsplit.handoff import pack, wire_encodings
@@ -55,12 +56,12 @@ class Pending:
     deadline_at: float = 0.0
 
 
-def open_client(config: EdgeConfig, fingerprint: str) -> Client | WorkerPool:
+def open_client(config: EdgeConfig, fingerprint: str) -> OffloadClient:
     curve = None
     if config.curve_secret is not None and config.curve_server_key is not None:
         curve = CurveClient(config.curve_secret, config.curve_server_key)
     # Several workers, or a name that may resolve to several: balance and fail
-    # over per worker (edge/pool.py). One fixed endpoint keeps the plain client.
+    # over per worker (edge/pool/). One fixed endpoint keeps the plain client.
     timeout_ms = int(config.deadline_ms)
     if len(config.cloud) > 1 or any(map(is_dns_endpoint, config.cloud)):
         p = config.pool

@@ -19,7 +19,7 @@ from jetsplit.edge.muxer import Muxer
 from jetsplit.edge.sources import Source, is_live, open_source
 from jetsplit.edge.streams import SourceSpec
 from jetsplit.errors import ConfigError, SourceError
-from tests.system.frames import digits_folder
+from tests.support.frames import digits_folder
 from tests.system.test_multisource import _CAMERA
 
 

@@ -213,7 +213,12 @@ def test_grabber_passes_the_error_on_and_times_out() -> None:
     assert not grabber.alive
 
     stuck = threading.Event()
-    slow = Grabber(lambda: None if stuck.wait(5.0) else None).start()
+
+    def hung_read() -> None:
+        stuck.wait(5.0)  # a camera that hangs until released, then gives no frame
+        return None
+
+    slow = Grabber(hung_read).start()
     with pytest.raises(GrabberTimeout):
         slow.get(timeout=0.05)
     stuck.set()

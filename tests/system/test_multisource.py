@@ -16,9 +16,8 @@ import cv2
 import numpy as np
 
 from jetsplit.datasets import load_dataset
-
-from .daemons import Daemon, start_worker
-from .frames import digits_folder
+from tests.support.daemons import Daemon, start_worker
+from tests.support.frames import digits_folder
 
 _CAMERA = textwrap.dedent('''
     import http.server, socketserver, sys, time

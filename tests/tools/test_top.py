@@ -16,8 +16,8 @@ import zmq
 from jetsplit.cli import main
 from jetsplit.edge.sinks import FrameResult, ZmqPubSink
 from jetsplit.tools.top import Subscriber, format_window, summarize
-from tests.system.daemons import Daemon
-from tests.system.frames import digits_folder
+from tests.support.daemons import Daemon
+from tests.support.frames import digits_folder
 
 _MARKER = -1  # frame index of the records sent until the subscriber is connected
 
