@@ -49,6 +49,7 @@ typecheck: $(VENV)/.stamp-dev
 
 unit: $(VENV)/.stamp-dev
 	sh tests/system/netns_setup.sh
+	sh tests/support/browser_setup.sh
 	$(BIN)/pytest -q -m "not slow"
 
 # The README's test command: static 3.10 checks, then every test this machine can run.

@@ -39,6 +39,7 @@ from .builder import (
     StageDraft,
     add_gates_to_graphs,
     apply_precision,
+    check_cuts,
     fit_gates,
     input_defaults,
     run_stages,
@@ -48,6 +49,7 @@ from .builder import (
     to_manifest,
 )
 from .collect import PowerModel, collect
+from .graph import load_graph
 from .quantize import PRECISIONS
 from .search import continue_curves, search_thresholds
 
@@ -147,6 +149,8 @@ def _toml_safe(value: Any) -> Any:
 def calibrate(args: argparse.Namespace) -> tuple[Bundle, dict[str, Any]]:
     """Build, fit, convert, tune and write; returns the bundle and a summary."""
     mode = _mode(args)
+    if mode == "split":  # a typo in a cut is reported before any image is processed
+        check_cuts(load_graph(args.model), args.cut)
     first = args.little or (args.ensemble[0] if args.ensemble else args.model)
     pre = parse_preprocess(args, first)
     train, calib = load_dataset(args.data, "train"), load_dataset(args.data, "calib")

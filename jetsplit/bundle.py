@@ -25,6 +25,7 @@ those file hashes): edge and cloud refuse to pair on different fingerprints.
     [wire]
     activation = "f16"       # raw | f16 | i8: how carried tensors travel
     frame = "raw"            # raw | jpeg: how frames travel
+    frame_size = "model"     # model (resized to [input]) | full (the camera frame)
 
     [[stage]]
     name = "little"
@@ -52,12 +53,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from jetsplit.bundle_files import companions, copy_file, file_sha256
 from jetsplit.demo import resolve_bundle_path
 from jetsplit.errors import BundleError
 from jetsplit.manifest import TableReader, dump_toml, read_toml
@@ -116,9 +117,14 @@ class StageSpec:
 
 @dataclass(frozen=True)
 class WireSpec:
+    """How hand-offs travel. ``frame_size``: ``"model"`` ships a frame resized to
+    the model's input (uint8, camera colour order), ``"full"`` the whole camera
+    frame (for a cloud stage that needs more than the model's input)."""
+
     activation: str = "f16"
     frame: str = "raw"
     compression: str = "none"
+    frame_size: str = "model"
 
 
 @dataclass(frozen=True)
@@ -165,14 +171,6 @@ class Bundle:
                 spec = replace(spec, gate=replace(spec.gate, threshold=float(thr)))
             stages.append(spec)
         return replace(self, stages=tuple(stages))
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fingerprint_of(manifest: dict[str, Any]) -> str:
@@ -259,6 +257,7 @@ def _parse_wire(table: dict[str, Any]) -> WireSpec:
         activation=r.text("activation", "f16", choices=("raw", "f16", "i8")),
         frame=r.text("frame", "raw", choices=("raw", "jpeg")),
         compression=r.text("compression", "none", choices=("none", "lz4", "zstd")),
+        frame_size=r.text("frame_size", "model", choices=("model", "full")),
     )
     r.done()
     return wire
@@ -370,17 +369,17 @@ def write_bundle(
     """Write a bundle: copy ``sources`` (bundle-relative name -> file) into
     ``out_dir``, hash every file the manifest uses, write ``bundle.toml`` and load
     it back (so whatever is written has passed the same validation a reader
-    applies)."""
+    applies). A model's external-data files come along (from beside its source)
+    and are hashed like every other file."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, src in (sources or {}).items():
-        dest = out_dir / name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if src.resolve() != dest.resolve():
-            shutil.copyfile(src, dest)
+    sources = sources or {}
+    for name, src in sources.items():
+        copy_file(src, out_dir / name)
     body = {k: v for k, v in manifest.items() if k != "files"}
     used: list[str] = []
     for stage in body.get("stage", []):
         used.append(stage["model"])
+        used += companions(out_dir, stage["model"], sources.get(stage["model"]), used)
         gate = stage.get("gate")
         if gate and gate.get("params"):
             used.append(gate["params"])
@@ -389,3 +388,4 @@ def write_bundle(
     tmp.write_text(dump_toml(body))
     os.replace(tmp, out_dir / MANIFEST)
     return load_bundle(out_dir)
+

@@ -25,7 +25,7 @@ import numpy as np
 from jetsplit.bundle import Bundle, StageSpec
 from jetsplit.engines import Engine, open_engine
 from jetsplit.errors import BundleError, DataError
-from jetsplit.gates import Gate, load_gate, softmax
+from jetsplit.gates import Gate, class_scores, load_gate, softmax
 
 __all__ = ["Chain", "ChainResult", "ChainState", "Stage", "StageOutput"]
 
@@ -97,7 +97,7 @@ class Stage:
 
     def run(self, x: np.ndarray, state: ChainState | None, threshold: float | None = None) -> StageOutput:
         out = self.engine.infer({self.input_name: x})
-        scores = out[self.spec.scores]
+        scores = class_scores(out[self.spec.scores])
         if scores.ndim != 2 or scores.shape[1] != self.num_classes:
             raise BundleError(
                 f"stage {self.name!r}: output {self.spec.scores!r} expected shape (B, {self.num_classes}), got {scores.shape}"
@@ -196,7 +196,8 @@ class Chain:
             for out_name in st._outputs:
                 eng.output_spec(out_name)  # raises naming the outputs it has
             scores = eng.output_spec(spec.scores)
-            if scores.shape[-1] not in (None, self.bundle.num_classes):
+            classes = scores.shape[1] if len(scores.shape) > 1 else None
+            if classes not in (None, self.bundle.num_classes) or any(d not in (None, 1) for d in scores.shape[2:]):
                 raise BundleError(f"{where}: output {spec.scores!r}: expected {self.bundle.num_classes} classes ([labels]), got shape {scores.describe_shape()}")
             if spec.input == "frame":
                 want = (None, *pre.sample_shape)

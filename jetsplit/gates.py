@@ -32,6 +32,7 @@ import numpy as np
 from jetsplit.errors import BundleError
 
 __all__ = [
+    "class_scores",
     "DGate",
     "FixedGate",
     "Gate",
@@ -44,6 +45,15 @@ __all__ = [
     "softmax",
     "support_inputs",
 ]
+
+
+def class_scores(scores: np.ndarray) -> np.ndarray:
+    """``(B, C)`` class scores from a model output shaped ``(B, C)`` or ``(B, C, 1, ..., 1)``
+    (classifiers that end in a 1x1 convolution and global pooling, as SqueezeNet and
+    DenseNet do); any other shape is returned as it is, for the caller to reject."""
+    if scores.ndim > 2 and all(d == 1 for d in scores.shape[2:]):
+        return scores.reshape(scores.shape[:2])
+    return scores
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
