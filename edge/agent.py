@@ -63,8 +63,7 @@ from jetsplit.edge.sources import Source, is_live, open_source
 from jetsplit.edge.stats import AgentStats
 from jetsplit.edge.streams import SourceSpec
 from jetsplit.errors import ConfigError, JetsplitError, SourceError
-from jetsplit.handoff import FRAME, needed, pack
-from jetsplit.protocol.errors import Unavailable
+from jetsplit.handoff import FRAME, needed
 from jetsplit.systemd import Notifier
 
 __all__ = ["AgentStats", "EdgeAgent"]
@@ -357,18 +356,13 @@ class EdgeAgent:
                 or self.monitor.audits_in_flight >= max(1, self.config.window // 2):
             self.monitor.skip_audit()
             return
-        deadline_ms = max(self.config.deadline_ms - (time.monotonic() - p.frame.t_capture) * 1000.0, 0.0)
-        try:
-            tensors = pack(self.bundle, stage, p.frame.image, p.edge.carry, p.edge.state)
-            rid = off.client.submit(stage, tensors, deadline_ms=deadline_ms, encodings=off.encodings)
-        except Unavailable:
+        rid = off.send(p, stage)
+        if rid is None:
             self.monitor.skip_audit()
             return
-        p.bytes_up = off.client.last_sent_bytes
         p.energy_mj += self.meter.frame_energy_j(0.0, 0.0, {}, p.bytes_up) * 1000.0
         self.monitor.audit_sent(rid, p.frame.index, p.frame.source_id, int(p.edge.pred[0]), p.score,
-                                sum(p.edge.stage_time_ms), p.bytes_up, time.monotonic() + deadline_ms / 1000.0,
-                                p.frame.truth, p.frame.image)
+                                sum(p.edge.stage_time_ms), p.bytes_up, p.deadline_at, p.frame.truth, p.frame.image)
 
     def _paced(self) -> bool:
         """True when frames arrive at their sources' own rate (cameras, realtime files)."""
