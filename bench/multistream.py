@@ -13,8 +13,9 @@ be compared frame by frame):
   640x480 BGR frames (MNIST test digits, enlarged, one class sub-folder each so
   results carry their truth);
 - ``squeezenet``: SqueezeNet 1.0 at 224x224 (the onnx wheel's light model-zoo
-  copy, its ConstantOfShape weight fills replaced by seeded He-normal weights,
-  batch axis made free), on 640x480 crops of scikit-learn's sample photos. Its
+  copy with seeded weights in place of its ConstantOfShape fills, from
+  ``jetsplit.tools.realzoo``; batch axis made free), on 640x480 crops of
+  scikit-learn's sample photos. Its
   weights are not trained: "equal accuracy" is then the two set-ups giving the
   same answers.
 
@@ -62,7 +63,6 @@ from machine import describe
 
 RESULTS = Path(__file__).resolve().parent / "results" / "multistream.json"
 JETSPLIT = str(Path(sys.executable).with_name("jetsplit"))
-SQUEEZENET = Path(cv2.__file__).parents[1] / "onnx" / "backend" / "test" / "data" / "light" / "light_squeezenet.onnx"
 TARGET_FPS, TARGET_MEM = 1.5, 0.35
 
 
@@ -106,42 +106,28 @@ def photo_frames(root: Path, streams: int, n: int) -> list[Path]:
 
 
 def squeezenet_bundle(out: Path) -> Path:
-    """SqueezeNet 1.0 as a one-stage edge bundle: seeded weights for the fills, the
-    final softmax replaced by a flatten (the chain takes logits), batch axis free."""
+    """SqueezeNet 1.0 (``jetsplit.tools.realzoo``: the onnx wheel's light copy with
+    seeded weights in place of its fills) as a one-stage edge bundle: the final
+    softmax replaced by a flatten (the chain takes logits), batch axis free."""
     import onnx
-    from onnx import helper, numpy_helper
+    from onnx import helper
 
     from jetsplit.bundle import write_bundle
+    from jetsplit.tools.realzoo import build_model
 
-    model = onnx.load(str(SQUEEZENET))
+    model = onnx.load(str(build_model("squeezenet", out / "zoo", seed=14)))  # IR 3, opset 9
     g = model.graph
-    shapes = {i.name: numpy_helper.to_array(i) for i in g.initializer if i.name.endswith("__SHAPE")}
-    rng = np.random.default_rng(14)
-    weights = []
-    keep = []
-    for node in g.node:
-        if node.op_type != "ConstantOfShape":
-            keep.append(node)
-            continue
-        shape = tuple(int(d) for d in shapes[node.input[0]])
-        if len(shape) == 4:  # a conv's weight: He-normal over its fan-in
-            w = rng.normal(0.0, np.sqrt(2.0 / np.prod(shape[1:])), shape).astype(np.float32)
-        else:
-            w = np.zeros(shape, np.float32)
-        weights.append(numpy_helper.from_array(w, node.output[0]))
-    softmax = next(n for n in keep if n.op_type == "Softmax")
-    keep[keep.index(softmax)] = helper.make_node("Flatten", [softmax.input[0]], ["logits"], axis=1)
-    others = [i for i in g.initializer if not i.name.endswith("__SHAPE")]
-    init_names = {i.name for i in [*others, *weights]}
-    data = next(i for i in g.input if i.name not in init_names)
-    data.type.tensor_type.shape.dim[0].dim_param = "N"
+    softmax = next(n for n in g.node if n.op_type == "Softmax")
+    flatten = helper.make_node("Flatten", [softmax.input[0]], ["logits"], axis=1)
+    nodes = [flatten if n is softmax else n for n in g.node]
+    inputs = [i for i in g.input if i.name not in {t.name for t in g.initializer}]
+    inputs[0].type.tensor_type.shape.dim[0].dim_param = "N"
     logits = helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["N", 1000])
-    graph = helper.make_graph(keep, "squeezenet", [data], [logits], [*others, *weights])
+    graph = helper.make_graph(nodes, "squeezenet", inputs, [logits], list(g.initializer))
     fixed = helper.make_model(graph, opset_imports=list(model.opset_import), producer_name="jetsplit-bench")
     fixed.ir_version = 10  # onnx 1.23 would write IR 14, which ONNX Runtime refuses
     onnx.checker.check_model(fixed)
     path = out / "squeezenet.onnx"
-    out.mkdir(parents=True, exist_ok=True)
     onnx.save(fixed, str(path))
     manifest = {
         "schema": 1, "name": "squeezenet-seeded", "mode": "custom",
