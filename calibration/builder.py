@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from jetsplit.combine import combine
 from jetsplit.errors import ConfigError, EngineError
 from jetsplit.gates import class_scores, softmax
 
@@ -46,6 +47,7 @@ __all__ = [
     "add_gates_to_graphs",
     "apply_precision",
     "fit_gates",
+    "gate_kind",
     "run_stages",
     "scores_output",
     "stages_cuts",
@@ -68,6 +70,7 @@ class StageDraft:
     carry: str | None = None
     features: str | None = None
     combine: str = "replace"
+    combine_weight: float = 1.0
     gate: str | None = None
     gate_params: Path | None = None
     info: dict[str, Any] = field(default_factory=dict)
@@ -215,6 +218,7 @@ def run_stages(stages: Sequence[StageDraft], x: np.ndarray) -> list[dict[str, np
     outs: list[dict[str, np.ndarray]] = []
     carry: np.ndarray | None = None
     probs: np.ndarray | None = None
+    count = 0
     for i, st in enumerate(stages):
         inp = x if st.input == "frame" else carry
         if inp is None:
@@ -224,16 +228,26 @@ def run_stages(stages: Sequence[StageDraft], x: np.ndarray) -> list[dict[str, np
         got = {k: np.concatenate([p[k] for p in parts]) for k in want}
         got[st.scores] = class_scores(got[st.scores])
         own = softmax(got[st.scores]) if st.scores_kind == "logits" else got[st.scores].astype(np.float32)
-        probs = (probs * i + own) / (i + 1) if st.combine == "average" and probs is not None else own
+        probs, count = combine(st.combine, own, probs, count, st.combine_weight)
         got["own_probs"], got["probs"] = own, probs
         outs.append(got)
         carry = got.get(st.carry) if st.carry else None
     return outs
 
 
+def gate_kind(choice: str) -> str:
+    """The bundle's gate kind of a calibration choice (``support+carry`` is a
+    ``support`` gate that also reads the carried activation's statistics)."""
+    return choice.split("+", 1)[0]
+
+
 def fit_gates(stages: list[StageDraft], kind: str, train_out: list[dict[str, np.ndarray]],
-              labels: np.ndarray, num_classes: int, work: Path, support_hidden: int = 16) -> list[StageDraft]:
-    """Gates after every stage but the last; learned ones fitted on the train split."""
+              labels: np.ndarray, num_classes: int, work: Path, support_hidden: int = 0) -> list[StageDraft]:
+    """Gates after every stage but the last; learned ones fitted on the train split.
+
+    ``kind`` is a gate kind, or ``support+carry`` (a support gate that also reads
+    the statistics of the tensor the stage carries, where it carries one)."""
+    base = gate_kind(kind)
     out = []
     for i, st in enumerate(stages):
         if i == len(stages) - 1:
@@ -242,20 +256,21 @@ def fit_gates(stages: list[StageDraft], kind: str, train_out: list[dict[str, np.
         params_path = None
         info = dict(st.info)
         features = st.features
-        if kind in ("dgate", "support"):
+        if base in ("dgate", "support"):
             o = train_out[i]
             # Without an intermediate tensor, a d-gate reads the stage's own scores.
             feats = o[features] if features else None
-            if kind == "dgate":
+            if base == "dgate":
                 if feats is None:
                     features, feats = st.scores, o[st.scores]
                 params = train_dgate(feats, labels, num_classes)
             else:
                 correct = o["probs"].argmax(axis=1) == labels
-                params = train_support(o["probs"], correct, feats, hidden=support_hidden)
+                carry = o.get(st.carry) if kind.endswith("+carry") and st.carry else None
+                params = train_support(o["probs"], correct, feats, hidden=support_hidden, carry=carry)
                 info["support_train_right"] = float(correct.mean())
-            params_path = save_params(params, work / f"{st.name}.{kind}.npz")
-        out.append(replace(st, gate=kind, gate_params=params_path, features=features, info=info))
+            params_path = save_params(params, work / f"{st.name}.{base}.npz")
+        out.append(replace(st, gate=base, gate_params=params_path, features=features, info=info))
     return out
 
 
@@ -285,6 +300,9 @@ def add_gates_to_graphs(stages: list[StageDraft], num_classes: int, work: Path) 
         if st.gate in ("dgate", "support") and st.gate_params is not None and own:
             with np.load(st.gate_params) as z:
                 params = {k: z[k] for k in z.files}
+            if int(params.get("use_carry", np.array(0)).item()):
+                out.append(st)  # activation statistics: the numpy gate only
+                continue
             model = add_gate_output(onnx.load(str(st.path)), st.gate, params, st.scores, st.scores_kind,
                                     st.features, num_classes)
             path = work / f"{st.name}.gated.onnx"
@@ -306,6 +324,8 @@ def to_manifest(stages: Sequence[StageDraft], thresholds: Sequence[float | None]
                 t[key] = getattr(st, key)
         if st.combine != "replace":
             t["combine"] = st.combine
+        if st.combine == "weighted":
+            t["combine_weight"] = float(st.combine_weight)
         sources[st.model_file] = st.path
         if st.gate is not None:
             gate: dict[str, Any] = {"kind": st.gate, "threshold": float(thr if thr is not None else 0.5)}

@@ -42,6 +42,8 @@ those file hashes): edge and cloud refuse to pair on different fingerprints.
     model = "big.onnx"
     where = "cloud"
     input = "frame"
+    combine = "weighted"     # replace | average | weighted (jetsplit/combine.py)
+    combine_weight = 0.7     # weighted: this stage's share of the log-linear pool
 
     [files]
     "little.onnx" = "9f2c..."
@@ -59,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from jetsplit.bundle_files import companions, copy_file, file_sha256
+from jetsplit.combine import COMBINES
 from jetsplit.demo import resolve_bundle_path
 from jetsplit.errors import BundleError
 from jetsplit.manifest import TableReader, dump_toml, read_toml
@@ -111,6 +114,7 @@ class StageSpec:
     carry: str | None = None
     features: str | None = None
     combine: str = "replace"
+    combine_weight: float = 1.0  # weight of this stage's own log-probabilities (combine = "weighted")
     flops: int | None = None
     gate: GateSpec | None = None
 
@@ -277,10 +281,16 @@ def _parse_stage(table: dict[str, Any], index: int) -> StageSpec:
         scores_kind=r.text("scores_kind", "logits", choices=("logits", "probs")),
         carry=r.text("carry", None),
         features=r.text("features", None),
-        combine=r.text("combine", "replace", choices=("replace", "average")),
+        combine=r.text("combine", "replace", choices=COMBINES),
+        combine_weight=r.number("combine_weight", 1.0),
         flops=r.integer("flops", None, minimum=0),
         gate=_parse_gate(r.table("gate", None), name),
     )
+    if not 0.0 <= spec.combine_weight <= 1.0:
+        raise BundleError(f"[[stage]] {name!r}.combine_weight: expected a number in 0..1, got {spec.combine_weight}")
+    if "combine_weight" in table and spec.combine != "weighted":
+        raise BundleError(f"[[stage]] {name!r}.combine_weight: only with combine = \"weighted\", "
+                          f"got combine = {spec.combine!r}")
     r.done()
     return spec
 

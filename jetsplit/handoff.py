@@ -10,7 +10,7 @@ hand-off" is the normative list):
   when the resume stage takes the carry;
 - ``probs`` (1, C) float32 and ``count`` (int32, 0-d): the combined probabilities
   so far and how many stage outputs they average, sent when the resume stage
-  averages (ensembles).
+  combines with them (``average`` for ensembles, ``weighted``).
 
 The cloud checks each request with :func:`validate` (every tensor against what
 the bundle's chain expects; a ``DataError`` names the tensor, the expected and the
@@ -56,7 +56,7 @@ def needed(bundle: Bundle, stage: int) -> tuple[str, ...]:
         names.append(FRAME)
     if bundle.stages[stage].input == "carry":
         names.append(CARRY)
-    if bundle.stages[stage].combine == "average" and stage > 0:
+    if bundle.stages[stage].combine in ("average", "weighted") and stage > 0:
         names += [PROBS, COUNT]
     return tuple(names)
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 
+from tests.support.daemons import Lines
+
 __all__ = ["start_camera"]
 
 _CAMERA = textwrap.dedent('''
@@ -45,5 +47,8 @@ def start_camera(port: int = 0) -> tuple[subprocess.Popen[str], int]:
     that comes back); returns the process and its port. Stop it with ``kill()``."""
     proc = subprocess.Popen([sys.executable, "-c", _CAMERA, *([str(port)] if port else [])],
                             stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    return proc, int(proc.stdout.readline())
+    line = Lines(proc.stdout).expect("", 30.0)  # its port, read with a timeout
+    if line is None:
+        proc.kill()
+        raise RuntimeError(f"the test camera exited before it served (status {proc.wait(5)})")
+    return proc, int(line)
