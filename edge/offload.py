@@ -32,12 +32,12 @@ from jetsplit.edge.frame import Frame
 from jetsplit.edge.offload_client import OffloadClient
 from jetsplit.edge.pool import WorkerPool, is_dns_endpoint
 from jetsplit.edge.sinks import FrameResult
-from jetsplit.handoff import pack, wire_encodings
+from jetsplit.handoff import FRAME, needed, pack, wire_encodings
 from jetsplit.protocol import Client, CurveClient, StatusCode
 from jetsplit.protocol.client import Reply
 from jetsplit.protocol.errors import Unavailable
 
-__all__ = ["Offloader", "Pending", "SideRequests"]
+__all__ = ["Offloader", "Pending", "SideRequests", "offload_block"]
 
 _log = logging.getLogger("jetsplit.edge")
 
@@ -71,6 +71,22 @@ class SideRequests(Protocol):
         ...
 
     def expire(self, rids: list[int], now: float) -> None: ...
+
+
+def offload_block(config: EdgeConfig, bundle: Bundle) -> str | None:
+    """Why nothing may be offloaded (no cloud stage, no endpoint, the privacy
+    switch), or None."""
+    first_cloud = bundle.first_cloud_stage()
+    if first_cloud is None:
+        return "the bundle has no cloud stages"
+    if not config.cloud:
+        return "no cloud endpoint configured"
+    if config.offload == "none":
+        return "offload = none"
+    if config.offload == "activations" and FRAME in needed(bundle, first_cloud):
+        return (f"offload = activations, but the cloud stage {bundle.stages[first_cloud].name!r} "
+                "needs the frame (set offload = frames to allow frames to leave the board)")
+    return None
 
 
 def open_client(config: EdgeConfig, fingerprint: str) -> OffloadClient:
