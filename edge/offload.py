@@ -121,18 +121,28 @@ class Offloader:
 
     def submit(self, pending: Pending, stage: int) -> str | None:
         """Send ``pending`` resuming at ``stage``; None when sent, else why not."""
+        rid = self.send(pending, stage)
+        if rid is None:
+            self.breaker.record_failure("unavailable")
+            return "cloud unavailable"
+        self.inflight[rid] = pending
+        return None
+
+    def send(self, pending: Pending, stage: int) -> int | None:
+        """Send ``pending``'s hand-off with what is left of its deadline, setting its
+        ``bytes_up`` and ``deadline_at``; the request id, or None if the cloud is
+        unavailable. Not tracked here: :meth:`submit` tracks offloads; a side
+        request (the shadow audit's) is tracked by whoever sent it."""
         deadline_ms = max(self.config.deadline_ms - (time.monotonic() - pending.frame.t_capture) * 1000.0, 0.0)
         res = pending.edge
         tensors = pack(self.bundle, stage, pending.frame.image, res.carry, res.state)
         try:
             rid = self.client.submit(stage, tensors, deadline_ms=deadline_ms, encodings=self.encodings)
         except Unavailable:
-            self.breaker.record_failure("unavailable")
-            return "cloud unavailable"
+            return None
         pending.bytes_up = self.client.last_sent_bytes
         pending.deadline_at = time.monotonic() + deadline_ms / 1000.0
-        self.inflight[rid] = pending
-        return None
+        return rid
 
     def soonest(self) -> float | None:
         """The earliest deadline in flight (time.monotonic()), or None."""
