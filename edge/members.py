@@ -18,6 +18,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from jetsplit.protocol import Client
+from jetsplit.protocol.client import PingReply
 from jetsplit.protocol.codec import encode_message, ping_for
 from jetsplit.protocol.transport import dealer_socket, send_frames
 
@@ -85,9 +86,9 @@ class MemberClient(Client):
         rid = self._new_id()
         return rid if send_frames(self._sock(), encode_message(ping_for(rid)), 0) else None
 
-    def take_pongs(self) -> dict[int, list[str]]:
-        """Pongs received since the last call: ping id -> bundle fingerprints served."""
-        out = {rid: pong.bundles for rid, pong in self._pongs.items()}
+    def take_pongs(self) -> dict[int, PingReply]:
+        """Pongs received since the last call, by ping id."""
+        out = dict(self._pongs)
         self._pongs.clear()
         return out
 
@@ -109,6 +110,7 @@ class Member:
     client: MemberClient
     state: MemberState = "joining"
     retiring: bool = False  # gone from DNS: no new requests, answers still taken
+    draining: bool = False  # its pong says so: no new requests, answers still taken
     serves_bundle: bool = True
     routes: dict[int, int] = field(default_factory=dict)  # member's request id -> pool id
     pings: dict[int, float] = field(default_factory=dict)  # ping id -> sent at
