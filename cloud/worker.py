@@ -80,6 +80,7 @@ class Worker:
     """Load bundles, bind, serve until stopped. See the module docstring."""
 
     def __init__(self, config: CloudConfig, notifier: Notifier | None = None) -> None:
+        config.check_exposure()  # before anything loads: plaintext beyond loopback needs --insecure
         self.config = config
         self.notifier = notifier or Notifier()
         self.metrics = WorkerMetrics()

@@ -130,6 +130,7 @@ class EdgeAgent:
                 _log.warning("budget controller off: %s", exc)
         self.client: Client | WorkerPool | None = None
         if self.offload_block is None:
+            config.check_exposure()  # plaintext beyond loopback needs --insecure (SPEC.md 8)
             curve = None
             if config.curve_secret is not None and config.curve_server_key is not None:
                 curve = CurveClient(config.curve_secret, config.curve_server_key)

@@ -3,7 +3,7 @@
     jetsplit edge run --bundle DIR --cloud tcp://HOST:PORT --source URI [--sink SPEC ...]
                       [--config edge.toml] [--latency-budget-ms X] [--max-offload-rate R]
                       [--power-budget-w W] [--offload activations|frames|none]
-                      [--curve-secret FILE --curve-server-key FILE]
+                      [--curve-secret FILE --curve-server-key FILE | --insecure]
 
 Results go to the sinks (default: stdout, one JSON object per frame); the summary
 goes to stderr at the end. SIGTERM or SIGINT finishes the frames in flight, then
@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--fps", type=float)
     r.add_argument("--curve-secret")
     r.add_argument("--curve-server-key")
+    r.add_argument("--insecure", action="store_true", default=None,
+                   help="offload to a non-loopback worker without CURVE (refused otherwise)")
     r.add_argument("--log-level", default="INFO")
     return p
 
@@ -59,7 +61,7 @@ def main(argv: Sequence[str]) -> int:
         "bundle": args.bundle, "cloud": args.cloud, "source": args.source, "sinks": args.sinks,
         "offload": args.offload, "deadline_ms": args.deadline_ms, "window": args.window,
         "realtime": args.realtime, "fps": args.fps,
-        "curve_secret": args.curve_secret, "curve_server_key": args.curve_server_key,
+        "curve_secret": args.curve_secret, "curve_server_key": args.curve_server_key, "insecure": args.insecure,
     }
     budgets = {"latency_ms": args.latency_budget_ms, "max_offload_rate": args.max_offload_rate,
                "power_w": args.power_budget_w}
