@@ -68,7 +68,7 @@ class Peer:
     def __init__(self, endpoint: str, timeout_ms: int, curve: CurveClient | None = None,
                  socket_type: int = zmq.DEALER) -> None:
         self.timeout_ms = timeout_ms
-        self._ctx = zmq.Context.instance()
+        self._ctx: zmq.Context[Any] = zmq.Context.instance()
         self._sock = self._ctx.socket(socket_type)
         self._sock.setsockopt(zmq.LINGER, 0)
         if curve is not None:

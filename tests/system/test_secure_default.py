@@ -47,8 +47,8 @@ def test_worker_beyond_loopback_without_curve_is_refused(make_bundle) -> None:
     done = subprocess.run([JETSPLIT, "cloud", "serve", "--bundle", str(bundle.root),
                            "--bind", f"tcp://0.0.0.0:{_free_port()}"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
-    err = done.stderr.strip()
-    assert "\n" not in err and "not a loopback address and no CURVE keys" in err
+    err = done.stderr.strip().splitlines()[-1]  # after the logged configuration: one line
+    assert err.startswith("jetsplit cloud: error: bind: ") and "not a loopback address and no CURVE keys" in err
     assert "jetsplit keys generate" in err and "--insecure" in err
     # The library refuses too, before loading anything.
     with pytest.raises(ConfigError, match="no CURVE keys"):
@@ -82,11 +82,13 @@ def test_edge_offloading_in_plaintext_beyond_loopback_is_refused(make_bundle, tm
     bundle = make_bundle("little-big")
     src = digits_folder(tmp_path / "frames", 5, "all")
     args = [JETSPLIT, "edge", "run", "--bundle", str(bundle.root), "--cloud", "tcp://192.0.2.10:5555",
-            "--source", str(src), "--sink", f"jsonl:{tmp_path / 'out.jsonl'}", "--deadline-ms", "50"]
+            "--offload", "frames", "--source", str(src), "--sink", f"jsonl:{tmp_path / 'out.jsonl'}",
+            "--deadline-ms", "50"]
     done = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     err = done.stderr.strip().splitlines()[-1]
-    assert "cloud: tcp://192.0.2.10:5555 is not a loopback address and no CURVE keys" in err
+    assert err.startswith("jetsplit edge: error: cloud: tcp://192.0.2.10:5555 is not a loopback address and no CURVE")
+    assert "frames would cross the network in plaintext" in err
     assert "jetsplit keys generate" in err
     # --insecure: it runs (the worker is unreachable, so every frame falls back) and warns.
     done = subprocess.run([*args, "--insecure"], capture_output=True, text=True, timeout=120)
