@@ -209,7 +209,8 @@ class Client:
         return self._socket
 
     def _new_id(self) -> int:
-        self._next_id = (self._next_id + 1) % (2**63)
+        # 1 .. 2^63-1: a server answers id 0 only to a request whose id it could not read.
+        self._next_id = self._next_id % (2**63 - 1) + 1
         return self._next_id
 
     # ------------------------------------------------------------------ infer
