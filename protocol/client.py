@@ -387,6 +387,13 @@ class Client:
         if type(msg) is Description:
             self._descriptions[msg.id] = msg
             return True
+        if type(msg) is ErrorReply and msg.id == 0:
+            # SPEC.md 7.1: the server could not read a request's id, so it answers no
+            # request in particular (each runs on to its own reply or timeout); it
+            # means this side sent something malformed.
+            _log.warning("the server could not read the id of a request we sent: %s (status %d)",
+                         msg.message, msg.status)
+            return True
         return now, msg, tensors
 
     def _reply_for(self, msg: Message, tensors: dict[str, np.ndarray[Any, Any]], rtt_ms: float) -> Reply | None:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from jetsplit.protocol import Client
+from jetsplit.protocol import Client, RequestTimeout
 from jetsplit.protocol.messages import Description, StageInfo, TensorInfo
 from jetsplit.tools.remote import add_remote_args, check_endpoint, curve_from_args
 
@@ -85,7 +85,11 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(list(argv))
     endpoint = check_endpoint(args.endpoint)
     with Client(endpoint, _NO_BUNDLE, timeout_ms=args.timeout_ms, curve=curve_from_args(args)) as client:
-        description = client.describe()
+        try:
+            description = client.describe()
+        except RequestTimeout as exc:
+            raise RequestTimeout(f"{exc} (is a worker listening there? does it need CURVE keys: "
+                                 "--curve-secret/--curve-server-key?)") from None
     if args.json:
         json.dump(msgspec.to_builtins(description), sys.stdout)
         print()

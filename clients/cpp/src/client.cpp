@@ -425,7 +425,8 @@ void Client::send(const std::vector<Bytes>& frames) {
     // Lazy pirate (SPEC.md 10): a fresh socket reaches a restarted server.
     close();
     open();
-    throw Error("no connection to " + endpoint_ + " within " + std::to_string(options_.timeout_ms) + " ms");
+    throw Error("no connection to " + endpoint_ + " within " + std::to_string(options_.timeout_ms) +
+                " ms (is a worker listening there? does it need CURVE keys: --curve-secret/--curve-server-key?)");
   }
   for (std::size_t i = 0; i < frames.size(); ++i) {
     const int flags = (i + 1 < frames.size() ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT;
