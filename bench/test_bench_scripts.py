@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["edge_loop", "cascade", "calibration_seeds", "search_speed", "scaleout"]  # soak: make soak
+SCRIPTS = ["edge_loop", "cascade", "calibration_seeds", "search_speed", "scaleout", "header_checks"]  # soak: make soak
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, get_args
 
 import msgspec
 import numpy as np
@@ -418,9 +418,20 @@ def decode_header(buf: ReadableBuffer, limits: Limits = DEFAULT_LIMITS) -> Messa
     if msg.v not in SUPPORTED_VERSIONS:
         raise _version_error(msg.v, msg.id)
     kind = type(msg)
-    if repeated_key(view, "tensors" if kind is InferRequest or kind is Result else None):
+    if kind is InferRequest or kind is Result:
+        repeated = repeated_key(view, _REQUIRED[kind], "tensors", _REQUIRED[TensorDesc])
+    else:
+        repeated = repeated_key(view, _REQUIRED[kind])
+    if repeated:
         raise DecodeError("bad header: a map repeats a key", StatusCode.BAD_REQUEST, msg.id, msg.v)
     return msg
+
+
+#: Fields every header of a kind has (``kind`` included): a map declaring no more
+#: entries than these cannot repeat a key (protocol/peek.py).
+_REQUIRED: dict[type, int] = {
+    t: sum(f.required for f in msgspec.structs.fields(t)) + (t is not TensorDesc) for t in (*get_args(Message), TensorDesc)
+}
 
 
 def _error_with_envelope(view: memoryview, message: str, status: StatusCode) -> DecodeError:

@@ -164,24 +164,35 @@ _KEYS = msgspec.msgpack.Decoder(dict[str, msgspec.Raw])
 _ITEMS = msgspec.msgpack.Decoder(list[msgspec.Raw])
 
 
-def _entries(raw: bytes | memoryview) -> int:
-    view = memoryview(raw)
-    entries, _ = _map_header(view, len(view))
-    return entries
+def _declared(buf: memoryview | bytes) -> int:
+    """Entries a map declares in its first bytes (the caller knows it is a map)."""
+    b = buf[0]
+    if b <= 0x8F:
+        return b & 0x0F
+    return int.from_bytes(buf[1:3] if b == 0xDE else buf[1:5], "big")
 
 
-def repeated_key(header: memoryview | bytes, nested: str | None = None) -> bool:
+def repeated_key(header: memoryview | bytes, required: int = 0, nested: str | None = None,
+                 nested_required: int = 0) -> bool:
     """True if the header map, or one of the maps in its array field ``nested``
     (``tensors``), holds a key twice. Call only on a header that decoded strictly
-    (so every map is one with string keys): decoding into a dict keeps one copy of
-    each key, so a repeated key shows as fewer entries than the map declares."""
+    (so every map is one with string keys and every required field is there).
+
+    A map that declares no more entries than its ``required`` fields cannot repeat
+    one (the common ``ping``); otherwise it is decoded into a dict, which keeps one
+    copy of each key, so a repeated key shows as fewer entries than declared.
+    """
+    declared = _declared(header)
+    if declared <= required:  # only required fields, each once (nested ones are optional)
+        return False
     top = _KEYS.decode(header)
-    if len(top) != _entries(header):
+    if len(top) != declared:
         return True
-    items = top.get(nested) if nested is not None else None
+    items = top.get(nested) if nested is not None else None  # a msgspec.Raw
     if items is None:
         return False
     for item in _ITEMS.decode(items):
-        if len(_KEYS.decode(item)) != _entries(item):
+        count = _declared(memoryview(item))
+        if count > nested_required and len(_KEYS.decode(item)) != count:
             return True
     return False

@@ -7,7 +7,8 @@ Sends one ``describe`` request (SPEC.md 3.8) and prints the answer: the worker's
 state and limits, the encodings and compressions it decodes, and per bundle its
 fingerprint, labels and stages, with the tensors a request resuming at each cloud
 stage carries and how the worker preprocesses frames. ``--json`` prints the reply
-header as JSON, exactly as it came (``null`` marks a dimension of any size).
+header as JSON (``null`` marks a dimension of any size; optional fields the
+worker left out appear with their defaults).
 """
 
 from __future__ import annotations
