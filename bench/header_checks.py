@@ -25,7 +25,14 @@ import msgspec
 import numpy as np
 from machine import describe
 
-from jetsplit.protocol.codec import DEFAULT_LIMITS, decode_header, encode_header, encode_infer, ping_for, result_for
+from jetsplit.protocol.codec import (
+    DEFAULT_LIMITS,
+    decode_header,
+    encode_header,
+    encode_infer,
+    ping_for,
+    result_for,
+)
 from jetsplit.protocol.messages import SUPPORTED_VERSIONS, InferRequest, Message
 
 RESULTS = Path(__file__).resolve().parent / "results" / "header_checks.json"
