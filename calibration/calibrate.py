@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from jetsplit.bundle import GATE_KINDS, Bundle, write_bundle
-from jetsplit.datasets import load_dataset
+from jetsplit.datasets import DATA_HELP, load_dataset
 from jetsplit.errors import ConfigError
 from jetsplit.preprocess import Preprocess
 
@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jetsplit calibrate", description=(__doc__ or "").splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, type=Path, help="bundle directory to write")
-    p.add_argument("--data", required=True, help="mnist | digits | folder:PATH | npz:PATH")
+    p.add_argument("--data", required=True, help=DATA_HELP)
     mode = p.add_argument_group("models (one of)")
     mode.add_argument("--little", type=Path, help="little model (edge); needs --big")
     mode.add_argument("--big", type=Path, help="big model (cloud); needs --little")

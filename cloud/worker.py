@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -277,7 +277,7 @@ class Worker:
             self._send_errors(batch.expired, StatusCode.EXPIRED, "deadline passed in the queue")
         if not batch.items:
             return None
-        fingerprint, stage = batch.key  # type: ignore[misc]
+        fingerprint, stage = cast("tuple[str, int]", batch.key)  # the key put() was given
         served = self.served[fingerprint]
         try:
             resume: Resume | None = stack(served.chain, stage, [r.tensors for r in batch.items])

@@ -34,6 +34,7 @@ from jetsplit.chain import Chain, ChainResult
 from jetsplit.edge.breaker import CircuitBreaker
 from jetsplit.edge.config import EdgeConfig
 from jetsplit.edge.controller import BudgetController
+from jetsplit.edge.offload_client import OffloadClient
 from jetsplit.edge.pool import WorkerPool, is_dns_endpoint
 from jetsplit.edge.power import EnergyMeter, detect_power
 from jetsplit.edge.sinks import FrameResult, Sink, open_sinks
@@ -128,14 +129,14 @@ class EdgeAgent:
                 self.controller = BudgetController.for_bundle(self.bundle, config.budgets, config.controller)
             except ConfigError as exc:
                 _log.warning("budget controller off: %s", exc)
-        self.client: Client | WorkerPool | None = None
+        self.client: OffloadClient | None = None
         if self.offload_block is None:
             config.check_exposure()  # plaintext beyond loopback needs --insecure (SPEC.md 8)
             curve = None
             if config.curve_secret is not None and config.curve_server_key is not None:
                 curve = CurveClient(config.curve_secret, config.curve_server_key)
             # Several workers, or a name that may resolve to several: balance and fail
-            # over per worker (edge/pool.py). One fixed endpoint keeps the plain client.
+            # over per worker (edge/pool/). One fixed endpoint keeps the plain client.
             timeout_ms = int(config.deadline_ms)
             if len(config.cloud) > 1 or any(map(is_dns_endpoint, config.cloud)):
                 p = config.pool

@@ -159,31 +159,57 @@ class Client:
         self.reconnects = 0
         self.last_sent_bytes = 0
         self._socket: zmq.Socket[Any] | None = None
-        self._open()
+        self._socket = self.open_socket()
 
     # ------------------------------------------------------------------ socket
+    # open_socket and close_socket are the hooks a subclass overrides to shape the
+    # socket (the worker pool's member client attaches a connection monitor).
 
-    def _open(self) -> None:
-        self._socket = dealer_socket(
-            self._context, self.endpoints, limits=self.limits, options=self._options, curve=self._curve
-        )
+    @property
+    def context(self) -> zmq.Context[Any]:
+        return self._context
+
+    @property
+    def options(self) -> SocketOptions:
+        return self._options
+
+    @property
+    def curve(self) -> security.CurveClient | None:
+        return self._curve
+
+    def open_socket(self) -> zmq.Socket[Any]:
+        """A new DEALER connected to :attr:`endpoints`: called at start and by every
+        :meth:`reconnect`."""
+        return dealer_socket(self._context, self.endpoints, limits=self.limits, options=self._options, curve=self._curve)
+
+    def close_socket(self, sock: zmq.Socket[Any]) -> None:
+        """Close a socket :meth:`open_socket` made (LINGER 0: nothing queued is kept)."""
+        sock.close(linger=0)
+
+    @property
+    def socket(self) -> zmq.Socket[Any]:
+        """The live socket (to poll on); :class:`Unavailable` once closed."""
+        if self._socket is None:
+            raise Unavailable("client is closed")
+        return self._socket
 
     def reconnect(self) -> None:
         """Close and reopen the socket. Requests in flight are abandoned: their ids
         are returned by the next :meth:`expire`."""
         if self._socket is not None:
-            self._socket.close(linger=0)
+            self.close_socket(self._socket)
+            self._socket = None
         self._abandoned.extend(self._pending)
         self._pending.clear()
         self._pongs.clear()
         self._descriptions.clear()
         self.reconnects += 1
-        self._open()
+        self._socket = self.open_socket()
 
     def close(self) -> None:
         """Close the socket (LINGER 0: nothing queued is kept)."""
         if self._socket is not None:
-            self._socket.close(linger=0)
+            self.close_socket(self._socket)
             self._socket = None
 
     def __enter__(self) -> Client:
@@ -201,12 +227,7 @@ class Client:
         """Wait until some worker connection can take a request (True), or the
         timeout passes (False). Useful before the first :meth:`submit`."""
         wait = self.timeout_ms if timeout_ms is None else int(timeout_ms)
-        return bool(self._sock().poll(wait, zmq.POLLOUT))
-
-    def _sock(self) -> zmq.Socket[Any]:
-        if self._socket is None:
-            raise Unavailable("client is closed")
-        return self._socket
+        return bool(self.socket.poll(wait, zmq.POLLOUT))
 
     def _new_id(self) -> int:
         # 1 .. 2^63-1: a server answers id 0 only to a request whose id it could not read.
@@ -248,7 +269,7 @@ class Client:
             self.top_k if top_k is None else top_k,
         )
         now = time.monotonic()
-        if not send_frames(self._sock(), frames, send_timeout_ms):
+        if not send_frames(self.socket, frames, send_timeout_ms):
             raise Unavailable(f"no worker connection ready among {self.endpoints}")
         # What went up the link, header included: the edge accounts it per frame.
         sent = 0
@@ -305,7 +326,8 @@ class Client:
         ``deadline_ms`` (default: the timeout) is what the server is told; the wait
         is ``timeout_ms`` (default: the client's). Error statuses come back as a
         :class:`Reply` with ``ok`` False; no reply in time raises
-        :class:`RequestTimeout` after reopening the socket.
+        :class:`RequestTimeout` after reopening the socket, and the requests
+        :meth:`submit` had in flight on it are reported by the next :meth:`expire`.
         """
         wait = self.timeout_ms if timeout_ms is None else int(timeout_ms)
         deadline = float(wait if deadline_ms is None else deadline_ms)
@@ -315,8 +337,9 @@ class Client:
         try:
             rid = self.submit(stage, tensors, deadline, encodings=encodings, top_k=top_k, send_timeout_ms=wait)
         except Unavailable:
+            # The others in flight are abandoned with the socket: the caller's next
+            # expire() reports them (each request ends exactly once).
             self.reconnect()
-            self.expire()
             raise RequestTimeout(f"no worker reachable at {self.endpoints} within {wait} ms") from None
         # Keep the request pending for as long as we wait, whatever its deadline.
         end = start + wait / 1000.0
@@ -336,8 +359,9 @@ class Client:
                 ready.pop()  # _receive_one appended it last
                 return got
         self._pending.pop(rid, None)
+        # Requests in flight on the old socket are gone too: reconnect() files them
+        # for the caller's next expire() (discarding them here lost them for good).
         self.reconnect()
-        self.expire()  # requests in flight on the old socket are gone too
         raise RequestTimeout(f"no reply to request {rid} within {wait} ms from {self.endpoints}")
 
     def _infer_alone(self, stage: int, tensors: Mapping[str, np.ndarray[Any, Any]], deadline_ms: float,
@@ -350,7 +374,7 @@ class Client:
         except Unavailable:
             self.reconnect()
             raise RequestTimeout(f"no worker reachable at {self.endpoints} within {wait_ms} ms") from None
-        sock = self._sock()
+        sock = self.socket
         end = start + wait_ms / 1000.0
         while (left := int((end - time.monotonic()) * 1000.0)) > 0:
             if not wait(sock, left):
@@ -423,7 +447,7 @@ class Client:
         """Receive and dispatch one message: a Reply to a pending request, True for
         one handled otherwise (a pong filed, a malformed or late reply dropped), or
         None on timeout."""
-        sock = self._sock()
+        sock = self.socket
         if not (wait(sock, timeout_ms) if timeout_ms > 0 else readable(sock)):
             return None
         got = self._read(sock)
@@ -440,6 +464,20 @@ class Client:
         return reply
 
     # ------------------------------------------------------------------ ping
+
+    def send_ping(self, timeout_ms: int = 0) -> int | None:
+        """Send a ``ping`` without waiting for its ``pong``: its id, or None if no
+        connection takes it within ``timeout_ms``. The pong is filed for
+        :meth:`take_pongs` by whichever call receives it."""
+        rid = self._new_id()
+        return rid if send_frames(self.socket, encode_message(ping_for(rid)), timeout_ms) else None
+
+    def take_pongs(self) -> dict[int, PingReply]:
+        """Pongs received and not yet taken: ping id -> the server's pong (its
+        ``rtt_ms`` is 0: the client does not keep when each ping went out)."""
+        out = self._pongs
+        self._pongs = {}
+        return out
 
     def ping(self, timeout_ms: int | None = None) -> PingReply:
         """Health check: one ``ping``, its ``pong`` or :class:`RequestTimeout`."""
@@ -461,7 +499,7 @@ class Client:
         wait = self.timeout_ms if timeout_ms is None else int(timeout_ms)
         rid = self._new_id()
         start = time.monotonic()
-        if not send_frames(self._sock(), encode_message(header(rid)), wait):
+        if not send_frames(self.socket, encode_message(header(rid)), wait):
             self.reconnect()
             raise RequestTimeout(f"no worker reachable at {self.endpoints} within {wait} ms")
         end = start + wait / 1000.0

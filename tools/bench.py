@@ -39,7 +39,7 @@ import numpy as np
 
 from jetsplit.bundle import Bundle, load_bundle
 from jetsplit.chain import Chain, ChainState, StageOutput
-from jetsplit.datasets import load_dataset
+from jetsplit.datasets import DATA_HELP, load_dataset
 from jetsplit.errors import ConfigError, JetsplitError
 from jetsplit.handoff import needed, pack, wire_encodings
 from jetsplit.protocol import encode_infer
@@ -269,7 +269,7 @@ def main(argv: Sequence[str]) -> int:
     p.add_argument("--runs", type=int, default=30, help="timed runs per stage and batch size (default 30)")
     p.add_argument("--backend", default="onnxruntime", help="onnxruntime (default) | tensorrt")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1, as the edge)")
-    p.add_argument("--data", help="frames from a dataset: mnist | digits | folder:PATH | npz:PATH")
+    p.add_argument("--data", help=f"frames from a dataset: {DATA_HELP}")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(list(argv))
     if args.threads < 1:

@@ -40,6 +40,7 @@ import numpy as np
 from jetsplit.bundle import MANIFEST, file_sha256, load_bundle, write_bundle
 from jetsplit.calibration.search import (
     COST_KINDS,
+    Objective,
     SearchResult,
     continue_curves,
     oracle_comparison,
@@ -114,7 +115,7 @@ def tune(args: argparse.Namespace) -> tuple[dict[str, Any], SearchResult, Trace]
     _check_same_models(calib, bundle.files, str(args.trace))
     first_cloud = bundle.first_cloud_stage()
     budgets = {kind: getattr(args, flag) for flag, kind in _BUDGET_FLAGS if getattr(args, flag) is not None}
-    objective = args.objective or ("min_cost" if args.max_accuracy_drop is not None or not budgets else "max_accuracy")
+    objective: Objective = args.objective or ("min_cost" if args.max_accuracy_drop is not None or not budgets else "max_accuracy")
     full_acc = calib.full().accuracy
     drop = (args.max_accuracy_drop or 0.0) / 100.0
     if not 0.0 <= args.alpha <= 1.0:

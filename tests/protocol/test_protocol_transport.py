@@ -49,6 +49,21 @@ def test_ping(client: Client, fingerprint: str) -> None:
     assert pong.max_message_bytes == Limits().max_message_bytes and pong.rtt_ms > 0
 
 
+def test_ping_without_waiting(client: Client, fingerprint: str) -> None:
+    """send_ping/take_pongs, the public hooks the worker pool's health checks use:
+    the pong is filed by whichever call receives it, and taken once."""
+    assert client.wait_ready()
+    rid = client.send_ping()
+    assert rid is not None
+    end = time.monotonic() + TIMEOUT_MS / 1000.0
+    pongs: dict[int, Any] = {}
+    while not pongs and time.monotonic() < end:
+        assert client.poll_replies(20) == []  # receives the pong and files it
+        pongs = client.take_pongs()
+    assert list(pongs) == [rid] and pongs[rid].bundles == [fingerprint]
+    assert client.take_pongs() == {}
+
+
 @pytest.mark.parametrize("encoding", ["raw", "f16", "i8", "raw+lz4", "i8+zstd"])
 def test_infer_roundtrip_through_sockets(client: Client, encoding: str) -> None:
     tensors = {
