@@ -20,7 +20,7 @@ $(VENV)/.stamp-dev: $(BIN)/python $(DEPS)
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@ $(VENV)/.stamp-run
 
-$(VENV)/.stamp-bench: $(VENV)/.stamp-bench
+$(VENV)/.stamp-bench: $(VENV)/.stamp-dev
 	$(PY) -m pip install -q -e '.[bench]'
 	touch $@
 

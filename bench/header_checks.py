@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,8 +24,8 @@ from typing import Any
 
 import msgspec
 import numpy as np
-from machine import describe
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests/support
 from jetsplit.protocol.codec import (
     DEFAULT_LIMITS,
     decode_header,
@@ -34,6 +35,7 @@ from jetsplit.protocol.codec import (
     result_for,
 )
 from jetsplit.protocol.messages import SUPPORTED_VERSIONS, InferRequest, Message
+from tests.support.machine import describe  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "header_checks.json"
 RUNS = 9

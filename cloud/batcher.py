@@ -6,8 +6,10 @@ comes first; within a key the most urgent deadlines go first. A request whose
 deadline has passed by the time it would run is handed back as expired, so the
 worker answers it ``expired`` without spending compute on it.
 
-The batcher is shared by the socket thread (``put``) and the engine threads
-(``take``); one condition variable guards it. Nothing waits without a timeout.
+The socket thread queues (``put``) and forms batches (``take``, which never
+waits: the socket thread asks when the next one is due with ``next_due`` and
+sleeps in its own poll); engine threads report finished items (``done``). One lock
+guards it.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ class Batcher(Generic[T]):
         self._clock = clock
         self._queues: dict[Hashable, list[_Entry[T]]] = {}
         self._oldest: dict[Hashable, float] = {}
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._seq = itertools.count()
         self._pending = 0
         self._busy = 0
@@ -59,27 +61,22 @@ class Batcher(Generic[T]):
 
     def put(self, key: Hashable, item: T, deadline: float) -> None:
         now = self._clock()
-        with self._cond:
+        with self._lock:
             q = self._queues.setdefault(key, [])
             heapq.heappush(q, _Entry(deadline, next(self._seq), now, item))
             self._oldest[key] = min(self._oldest.get(key, now), now)
             self._pending += 1
-            if len(q) >= self.max_batch:
-                self._cond.notify()
-            elif len(q) == 1:
-                self._cond.notify()  # a waiting taker must start the max-wait clock
 
     @property
     def pending(self) -> int:
         """Requests queued or being run (the drain condition on shutdown)."""
-        with self._cond:
+        with self._lock:
             return self._pending + self._busy
 
     def close(self) -> None:
         """Release everything without waiting (shutdown drain)."""
-        with self._cond:
+        with self._lock:
             self._closed = True
-            self._cond.notify_all()
 
     def _ready_key(self, now: float, partial: bool = True) -> tuple[Hashable | None, float]:
         """The key to release now, or None and how long until one may be ready.
@@ -100,28 +97,21 @@ class Batcher(Generic[T]):
 
     def next_due(self) -> float:
         """Seconds until some batch may be released (0: one is ready; inf: none queued)."""
-        with self._cond:
+        with self._lock:
             key, wait = self._ready_key(self._clock())
             return 0.0 if key is not None else wait
 
-    def take(self, timeout: float, *, partial: bool = True) -> Batch[T] | None:
-        """The next batch, or None after ``timeout`` seconds with nothing ready.
+    def take(self, *, partial: bool = True) -> Batch[T] | None:
+        """The next batch ready now, or None (it never waits).
 
         ``partial`` False releases full batches only: for a caller whose engines
         are all busy, a batch released because its oldest request waited
         ``max_wait_ms`` would only wait again, smaller than it could have been.
         """
-        end = self._clock() + timeout
-        with self._cond:
-            while True:
-                now = self._clock()
-                key, wait = self._ready_key(now, partial)
-                if key is not None:
-                    return self._pop(key, now)
-                left = end - now
-                if left <= 0:
-                    return None
-                self._cond.wait(min(left, wait))
+        with self._lock:
+            now = self._clock()
+            key, _ = self._ready_key(now, partial)
+            return None if key is None else self._pop(key, now)
 
     def _pop(self, key: Hashable, now: float) -> Batch[T]:
         q = self._queues[key]
@@ -147,17 +137,5 @@ class Batcher(Generic[T]):
 
     def done(self, count: int) -> None:
         """An engine thread finished ``count`` items of a batch it took."""
-        with self._cond:
+        with self._lock:
             self._busy -= count
-            self._cond.notify_all()
-
-    def wait_idle(self, timeout: float) -> bool:
-        """Block until nothing is queued or running, or ``timeout`` passes."""
-        end = self._clock() + timeout
-        with self._cond:
-            while self._pending + self._busy > 0:
-                left = end - self._clock()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, 0.05))
-            return True

@@ -261,7 +261,7 @@ class Worker:
         while inline or (queued := self._jobs.qsize()) < self.config.threads:
             # A batch that is only due (not full) is formed when an engine waits
             # for it; while they are all busy it goes on filling.
-            batch = self.batcher.take(0.0, partial=inline or self._idle_engines > queued)
+            batch = self.batcher.take(partial=inline or self._idle_engines > queued)
             if batch is None:
                 return
             job = self._form(batch)

@@ -327,9 +327,9 @@ class BudgetController:
         else:
             self.update(now)
 
-    def observe_round_trip(self, rtt_ms: float, ok: bool = True, now: float | None = None) -> None:
-        """A cloud reply's round trip (``ok=False``: a timeout, counted at the
-        deadline it took)."""
+    def observe_round_trip(self, rtt_ms: float) -> None:
+        """A cloud reply's round trip (the simulator also reports a timeout this
+        way, as the deadline it took)."""
         self._rtt.append(float(rtt_ms))
 
     def observe_power(self, watts: float, now: float | None = None) -> None:

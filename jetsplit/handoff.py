@@ -11,9 +11,9 @@ hand-off" is the normative list):
   so far and how many stage outputs they average, sent when the resume stage
   averages (ensembles).
 
-The cloud rebuilds a batch from many such requests with :func:`unpack`, which
-checks every tensor against what the bundle's chain expects and raises a
-``DataError`` naming the tensor, the expected and the actual value.
+The cloud checks each request with :func:`validate` (every tensor against what
+the bundle's chain expects; a ``DataError`` names the tensor, the expected and the
+actual value) and rebuilds a batch from many of them with :func:`stack`.
 """
 
 from __future__ import annotations

@@ -73,7 +73,6 @@ __all__ = [
     "Server",
     "SocketOptions",
     "dealer_socket",
-    "recv_frames",
     "router_socket",
     "send_frames",
 ]
@@ -179,13 +178,6 @@ def send_frames(sock: zmq.Socket[Any], frames: Sequence[Frame], timeout_ms: int)
     if send_parts(sock, frames):
         return True
     return timeout_ms > 0 and wait(sock, timeout_ms, writable=True) and send_parts(sock, frames)
-
-
-def recv_frames(sock: zmq.Socket[Any], timeout_ms: int) -> list[zmq.Frame] | None:
-    """Receive one multipart message without copying, or None after ``timeout_ms``."""
-    if timeout_ms > 0 and not wait(sock, timeout_ms):
-        return None
-    return recv_parts(sock)
 
 
 @dataclass(slots=True)

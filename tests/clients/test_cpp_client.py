@@ -27,7 +27,7 @@ import pytest
 from jetsplit.bundle import load_bundle
 from jetsplit.chain import Chain
 from jetsplit.datasets import load_dataset
-from tests.system.daemons import start_worker
+from tests.support.daemons import start_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "clients" / "cpp"

@@ -25,8 +25,7 @@ import numpy as np
 import pytest
 
 from jetsplit.protocol import Client, RequestTimeout
-
-from .daemons import Daemon, start_worker
+from tests.support.daemons import Daemon, start_worker
 
 WAIT_MS = 300
 # Deadlines far beyond the test: a request that ends does so because the client

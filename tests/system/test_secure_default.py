@@ -17,9 +17,8 @@ from jetsplit.edge.agent import EdgeAgent
 from jetsplit.edge.config import EdgeConfig, load_edge_config
 from jetsplit.errors import ConfigError
 from jetsplit.protocol.exposure import is_loopback
-
-from .daemons import JETSPLIT, Daemon
-from .frames import digits_folder
+from tests.support.daemons import JETSPLIT, Daemon
+from tests.support.frames import digits_folder
 
 
 @pytest.mark.parametrize(
