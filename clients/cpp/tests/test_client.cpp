@@ -127,6 +127,74 @@ int main(int argc, char** argv) {
     require(p.encoding == "raw" && p.shape == std::vector<std::uint64_t>({28, 28}) && p.payload.size() == 784, "PGM");
   });
 
+  check("reply decoding: every status code, an unknown one reads as INTERNAL", [] {
+    for (int code = 1; code <= 10; ++code) {
+      const auto header = pack_map([&](auto& p) {
+        p.pack_map(5);
+        p.pack(std::string("kind"));
+        p.pack(std::string("error"));
+        p.pack(std::string("v"));
+        p.pack(2);
+        p.pack(std::string("id"));
+        p.pack(9);
+        p.pack(std::string("status"));
+        p.pack(code);
+        p.pack(std::string("message"));
+        p.pack(std::string("m"));
+      });
+      const auto r = jetsplit::Client::decode_reply(header);
+      require(static_cast<int>(r.status) == code && r.id == 9 && r.message == "m", "code " + std::to_string(code));
+    }
+    const auto future = pack_map([](auto& p) {
+      p.pack_map(4);
+      p.pack(std::string("kind"));
+      p.pack(std::string("error"));
+      p.pack(std::string("v"));
+      p.pack(2);
+      p.pack(std::string("id"));
+      p.pack(9);
+      p.pack(std::string("status"));
+      p.pack(42);
+    });
+    require(jetsplit::Client::decode_reply(future).status == Status::INTERNAL, "code 42");
+  });
+  check("reply decoding: malformed replies are refused", [] {
+    const auto good = pack_map([](auto& p) {
+      p.pack_map(4);
+      p.pack(std::string("kind"));
+      p.pack(std::string("result"));
+      p.pack(std::string("v"));
+      p.pack(2);
+      p.pack(std::string("id"));
+      p.pack(3);
+      p.pack(std::string("stage"));
+      p.pack(1);
+    });
+    require(jetsplit::Client::decode_reply(good).ok(), "a minimal result");
+    auto refused = [](const Bytes& header) {
+      try {
+        jetsplit::Client::decode_reply(header);
+      } catch (const jetsplit::Error&) {
+        return true;
+      }
+      return false;
+    };
+    Bytes trailing = good;
+    trailing.push_back(0);
+    require(refused(trailing), "trailing bytes");
+    Bytes repeated = good;
+    repeated[0] = 0x85;
+    repeated.insert(repeated.end(), {0xa5, 's', 't', 'a', 'g', 'e', 0x02});
+    require(refused(repeated), "a repeated key");
+    Bytes unknown = good;
+    unknown[0] = 0x85;
+    unknown.insert(unknown.end(), {0xa3, 'f', 'o', 'o', 0x01});
+    require(refused(unknown), "an unknown field");
+    Bytes version = good;
+    version[version.size() - 12] = 0x07;  // "v" 2 -> 7
+    require(refused(version), "an unknown version");
+  });
+
   // ------------------------------------------------------------ against the worker
   jetsplit::Options options;
   options.timeout_ms = 5000;
