@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, get_args
 
@@ -418,20 +419,38 @@ def decode_header(buf: ReadableBuffer, limits: Limits = DEFAULT_LIMITS) -> Messa
     if msg.v not in SUPPORTED_VERSIONS:
         raise _version_error(msg.v, msg.id)
     kind = type(msg)
-    if kind is InferRequest or kind is Result:
-        repeated = repeated_key(view, _REQUIRED[kind], "tensors", _REQUIRED[TensorDesc])
-    else:
-        repeated = repeated_key(view, _REQUIRED[kind])
-    if repeated:
+    required, getter, _ = _FIELDS[kind]
+    if getter is None and view[0] <= 0x80 + required:
+        return msg  # a fixmap of required fields only (ping, describe): each once
+    tensors = msg.tensors if kind is InferRequest or kind is Result else ()  # type: ignore[union-attr]
+    if repeated_key(view, _present(msg), [_present(d) for d in tensors] if tensors else ()):
         raise DecodeError("bad header: a map repeats a key", StatusCode.BAD_REQUEST, msg.id, msg.v)
     return msg
 
 
-#: Fields every header of a kind has (``kind`` included): a map declaring no more
-#: entries than these cannot repeat a key (protocol/peek.py).
-_REQUIRED: dict[type, int] = {
-    t: sum(f.required for f in msgspec.structs.fields(t)) + (t is not TensorDesc) for t in (*get_args(Message), TensorDesc)
-}
+def _defaults(t: type) -> tuple[int, Callable[[Any], Any] | None, tuple[Any, ...]]:
+    """Required fields of a struct (its ``kind`` tag included), a getter of its
+    optional fields' values and their defaults."""
+    fields = msgspec.structs.fields(t)
+    optional = [f for f in fields if not f.required]
+    defaults = tuple(f.default if f.default is not msgspec.NODEFAULT else f.default_factory() for f in optional)
+    getter = operator.attrgetter(*(f.name for f in optional)) if optional else None
+    return sum(f.required for f in fields) + (t is not TensorDesc), getter, defaults
+
+
+_FIELDS = {t: _defaults(t) for t in (*get_args(Message), TensorDesc)}
+
+
+def _present(struct: Any) -> int:
+    """Keys a strictly decoded map certainly held: its required fields and the
+    optional ones whose value is not the default (protocol/peek.py)."""
+    required, getter, defaults = _FIELDS[type(struct)]
+    if getter is None:
+        return required
+    values = getter(struct)
+    if len(defaults) == 1:  # attrgetter of one name returns the value itself
+        return required + (values != defaults[0])
+    return required + sum(map(operator.ne, values, defaults))
 
 
 def _error_with_envelope(view: memoryview, message: str, status: StatusCode) -> DecodeError:

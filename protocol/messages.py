@@ -135,13 +135,15 @@ class _Header(msgspec.Struct, tag_field="kind", forbid_unknown_fields=True, froz
         return str(self.__struct_config__.tag)
 
 
-class TensorDesc(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+class TensorDesc(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, omit_defaults=True):
     """Describes one payload frame: what array it decodes to and how it is encoded.
 
     ``dtype`` and ``shape`` are those of the array the receiver reconstructs;
     ``encoding`` says how the frame's bytes represent it; ``scale`` is required for
     ``i8`` and absent otherwise; ``nbytes`` is the exact length of the frame as sent
-    (after compression).
+    (after compression). Optional fields at their default are left out when
+    encoding, as for :class:`InferRequest` and :class:`Result`: smaller headers, and
+    a receiver's repeated-key check is then a count (protocol/peek.py).
     """
 
     name: _Name
@@ -153,7 +155,7 @@ class TensorDesc(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_onl
     nbytes: Annotated[int, msgspec.Meta(ge=0, le=2**40)]
 
 
-class InferRequest(_Header, tag="infer", kw_only=True, frozen=True):
+class InferRequest(_Header, tag="infer", kw_only=True, frozen=True, omit_defaults=True):
     """Run a bundle's chain from ``stage`` on the tensors that follow the header.
 
     Frames: ``[header, payload_0, ..., payload_{N-1}]`` with N = ``len(tensors)``.
@@ -172,7 +174,7 @@ class Ping(_Header, tag="ping", kw_only=True, frozen=True):
     """Health check. Frames: ``[header]``. Answered by a :class:`Pong` with the same id."""
 
 
-class Result(_Header, tag="result", kw_only=True, frozen=True):
+class Result(_Header, tag="result", kw_only=True, frozen=True, omit_defaults=True):
     """A successful answer to an :class:`InferRequest`.
 
     Frames: ``[header, payload_0, ...]`` (usually just the header). ``scores`` are the

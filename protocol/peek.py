@@ -14,6 +14,7 @@ Also here: :func:`repeated_key`, the check that no map of a header repeats a key
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 
 import msgspec
 
@@ -161,7 +162,15 @@ def peek_envelope(buf: memoryview | bytes, limit: int = PEEK_LIMIT) -> Envelope:
 
 
 _KEYS = msgspec.msgpack.Decoder(dict[str, msgspec.Raw])
-_ITEMS = msgspec.msgpack.Decoder(list[msgspec.Raw])
+
+
+class _Tensors(msgspec.Struct):
+    """Just the ``tensors`` array of a header, its maps left undecoded."""
+
+    tensors: list[msgspec.Raw] = []
+
+
+_TENSORS = msgspec.msgpack.Decoder(_Tensors)
 
 
 def _declared(buf: memoryview | bytes) -> int:
@@ -172,27 +181,24 @@ def _declared(buf: memoryview | bytes) -> int:
     return int.from_bytes(buf[1:3] if b == 0xDE else buf[1:5], "big")
 
 
-def repeated_key(header: memoryview | bytes, required: int = 0, nested: str | None = None,
-                 nested_required: int = 0) -> bool:
-    """True if the header map, or one of the maps in its array field ``nested``
-    (``tensors``), holds a key twice. Call only on a header that decoded strictly
-    (so every map is one with string keys and every required field is there).
+def repeated_key(header: memoryview | bytes, present: int, tensors_present: Sequence[int] = ()) -> bool:
+    """True if the header map, or one of the tensor descriptor maps in its
+    ``tensors`` array, holds a key twice. Call only on a header that decoded
+    strictly (so every map has string keys, all known).
 
-    A map that declares no more entries than its ``required`` fields cannot repeat
-    one (the common ``ping``); otherwise it is decoded into a dict, which keeps one
-    copy of each key, so a repeated key shows as fewer entries than declared.
+    ``present`` is how many distinct keys the header is known to hold (its required
+    fields and the optional ones whose value is not the default), and
+    ``tensors_present`` the same for each tensor descriptor. A map that declares no
+    more entries than that cannot repeat a key: the common case, since encoders
+    leave out defaults. Otherwise it is decoded into a dict, which keeps one copy
+    of each key, so a repeated key shows as fewer entries than declared.
     """
     declared = _declared(header)
-    if declared <= required:  # only required fields, each once (nested ones are optional)
-        return False
-    top = _KEYS.decode(header)
-    if len(top) != declared:
+    if declared > present and len(_KEYS.decode(header)) != declared:
         return True
-    items = top.get(nested) if nested is not None else None  # a msgspec.Raw
-    if items is None:
-        return False
-    for item in _ITEMS.decode(items):
-        count = _declared(memoryview(item))
-        if count > nested_required and len(_KEYS.decode(item)) != count:
-            return True
+    if tensors_present:
+        for item, least in zip(_TENSORS.decode(header).tensors, tensors_present):
+            count = _declared(memoryview(item))
+            if count > least and len(_KEYS.decode(item)) != count:
+                return True
     return False

@@ -155,7 +155,7 @@ def test_errors_carry_the_request_id(make_bundle, worker_thread, fault: str) -> 
     elif fault == "non-string key":
         frames = [bytes([raw[0] + 1]) + raw[1:] + msgspec.msgpack.encode(3) + b"\x01", *payloads]
     elif fault == "repeated key":
-        frames = [bytes([raw[0] + 1]) + raw[1:] + msgspec.msgpack.encode("top_k") + b"\x01", *payloads]
+        frames = [bytes([raw[0] + 1]) + raw[1:] + msgspec.msgpack.encode("stage") + b"\x01", *payloads]
     else:
         many = {f"t{i}": np.zeros(1, np.uint8) for i in range(17)}
         header, payloads = _infer_header(bundle.fingerprint, many)
