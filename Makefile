@@ -49,6 +49,7 @@ typecheck: $(VENV)/.stamp-dev
 
 unit: $(VENV)/.stamp-dev cpp
 	sh tests/system/netns_setup.sh
+	sh tests/support/browser_setup.sh
 	$(BIN)/pytest -q -m "not slow"
 
 # The C++ client (clients/cpp): install the distribution's packages when missing,

@@ -100,7 +100,8 @@ def _uplink_bytes(chain: Chain, frames: np.ndarray | Sequence[np.ndarray], first
     bundle = chain.bundle
     spec = bundle.stages[first_cloud]
     if spec.input == "frame":
-        return frame_bytes(frames, bundle.wire.frame)
+        shipped = frames if bundle.wire.frame_size == "full" else [bundle.preprocess.shipped(f) for f in frames]
+        return frame_bytes(shipped, bundle.wire.frame)
     # The carry's size per sample: run the stages before the cloud on one frame.
     state = None
     carry: np.ndarray | None = None

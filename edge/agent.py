@@ -37,6 +37,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -47,6 +48,7 @@ from jetsplit.edge.config import EdgeConfig
 from jetsplit.edge.controller import BudgetController
 from jetsplit.edge.fairness import FairShare
 from jetsplit.edge.frame import Frame
+from jetsplit.edge.monitor import FieldMonitor
 from jetsplit.edge.muxer import Muxer
 from jetsplit.edge.offload import Offloader, Pending
 from jetsplit.edge.power import EnergyMeter, detect_power
@@ -55,7 +57,8 @@ from jetsplit.edge.sources import Source, is_live, open_source
 from jetsplit.edge.stats import AgentStats
 from jetsplit.edge.streams import SourceSpec
 from jetsplit.errors import ConfigError, JetsplitError, SourceError
-from jetsplit.handoff import FRAME, needed
+from jetsplit.handoff import FRAME, needed, pack
+from jetsplit.protocol.errors import Unavailable
 from jetsplit.systemd import Notifier
 
 __all__ = ["AgentStats", "EdgeAgent"]
@@ -71,6 +74,7 @@ class _Ran:
     res: ChainResult | JetsplitError
     board: float | None
     mine: list[float | None]
+    audit: list[bool]  # frames the shadow audit also sends if their gate accepts them
     t0: float
     t1: float
 
@@ -120,6 +124,11 @@ class EdgeAgent:
         self._engine = ThreadPoolExecutor(1, thread_name_prefix="engine")
         self._base_thresholds = self.bundle.thresholds()
         self._stage_names = [s.name for s in self.bundle.stages]
+        self.monitor = FieldMonitor(self.bundle, config.monitor, self.controller,
+                                    self.offload_block if self.offloader is None else None,
+                                    frames_allowed=config.offload == "frames")
+        if self.offloader is not None:
+            self.offloader.side = self.monitor
 
     @property
     def client(self) -> object:
@@ -139,8 +148,14 @@ class EdgeAgent:
                     "needs the frame (set offload = frames to allow frames to leave the board)")
         return None
 
+    def summary(self) -> dict[str, Any]:
+        """The run's figures (:meth:`AgentStats.summary`) with the field monitor's
+        ``drift`` (and ``audit``, ``field_trace``) sections."""
+        return {**self.stats.summary(), **self.monitor.summary()}
+
     # -- lifecycle ---------------------------------------------------------------------
     def close(self) -> None:
+        self.monitor.close()
         if self.muxer is not None:
             self.muxer.stop()
         self._engine.shutdown(wait=True)
@@ -210,7 +225,7 @@ class EdgeAgent:
             if running and (running[0].done() or len(running) == 2 or self.stop_event.is_set() or mux.finished):
                 yield from self._judge(running.popleft().result())
         # End of input or stop: every frame in flight gets its result by its deadline.
-        while self.offloader is not None and self.offloader.inflight:
+        while self.offloader is not None and (self.offloader.inflight or self.monitor.audits_in_flight):
             self.notifier.tick()
             yield from self._service(5)
         mux.stop()
@@ -242,7 +257,7 @@ class EdgeAgent:
         return self._judge(self._infer(frames, inputs, *self._thresholds(frames)))
 
     def _infer(self, frames: Sequence[Frame], inputs: np.ndarray | None, thresholds: tuple[float | None, ...] | None,
-               board: float | None, mine: list[float | None]) -> _Ran:
+               board: float | None, mine: list[float | None], audit: list[bool]) -> _Ran:
         """The edge stages on a batch (the engine thread's part: no Python state is touched)."""
         t0 = time.monotonic()
         try:
@@ -251,7 +266,7 @@ class EdgeAgent:
                                                                    thresholds=thresholds)
         except JetsplitError as exc:
             res = exc
-        return _Ran(frames, res, board, mine, t0, time.monotonic())
+        return _Ran(frames, res, board, mine, audit, t0, time.monotonic())
 
     def _judge(self, ran: _Ran) -> Iterator[FrameResult]:
         """Gate each frame of a batch the engine ran: its result, or its offload."""
@@ -278,30 +293,38 @@ class EdgeAgent:
             score = float(res.score[i]) if reached else float("inf")
             if gate is not None:
                 self.fair.observe(frame.source_id, score)
+            if int(res.stage[i]) == self.monitor.gate_stage:
+                # Drift is watched with or without a controller (a local-only agent too).
+                self.monitor.observe(frame.index, frame.source_id, float(res.score[i]))
             own = ran.mine[i]
             p = Pending(frame, _row(res, i), score, own, ran.board, energy_mj=share_mj)
             if res.accepted[i] or (own is not None and score >= own):
+                if ran.audit[i] and reached:
+                    self._send_audit(p)
                 yield self._finish(self._result(p, "edge"), p, False)
             else:
                 yield from self._offload(p)
 
     def _thresholds(self, frames: Sequence[Frame]) -> tuple[tuple[float | None, ...] | None, float | None,
-                                                             list[float | None]]:
+                                                             list[float | None], list[bool]]:
         """The chain's thresholds for a batch, the board's gate threshold (from the
-        budget controller), and each frame's own (its source's fair share)."""
+        budget controller), each frame's own (its source's fair share), and which
+        frames the shadow audit picked."""
         if self.controller is None or self.controller.gate_stage is None:
-            return None, None, [None] * len(frames)
+            return None, None, [None] * len(frames), [False] * len(frames)
         gate = self.controller.gate_stage
         thresholds = self.controller.thresholds(self._base_thresholds)
         board = thresholds[gate]
         if board is None:
-            return thresholds, None, [None] * len(frames)
+            return thresholds, None, [None] * len(frames), [False] * len(frames)
         per_source = self.fair.thresholds(board, self._base_thresholds[gate] or board)
         mine: list[float | None] = [per_source.get(f.source_id, board) for f in frames]
+        audit = [self.monitor.pick_audit() for _ in frames]
         # The batch is gated at the highest of its frames' thresholds; each frame
-        # is then judged by its own.
-        top = max(t for t in mine if t is not None)
-        return tuple(top if i == gate else t for i, t in enumerate(thresholds)), board, mine
+        # is then judged by its own. A frame picked for a shadow audit runs past the
+        # gate (the carry it needs is kept), and is still judged by its own.
+        top = float("inf") if any(audit) else max(t for t in mine if t is not None)
+        return tuple(top if i == gate else t for i, t in enumerate(thresholds)), board, mine, audit
 
     def _offload(self, p: Pending) -> Iterator[FrameResult]:
         """A frame the gate sends on: to the cloud if it may go now, else its edge answer."""
@@ -320,6 +343,27 @@ class EdgeAgent:
                 self.stats.count_offload(p.frame.source_id)
                 return
         yield self._finish(self._result(p, "fallback", reason=reason), p, False)
+
+    def _send_audit(self, p: Pending) -> None:
+        """Send a frame the edge kept to the cloud as well (shadow audit); its
+        result stays the edge's, with the bytes it cost."""
+        off, stage = self.offloader, p.edge.next_stage
+        if off is None or stage is None or off.why_not() is not None \
+                or self.monitor.audits_in_flight >= max(1, self.config.window // 2):
+            self.monitor.skip_audit()
+            return
+        deadline_ms = max(self.config.deadline_ms - (time.monotonic() - p.frame.t_capture) * 1000.0, 0.0)
+        try:
+            tensors = pack(self.bundle, stage, p.frame.image, p.edge.carry, p.edge.state)
+            rid = off.client.submit(stage, tensors, deadline_ms=deadline_ms, encodings=off.encodings)
+        except Unavailable:
+            self.monitor.skip_audit()
+            return
+        p.bytes_up = off.client.last_sent_bytes
+        p.energy_mj += self.meter.frame_energy_j(0.0, 0.0, {}, p.bytes_up) * 1000.0
+        self.monitor.audit_sent(rid, p.frame.index, p.frame.source_id, int(p.edge.pred[0]), p.score,
+                                sum(p.edge.stage_time_ms), p.bytes_up, time.monotonic() + deadline_ms / 1000.0,
+                                p.frame.truth, p.frame.image)
 
     def _paced(self) -> bool:
         """True when frames arrive at their sources' own rate (cameras, realtime files)."""
@@ -341,7 +385,7 @@ class EdgeAgent:
             where=where,  # type: ignore[arg-type]
             latency_ms=(time.monotonic() - frame.t_capture) * 1000.0, bytes_up=p.bytes_up, energy_mj=p.energy_mj,
             truth=frame.truth, t_capture=frame.t_capture, source_id=frame.source_id, threshold=p.threshold,
-            reason=reason,
+            reason=reason, alarm=self.monitor.alarm,
         )
 
     def _fallback(self, p: Pending, reason: str) -> FrameResult:
@@ -350,6 +394,10 @@ class EdgeAgent:
     def _finish(self, result: FrameResult, p: Pending | None, offloaded: bool) -> FrameResult:
         """Every result passes here once: counted, and fed to the budget controller."""
         self.stats.add(result)
+        if offloaded and result.where == "cloud" and p is not None:
+            f = p.frame
+            self.monitor.offloaded(f.index, f.source_id, p.score, int(p.edge.pred[0]), result.class_id,
+                                   sum(p.edge.stage_time_ms), result.latency_ms, p.bytes_up, f.truth, f.image)
         if self.controller is not None and p is not None:
             # The controller steers the board: it is told the board threshold, under
             # which this frame's score would have been judged (fairness shares it out).

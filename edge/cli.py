@@ -4,6 +4,7 @@
                       [--config edge.toml] [--latency-budget-ms X] [--max-offload-rate R]
                       [--power-budget-w W] [--offload activations|frames|none]
                       [--curve-secret FILE --curve-server-key FILE | --insecure] [--max-batch N] [--max-wait-ms MS]
+                      [--shadow-rate R] [--field-trace PATH [--field-frames DIR]]
 
 ``--source`` may be given once per camera (or ``[[sources]]`` in edge.toml, with
 names); results carry ``source_id`` and each source's own ``frame`` numbers.
@@ -57,6 +58,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--curve-server-key")
     r.add_argument("--insecure", action="store_true", default=None,
                    help="offload to a non-loopback worker without CURVE (refused otherwise)")
+    r.add_argument("--shadow-rate", type=float,
+                   help="share of edge-accepted frames also sent to the cloud to audit the edge (0..1)")
+    r.add_argument("--field-trace", metavar="PATH",
+                   help="record offloaded and audited frames, labelled by the cloud, for `jetsplit tune`")
+    r.add_argument("--field-frames", metavar="DIR", help="also save those frames here (offload = frames only)")
     r.add_argument("--max-batch", type=int, help="frames per batch through the edge stages, at most")
     r.add_argument("--max-wait-ms", type=float, help="how long a batch waits to fill")
     r.add_argument("--log-level", default="INFO")
@@ -77,6 +83,10 @@ def main(argv: Sequence[str]) -> int:
     budgets = {"latency_ms": args.latency_budget_ms, "max_offload_rate": args.max_offload_rate,
                "power_w": args.power_budget_w}
     config = load_edge_config(args.config, os.environ, flags, budgets)
+    monitor = {k: v for k, v in (("shadow_rate", args.shadow_rate), ("field_trace", args.field_trace),
+                                 ("field_frames", args.field_frames)) if v is not None}
+    if monitor:
+        config = dataclasses.replace(config, monitor=dataclasses.replace(config.monitor, **monitor))
     if args.max_batch is not None or args.max_wait_ms is not None:
         mux = config.mux
         config = dataclasses.replace(config, mux=MuxConfig(
@@ -95,9 +105,9 @@ def main(argv: Sequence[str]) -> int:
     signal.signal(signal.SIGINT, on_signal)
     notifier.ready(f"bundle {agent.bundle.name}")
     try:
-        stats = agent.run()
+        agent.run()
     finally:
         notifier.stopping()
         agent.close()
-    print(json.dumps({"summary": stats.summary()}), file=sys.stderr, flush=True)
+    print(json.dumps({"summary": agent.summary()}), file=sys.stderr, flush=True)
     return 0

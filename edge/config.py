@@ -27,6 +27,7 @@ variables, then command-line flags, each overriding the one before.
     [controller]                # see jetsplit.edge.controller.ControllerConfig
     [power]                     # see jetsplit.edge.power.PowerConfig
     [pool]                      # see jetsplit.edge.pool.PoolConfig (several workers)
+    [monitor]                   # drift, shadow audit, field trace: jetsplit.edge.monitor
 
     [curve]
     secret = "/etc/jetsplit/keys/edge.key_secret"
@@ -46,6 +47,7 @@ from typing import Any
 from jetsplit.config import EnvTable, layered, parse_flag, relative_to_file, split_list
 from jetsplit.edge.breaker import BreakerConfig
 from jetsplit.edge.controller import Budgets, ControllerConfig
+from jetsplit.edge.monitor import MonitorConfig
 from jetsplit.edge.pool import PoolConfig
 from jetsplit.edge.power import PowerConfig
 from jetsplit.edge.streams import MuxConfig, SourceSpec, check_unique, parse_sources
@@ -81,6 +83,7 @@ class EdgeConfig:
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     power: PowerConfig = field(default_factory=PowerConfig)
     pool: PoolConfig = field(default_factory=PoolConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
     sources: tuple[SourceSpec, ...] = ()  # several sources; when set, ``source`` is ignored
     mux: MuxConfig = field(default_factory=MuxConfig)
 
@@ -153,7 +156,7 @@ def _from_file(path: Path) -> dict[str, Any]:
     sections: dict[str, Callable[[Mapping[str, Any], str], Any]] = {
         "budget": Budgets.from_table, "breaker": BreakerConfig.from_table,
         "controller": ControllerConfig.from_table, "power": PowerConfig.from_table,
-        "pool": PoolConfig.from_table, "mux": MuxConfig.from_table,
+        "pool": PoolConfig.from_table, "mux": MuxConfig.from_table, "monitor": MonitorConfig.from_table,
     }
     for name, parse in sections.items():
         table = top.table(name, None)

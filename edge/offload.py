@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -36,7 +37,7 @@ from jetsplit.protocol import Client, CurveClient, StatusCode
 from jetsplit.protocol.client import Reply
 from jetsplit.protocol.errors import Unavailable
 
-__all__ = ["Offloader", "Pending"]
+__all__ = ["Offloader", "Pending", "SideRequests"]
 
 _log = logging.getLogger("jetsplit.edge")
 
@@ -54,6 +55,20 @@ class Pending:
     energy_mj: float = 0.0
     bytes_up: int = 0
     deadline_at: float = 0.0
+
+
+class SideRequests(Protocol):
+    """Requests sent on the offload client besides the frames' offloads (the
+    shadow audit's): their replies and expiries are handed over here."""
+
+    @property
+    def audits_in_flight(self) -> int: ...
+
+    def on_reply(self, rid: int, ok: bool, cloud_class: int, rtt_ms: float, cloud_top: float | None = None) -> bool:
+        """True when ``rid`` was one of these (the reply is then taken)."""
+        ...
+
+    def expire(self, rids: list[int], now: float) -> None: ...
 
 
 def open_client(config: EdgeConfig, fingerprint: str) -> OffloadClient:
@@ -86,7 +101,8 @@ class Offloader:
         self._fallback = fallback
         self.client = open_client(config, bundle.fingerprint)
         self.inflight: dict[int, Pending] = {}
-        self._encodings = wire_encodings(bundle)
+        self.encodings = wire_encodings(bundle)
+        self.side: SideRequests | None = None
         self._stage_names = [s.name for s in bundle.stages]
         self._mismatch_reported = False
 
@@ -107,7 +123,7 @@ class Offloader:
         res = pending.edge
         tensors = pack(self.bundle, stage, pending.frame.image, res.carry, res.state)
         try:
-            rid = self.client.submit(stage, tensors, deadline_ms=deadline_ms, encodings=self._encodings)
+            rid = self.client.submit(stage, tensors, deadline_ms=deadline_ms, encodings=self.encodings)
         except Unavailable:
             self.breaker.record_failure("unavailable")
             return "cloud unavailable"
@@ -123,19 +139,27 @@ class Offloader:
     def service(self, timeout_ms: int) -> Iterator[tuple[Pending, FrameResult]]:
         """Replies that came within ``timeout_ms`` (cut short at the soonest
         deadline), then every frame whose deadline passed: each frame once."""
-        if not self.inflight:
+        side = self.side
+        if not self.inflight and not (side is not None and side.audits_in_flight):
             return
         wait = timeout_ms
-        if wait:
+        if wait and self.inflight:
             soonest = self.soonest() or 0.0
             wait = int(max(0.0, min(timeout_ms / 1000.0, soonest - time.monotonic())) * 1000)
         for reply in self.client.poll_replies(wait):
+            if side is not None and side.on_reply(
+                    reply.id, reply.ok, reply.top1 if reply.ok else -1, reply.rtt_ms,
+                    float(np.max(reply.scores)) if reply.ok and len(reply.scores) else None):
+                continue
             pending = self.inflight.pop(reply.id, None)
             if pending is None:
                 continue  # already answered by its fallback: exactly one result per frame
             yield pending, self._on_reply(pending, reply)
         now = time.monotonic()
-        for rid in self.client.expire(now):
+        expired = self.client.expire(now)
+        if side is not None:
+            side.expire(expired, now)
+        for rid in expired:
             pending = self.inflight.pop(rid, None)
             if pending is not None:
                 self.breaker.record_failure("timeout")

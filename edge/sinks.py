@@ -72,7 +72,8 @@ class FrameResult:
     best edge answer; ``reason`` says why). ``latency_ms`` is capture to result;
     ``bytes_up`` what was sent for it; ``energy_mj`` the energy attributed to it;
     ``truth`` the label when the source has one; ``t_capture`` is
-    ``time.monotonic()`` at capture.
+    ``time.monotonic()`` at capture; ``alarm`` names the field monitor's alarms
+    active at the time (``drift:STAGE@SOURCE``, ``audit``), else None.
     """
 
     frame: int
@@ -89,6 +90,7 @@ class FrameResult:
     source_id: str = ""
     threshold: float | None = None
     reason: str | None = None
+    alarm: str | None = None  # field-monitor alarms active when it was answered (drift, audit)
 
     def __post_init__(self) -> None:
         if self.where not in WHERE:
@@ -110,7 +112,7 @@ class FrameResult:
         if d["threshold"] is not None:
             d["threshold"] = float(d["threshold"])
         # Optional fields only when set: a line per frame should stay short.
-        for key in ("truth", "threshold", "reason"):
+        for key in ("truth", "threshold", "reason", "alarm"):
             if d[key] is None:
                 del d[key]
         if not self.source_id:

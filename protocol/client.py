@@ -28,7 +28,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -45,68 +45,15 @@ from .codec import (
     encode_message,
     ping_for,
 )
-from .errors import DecodeError, RemoteError, RequestTimeout, StatusCode, Unavailable
-from .messages import Description, ErrorReply, Message, Pong, Result
+from .errors import DecodeError, RequestTimeout, Unavailable
+from .messages import Description, ErrorReply, Message, Pong
+from .replies import PingReply, Reply, reply_for
 from .sockio import readable, recv_parts, wait
 from .transport import DEFAULT_OPTIONS, SocketOptions, dealer_socket, send_frames
 
 __all__ = ["Client", "PingReply", "Reply"]
 
 _log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """The answer to one ``infer`` request, success or error.
-
-    ``scores`` are float32 class scores; ``classes`` is None when they cover every
-    class in order, else the class id of each score (top-k, best first).
-    ``rtt_ms`` is measured by the client from send to receipt.
-    """
-
-    id: int
-    status: StatusCode
-    message: str = ""
-    stage: int = -1
-    scores: np.ndarray[Any, Any] = field(default_factory=lambda: np.zeros(0, np.float32))
-    classes: np.ndarray[Any, Any] | None = None
-    queue_ms: float = 0.0
-    compute_ms: float = 0.0
-    rtt_ms: float = 0.0
-    tensors: dict[str, np.ndarray[Any, Any]] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        """True for a ``result``."""
-        return self.status == StatusCode.OK
-
-    @property
-    def top1(self) -> int:
-        """The best class id (-1 when there are no scores)."""
-        if self.scores.size == 0:
-            return -1
-        best = int(np.argmax(self.scores))
-        return int(self.classes[best]) if self.classes is not None else best
-
-    def raise_for_status(self) -> Reply:
-        """Return self if ok, else raise :class:`RemoteError`."""
-        if not self.ok:
-            raise RemoteError(self.status, self.message, self.id)
-        return self
-
-
-@dataclass(frozen=True)
-class PingReply:
-    """A server's ``pong``: who it is, which bundles it serves, the round trip,
-    whether it takes new work (``state``: ``serving`` or ``draining``) and how many
-    requests it holds (``load``)."""
-
-    server: str
-    bundles: list[str]
-    max_message_bytes: int
-    rtt_ms: float
-    state: str = "serving"
-    load: int = 0
 
 
 @dataclass(slots=True)
@@ -384,7 +331,7 @@ class Client:
                 continue
             now, msg, received = got
             if msg.id == rid:
-                reply = self._reply_for(msg, received, (now - start) * 1000.0)
+                reply = reply_for(msg, received, (now - start) * 1000.0)
                 if reply is not None:
                     return reply
             # Anything else answers a request given up on earlier: dropped.
@@ -420,29 +367,6 @@ class Client:
             return True
         return now, msg, tensors
 
-    def _reply_for(self, msg: Message, tensors: dict[str, np.ndarray[Any, Any]], rtt_ms: float) -> Reply | None:
-        """The :class:`Reply` a ``result`` or ``error`` message makes; None for other kinds."""
-        if type(msg) is Result:
-            return Reply(
-                id=msg.id,
-                status=StatusCode.OK,
-                stage=msg.stage,
-                scores=np.asarray(msg.scores, dtype=np.float32),
-                classes=None if msg.classes is None else np.asarray(msg.classes, dtype=np.int64),
-                queue_ms=msg.queue_ms,
-                compute_ms=msg.compute_ms,
-                rtt_ms=rtt_ms,
-                tensors=tensors,
-            )
-        if type(msg) is ErrorReply:
-            try:
-                status = StatusCode(msg.status)
-            except ValueError:
-                status = StatusCode.INTERNAL  # a newer server's code we do not know
-            return Reply(id=msg.id, status=status, message=msg.message, rtt_ms=rtt_ms)
-        _log.warning("dropped an unexpected %s message", type(msg).__name__)
-        return None
-
     def _receive_one(self, timeout_ms: int) -> Reply | Literal[True] | None:
         """Receive and dispatch one message: a Reply to a pending request, True for
         one handled otherwise (a pong filed, a malformed or late reply dropped), or
@@ -457,7 +381,7 @@ class Client:
         pending = self._pending.pop(msg.id, None)
         if pending is None:
             return True  # late reply to a request we gave up on
-        reply = self._reply_for(msg, received, (now - pending.sent_at) * 1000.0)
+        reply = reply_for(msg, received, (now - pending.sent_at) * 1000.0)
         if reply is None:
             return True
         self._ready.append(reply)
@@ -509,6 +433,7 @@ class Client:
             while rid not in answers:
                 left = int((end - time.monotonic()) * 1000.0)
                 if left <= 0:
+                    del self._pending[rid]  # not a request of the caller's: expire() must not report it
                     self.reconnect()
                     raise RequestTimeout(f"no {what} within {wait} ms from {self.endpoints}")
                 got = self._receive_one(left)

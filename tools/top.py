@@ -7,8 +7,8 @@ Subscribes to the results an agent publishes with ``--sink zmq-pub:ENDPOINT``
 every interval, shows that window's frames per second, offload rate (frames that
 sent anything up), which share the edge, the cloud and the fallback answered,
 latency p50/p95 (capture to result), bytes sent per frame and the uplink rate,
-energy per frame when the agent attributes any, and how many frames exited at
-each stage. With several sources (cameras), one line per source gives its frame
+energy per frame when the agent attributes any, how many frames exited at
+each stage, and the field monitor's alarms (drift, shadow audit) when any is on. With several sources (cameras), one line per source gives its frame
 rate, offload rate, fallback share and p95 latency (``sources`` in ``--json``). The figures are the agent's own end-of-run summary
 (:class:`~jetsplit.edge.agent.AgentStats`) over the window. No accuracy: live
 frames carry no labels.
@@ -130,6 +130,7 @@ class Window:
     exits: dict[str, int]
     fallback_reasons: dict[str, int]
     ignored_messages: int = 0
+    alarm: str | None = None  # the field monitor's alarms at the window's last frame
     sources: dict[str, SourceRates] = field(default_factory=dict)  # by source_id, when results carry one
 
     def to_json(self) -> dict[str, Any]:
@@ -160,6 +161,7 @@ def summarize(results: Sequence[FrameResult], seconds: float, endpoint: str = ""
         uplink_kbit_s=stats.bytes_up * 8 / 1000 / seconds if seconds > 0 else 0.0,
         energy_mj_per_frame=s["energy_mj_per_frame"] if any(r.energy_mj > 0 for r in results) else None,
         exits=s["exits"], fallback_reasons=s["fallback_reasons"], ignored_messages=ignored,
+        alarm=results[-1].alarm if results else None,
         sources={sid: _rates(sub, seconds) for sid, sub in sorted(stats.sources.items()) if sid},
     )
 
@@ -190,6 +192,8 @@ def format_window(w: Window) -> str:
     if w.energy_mj_per_frame is not None:
         lines.append(f"energy        {w.energy_mj_per_frame:.2f} mJ/frame")
     lines.append("exits         " + "  ".join(f"{k} {v}" for k, v in w.exits.items()))
+    if w.alarm:
+        lines.append(f"ALARM         {w.alarm} (the edge may be wrong: see the agent's log)")
     if len(w.sources) > 1:
         width = max(len(sid) for sid in w.sources)
         lines.append(f"{'source':<{width}}  frames/s  offload  cloud  fallback  p95 ms")

@@ -82,7 +82,7 @@ def test_shipped_code_imports_only_parts_below_it(path: Path) -> None:
         assert "torch" not in top, f"{_id(path)} imports torch (only tools/zoo, for make zoo, may)"
 
 
-@pytest.mark.parametrize("name", ["codec.py", "messages.py", "errors.py"])
+@pytest.mark.parametrize("name", ["codec.py", "tensors.py", "payloads.py", "messages.py", "errors.py"])
 def test_pure_protocol_modules_never_import_zmq(name: str) -> None:
     assert not {n for n in _imports(ROOT / "protocol" / name) if n.split(".")[0] == "zmq"}
 
