@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "top": ("jetsplit.tools.top:main", "live view of a running edge agent"),
     "describe": ("jetsplit.tools.describe:main", "what a worker serves: bundles, stages, tensors, limits"),
     "conformance": ("jetsplit.tools.conformance:main", "check a worker against protocol/SPEC.md"),
+    "simboard": ("jetsplit.tools.simboard:main", "a simulated Jetson whose power rails follow a process's load"),
 }
 
 
