@@ -2,7 +2,7 @@
 
     jetsplit cloud serve --bundle DIR [--bundle DIR ...] --bind tcp://HOST:PORT
                          [--config cloud.toml] [--metrics-port N]
-                         [--curve-secret FILE --curve-allow DIR]
+                         [--curve-secret FILE --curve-allow DIR | --insecure]
                          [--max-batch N] [--max-wait-ms X] [--threads N]
                          [--engine-cpus LIST] [--io-cpus LIST]
 
@@ -41,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--metrics-addr", help="address the metrics endpoint listens on (default 127.0.0.1)")
     s.add_argument("--curve-secret", help="the worker's CURVE secret key file")
     s.add_argument("--curve-allow", help="directory of allowed client public keys")
+    s.add_argument("--insecure", action="store_true", default=None,
+                   help="serve a non-loopback address without CURVE (refused otherwise)")
     s.add_argument("--max-batch", type=int)
     s.add_argument("--max-wait-ms", type=float)
     s.add_argument("--threads", type=int, help="engine threads")
@@ -59,7 +61,7 @@ def main(argv: Sequence[str]) -> int:
         "bundles": args.bundles, "bind": args.bind, "metrics_port": args.metrics_port, "metrics_addr": args.metrics_addr,
         "curve_secret": args.curve_secret, "curve_allow": args.curve_allow, "max_batch": args.max_batch,
         "max_wait_ms": args.max_wait_ms, "threads": args.threads, "intra_op_threads": args.intra_op_threads,
-        "backend": args.backend,
+        "backend": args.backend, "insecure": args.insecure,
         "engine_cpus": None if args.engine_cpus is None else parse_cpus(args.engine_cpus, "--engine-cpus"),
         "io_cpus": None if args.io_cpus is None else parse_cpus(args.io_cpus, "--io-cpus"),
     }

@@ -13,6 +13,7 @@ variables, then command-line flags, each overriding the one before.
     metrics_port = 9100     # 0: no metrics endpoint
     metrics_addr = "127.0.0.1"
     drain_timeout_s = 30.0  # SIGTERM: longest wait for accepted work
+    insecure = false        # true: serve a non-loopback address without CURVE (a warning)
 
     [curve]
     secret = "/etc/jetsplit/keys/worker.key_secret"
@@ -27,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from jetsplit.cloud.placement import check_cpus, parse_cpus
-from jetsplit.config import EnvTable, layered, relative_to_file, split_list
+from jetsplit.config import EnvTable, layered, parse_flag, relative_to_file, split_list
 from jetsplit.errors import ConfigError
 from jetsplit.manifest import TableReader, read_toml
+from jetsplit.protocol.exposure import check_server
 
 __all__ = ["CloudConfig", "load_cloud_config"]
 
@@ -52,6 +54,7 @@ class CloudConfig:
     curve_allow: str | None = None
     engine_cpus: tuple[int, ...] = ()
     io_cpus: tuple[int, ...] = ()
+    insecure: bool = False
 
     def __post_init__(self) -> None:
         if not self.bundles:
@@ -74,6 +77,11 @@ class CloudConfig:
         check_cpus(self.engine_cpus, "engine_cpus")
         check_cpus(self.io_cpus, "io_cpus")
 
+    def check_exposure(self) -> None:
+        """Refuse plaintext on a non-loopback address unless ``insecure`` (then warn):
+        called by the worker before it binds (protocol/exposure.py)."""
+        check_server(self.bind, self.curve_secret is not None, self.insecure)
+
     def describe(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
@@ -94,6 +102,11 @@ def _from_file(path: Path) -> dict[str, Any]:
         value = r.number(key, None)
         if value is not None:
             out[key] = value
+    insecure = r.custom("insecure", lambda v: v, None)
+    if insecure is not None:
+        if not isinstance(insecure, bool):
+            raise r.fail("insecure", "true or false", insecure)
+        out["insecure"] = insecure
     metrics_addr = r.text("metrics_addr", None)
     if metrics_addr is not None:
         out["metrics_addr"] = metrics_addr
@@ -127,6 +140,7 @@ _ENV: EnvTable = {
     "JETSPLIT_CLOUD_METRICS_ADDR": ("metrics_addr", str),
     "JETSPLIT_CLOUD_ENGINE_CPUS": ("engine_cpus", lambda text: parse_cpus(text, "JETSPLIT_CLOUD_ENGINE_CPUS")),
     "JETSPLIT_CLOUD_IO_CPUS": ("io_cpus", lambda text: parse_cpus(text, "JETSPLIT_CLOUD_IO_CPUS")),
+    "JETSPLIT_CLOUD_INSECURE": ("insecure", parse_flag),
 }
 
 

@@ -40,6 +40,7 @@ from jetsplit.bundle import Bundle, load_bundle
 from jetsplit.chain import Chain
 from jetsplit.cloud.batcher import Batch, Batcher
 from jetsplit.cloud.config import CloudConfig
+from jetsplit.cloud.describe import describe_bundle
 from jetsplit.cloud.metrics import WorkerMetrics
 from jetsplit.cloud.placement import available_cpus, pin_thread, pinned
 from jetsplit.errors import ConfigError, JetsplitError
@@ -47,6 +48,7 @@ from jetsplit.handoff import Resume, stack, validate
 from jetsplit.protocol import CurveServer, Server, StatusCode
 from jetsplit.protocol.codec import error_for, result_for
 from jetsplit.protocol.messages import InferRequest
+from jetsplit.protocol.payloads import decodable_compressions
 from jetsplit.protocol.transport import Request
 from jetsplit.systemd import Notifier
 
@@ -78,6 +80,7 @@ class Worker:
     """Load bundles, bind, serve until stopped. See the module docstring."""
 
     def __init__(self, config: CloudConfig, notifier: Notifier | None = None) -> None:
+        config.check_exposure()  # before anything loads: plaintext beyond loopback needs --insecure
         self.config = config
         self.notifier = notifier or Notifier()
         self.metrics = WorkerMetrics()
@@ -127,6 +130,9 @@ class Worker:
         # widened once per batch when it is formed (jetsplit/halfcast.py).
         self.server = Server(list(self.config.bind), bundles=list(self.served), name="jetsplit-cloud", curve=curve,
                              keep_f16=True)
+        described = [describe_bundle(s.bundle, s.chain, decodable_compressions()) for s in self.served.values()]
+        self.server.describe = lambda: described
+        self.server.load = lambda: self.accepted - self.answered  # queued or running
         if self.config.metrics_port:
             self.metrics.serve(self.config.metrics_port, self.config.metrics_addr)
         for i in range(self.config.threads):
@@ -172,6 +178,7 @@ class Worker:
         # re-sends elsewhere at once) instead of waiting out its deadline.
         end = time.monotonic() + self.config.drain_timeout_s
         quiet_since = time.monotonic()
+        server.state = "draining"  # pongs say so: edges send new work elsewhere
         while time.monotonic() < end:
             req = server.recv(20)
             self.batcher.close()  # release what is queued at once
@@ -225,13 +232,15 @@ class Worker:
                                f"stage {header.stage} is not a cloud stage of {served.bundle.name!r} "
                                f"(cloud stages: {sorted(served.cloud_stages)})")
             return
-        if req.expired():
-            self._answer_error(server, req, StatusCode.EXPIRED, "deadline passed before the request was queued")
-            return
+        # SPEC.md 6.1: a malformed request is BAD_REQUEST ("fix the client") even
+        # when it is also late (EXPIRED only says "fall back").
         try:
             validate(served.chain, header.stage, req.tensors)
         except JetsplitError as exc:
             self._answer_error(server, req, StatusCode.BAD_REQUEST, str(exc))
+            return
+        if req.expired():
+            self._answer_error(server, req, StatusCode.EXPIRED, "deadline passed before the request was queued")
             return
         self.accepted += 1
         self.metrics.in_flight.inc()
@@ -364,7 +373,7 @@ class Worker:
         server = self.server
         for req in items:
             if server is not None:
-                server.send(req, error_for(req.header.id, status, message))
+                server.send(req, error_for(req.header.id, status, message, req.header.v))
         self._answered(len(items), status.name.lower())
 
     def _answered(self, count: int, status: str) -> None:

@@ -3,7 +3,7 @@
     jetsplit edge run --bundle DIR --cloud tcp://HOST:PORT --source URI [--source URI ...] [--sink SPEC ...]
                       [--config edge.toml] [--latency-budget-ms X] [--max-offload-rate R]
                       [--power-budget-w W] [--offload activations|frames|none]
-                      [--curve-secret FILE --curve-server-key FILE] [--max-batch N] [--max-wait-ms MS]
+                      [--curve-secret FILE --curve-server-key FILE | --insecure] [--max-batch N] [--max-wait-ms MS]
                       [--shadow-rate R] [--field-trace PATH [--field-frames DIR]]
 
 ``--source`` may be given once per camera (or ``[[sources]]`` in edge.toml, with
@@ -62,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--fps", type=float)
     r.add_argument("--curve-secret")
     r.add_argument("--curve-server-key")
+    r.add_argument("--insecure", action="store_true", default=None,
+                   help="offload to a non-loopback worker without CURVE (refused otherwise)")
     r.add_argument("--shadow-rate", type=float,
                    help="share of edge-accepted frames also sent to the cloud to audit the edge (0..1)")
     r.add_argument("--field-trace", metavar="PATH",
@@ -88,7 +90,7 @@ def main(argv: Sequence[str]) -> int:
         "sources": tuple(SourceSpec(u) for u in args.source) if args.source and len(args.source) > 1 else None,
         "offload": args.offload, "deadline_ms": args.deadline_ms, "window": args.window,
         "realtime": args.realtime, "fps": args.fps,
-        "curve_secret": args.curve_secret, "curve_server_key": args.curve_server_key,
+        "curve_secret": args.curve_secret, "curve_server_key": args.curve_server_key, "insecure": args.insecure,
     }
     budgets = {"latency_ms": args.latency_budget_ms, "max_offload_rate": args.max_offload_rate,
                "power_w": args.power_budget_w}

@@ -89,6 +89,7 @@ class Member:
     client: MemberClient
     state: MemberState = "joining"
     retiring: bool = False  # gone from DNS: no new requests, answers still taken
+    draining: bool = False  # its pong says so: no new requests, answers still taken
     serves_bundle: bool = True
     routes: dict[int, int] = field(default_factory=dict)  # member's request id -> pool id
     pings: dict[int, float] = field(default_factory=dict)  # ping id -> sent at

@@ -13,7 +13,9 @@
   socket monitor: a crash is seen at once), when nothing was heard for
   ``dead_after_ms`` after a ping, when a request cannot even be queued to it, when
   it answers ``shutting down``, or when ``timeout_strikes`` requests in a row time
-  out on it (then it is held down for ``hold_down_s`` so a worker that answers
+  out on it. A member whose ``pong`` says ``draining`` is leaving: it gets no new
+  requests, its answers to those it holds are still taken, and a ``serving``
+  pong (a restarted worker at the same address) brings it back (then it is held down for ``hold_down_s`` so a worker that answers
   pings but not work does not flap back in). A down member comes back with its
   next ``pong``.
 - **Choosing.** A request goes to the up member with the fewest requests in
@@ -44,7 +46,7 @@ from jetsplit.edge.pool.resolver import NameWatch, Resolver, is_dns_endpoint
 from jetsplit.edge.pool.stats import PoolStats
 from jetsplit.errors import ConfigError
 from jetsplit.manifest import TableReader
-from jetsplit.protocol.client import Reply
+from jetsplit.protocol.client import PingReply, Reply
 from jetsplit.protocol.errors import Unavailable
 
 __all__ = ["Membership", "PoolConfig"]
@@ -174,8 +176,16 @@ class Membership:
 
     # ------------------------------------------------------------------ up and down
 
-    def _mark_up(self, m: Member, bundles: list[str]) -> None:
-        m.serves_bundle = self.fingerprint in bundles
+    def _mark_up(self, m: Member, pong: PingReply) -> None:
+        draining = pong.state == "draining"
+        if draining != m.draining:
+            m.draining = draining
+            if draining:
+                _log.warning("worker pool: member %s is draining: no new requests to it; %d in flight on it",
+                             m.endpoint, len(m.routes))
+            else:
+                _log.info("worker pool: member %s is serving again", m.endpoint)
+        m.serves_bundle = self.fingerprint in pong.bundles
         if m.state == "up":
             return
         m.state = "up"
@@ -253,7 +263,7 @@ class Membership:
             m.replied = now
         for rid, pong in pongs.items():
             if m.pings.pop(rid, None) is not None and now >= m.hold_until:
-                self._mark_up(m, pong.bundles)
+                self._mark_up(m, pong)
         return replies
 
     def wait(self, wait_s: float) -> None:
@@ -271,11 +281,11 @@ class Membership:
     # ------------------------------------------------------------------ choosing
 
     def candidates(self, exclude: Member | None) -> list[Member]:
-        """Members that may take a new request: up, not retiring, not held down, and
-        serving our bundle if any of those does."""
+        """Members that may take a new request: up, neither retiring nor draining, not
+        held down, and serving our bundle if any of those does."""
         now = time.monotonic()
         up = [m for m in self.members.values()
-              if m.state == "up" and not m.retiring and m is not exclude and now >= m.hold_until]
+              if m.state == "up" and not m.retiring and not m.draining and m is not exclude and now >= m.hold_until]
         serving = [m for m in up if m.serves_bundle]
         return serving or up
 

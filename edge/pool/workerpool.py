@@ -127,6 +127,11 @@ class WorkerPool:
         return {ep: m.state for ep, m in self._membership.members.items()}
 
     @property
+    def draining(self) -> list[str]:
+        """Members whose last pong said ``draining``: leaving, so given no new requests."""
+        return [ep for ep, m in self._membership.members.items() if m.draining]
+
+    @property
     def pending(self) -> int:
         """Requests submitted and neither answered nor expired."""
         return len(self._inflight)
