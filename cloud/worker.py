@@ -18,7 +18,13 @@ Threads and their roles:
 
 A malformed or hostile request costs an error reply and nothing else: the decoder
 enforces every limit before allocating, and any exception in a batch is answered
-per request. On stop (SIGTERM), the socket thread stops accepting work (new requests
+per request.
+
+Past capacity, admission control (cloud/admission.py) keeps the worker useful: the
+socket thread reads ahead (the ZeroMQ pipes, whose high-water mark is lowered to
+``rcvhwm``, never become the real queue), refuses from the header alone what its
+bounded queue could not serve in time (``OVERLOADED``), and drops what went stale
+from the head of the queue (``EXPIRED``). On stop (SIGTERM), the socket thread stops accepting work (new requests
 are answered ``shutting down``), waits for everything it accepted to be answered,
 then closes.
 """
@@ -31,13 +37,14 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from jetsplit.bundle import Bundle, load_bundle
 from jetsplit.chain import Chain
+from jetsplit.cloud.admission import Admission, QueueLimits, held_bytes
 from jetsplit.cloud.batcher import Batch, Batcher
 from jetsplit.cloud.config import CloudConfig
 from jetsplit.cloud.metrics import WorkerMetrics
@@ -47,12 +54,16 @@ from jetsplit.handoff import Resume, stack, validate
 from jetsplit.protocol import CurveServer, Server, StatusCode
 from jetsplit.protocol.codec import error_for, result_for
 from jetsplit.protocol.messages import InferRequest
-from jetsplit.protocol.transport import Request
+from jetsplit.protocol.transport import DEFAULT_OPTIONS, Request
 from jetsplit.systemd import Notifier
 
 __all__ = ["Worker"]
 
 _log = logging.getLogger("jetsplit.cloud")
+
+# Read ahead: the most requests the socket thread takes from ZeroMQ in a row
+# before it forms batches again (a few ms of decoding at most).
+_READ_AHEAD = 256
 
 
 @dataclass
@@ -104,6 +115,13 @@ class Worker:
         except BaseException:
             self._close_chains()
             raise
+        keys = {(fp, stage) for fp, s in self.served.items() for stage in s.cloud_stages}
+        limits = QueueLimits.sized(len(keys), config.queue_requests, config.queue_mib)
+        self.admission = Admission(limits, self.batcher, config.max_batch, max(1, config.threads), keys,
+                                   on_refuse=self._count_shed)
+        self._watch_queues(keys)
+        _log.info("admission: per (bundle, stage) queue of %d requests and %.1f MiB; rcvhwm %d per edge",
+                  limits.requests, limits.bytes / 2**20, config.rcvhwm)
 
     def _load(self, spec: str) -> None:
         bundle = load_bundle(spec)
@@ -126,7 +144,8 @@ class Worker:
         # keep_f16: float16 activations are kept as they came, then stacked and
         # widened once per batch when it is formed (jetsplit/halfcast.py).
         self.server = Server(list(self.config.bind), bundles=list(self.served), name="jetsplit-cloud", curve=curve,
-                             keep_f16=True)
+                             keep_f16=True, screen=self.admission.screen,
+                             options=replace(DEFAULT_OPTIONS, rcvhwm=self.config.rcvhwm))
         if self.config.metrics_port:
             self.metrics.serve(self.config.metrics_port, self.config.metrics_addr)
         for i in range(self.config.threads):
@@ -149,8 +168,14 @@ class Worker:
             while not stop.is_set():
                 self.notifier.tick()
                 req = server.recv(self._wait_ms())
-                if req is not None:
+                # Read ahead: take what ZeroMQ holds into the bounded queue (or
+                # refuse it) before forming batches, even while they run inline.
+                for _ in range(_READ_AHEAD):
+                    if req is None:
+                        break
                     self._accept(server, req)
+                    req = server.recv(0)
+                self._drop_stale()
                 self._dispatch()
             self.notifier.stopping()
             self._drain(server)
@@ -227,6 +252,7 @@ class Worker:
             return
         if req.expired():
             self._answer_error(server, req, StatusCode.EXPIRED, "deadline passed before the request was queued")
+            self.metrics.shed.labels(status="expired", reason="arrival").inc()
             return
         try:
             validate(served.chain, header.stage, req.tensors)
@@ -235,7 +261,29 @@ class Worker:
             return
         self.accepted += 1
         self.metrics.in_flight.inc()
-        self.batcher.put((header.bundle, header.stage), req, req.deadline_at)
+        self.batcher.put((header.bundle, header.stage), req, req.deadline_at, held_bytes(header, req.nbytes))
+
+    # -- admission (cloud/admission.py) -------------------------------------------------
+    def _count_shed(self, status: StatusCode, reason: str) -> None:
+        """A request answered without running: counted by status and reason."""
+        self.metrics.shed.labels(status=status.name.lower(), reason=reason).inc()
+        self.metrics.requests.labels(status=status.name.lower()).inc()
+
+    def _drop_stale(self) -> None:
+        """Answer EXPIRED, from the head of each queue, what could no longer be
+        served in time."""
+        for _, items in self.batcher.drop_stale(time.monotonic(), self.admission.horizon):
+            self._send_errors(items, StatusCode.EXPIRED, "deadline would pass before the request could run",
+                              reason="queue")
+
+    def _watch_queues(self, keys: set[tuple[str, int]]) -> None:
+        """Queue depth, bytes and measured rate per key, read when scraped."""
+        m, batcher, model = self.metrics, self.batcher, self.admission.model
+        for key in keys:
+            labels = {"bundle": self.served[key[0]].bundle.name, "stage": str(key[1])}
+            m.queue_depth.labels(**labels).set_function(lambda k=key: batcher.queued(k)[0])
+            m.queue_bytes.labels(**labels).set_function(lambda k=key: batcher.queued(k)[1])
+            m.service_rate.labels(**labels).set_function(lambda k=key: model.rate(k))
 
     # -- batches -------------------------------------------------------------------------
     def _dispatch(self) -> None:
@@ -265,7 +313,7 @@ class Worker:
 
     def _form(self, batch: Batch[Request]) -> _Job | None:
         if batch.expired:
-            self._send_errors(batch.expired, StatusCode.EXPIRED, "deadline passed in the queue")
+            self._send_errors(batch.expired, StatusCode.EXPIRED, "deadline passed in the queue", reason="queue")
         if not batch.items:
             return None
         fingerprint, stage = batch.key  # type: ignore[misc]
@@ -321,7 +369,7 @@ class Worker:
             if job.earliest <= now:  # one comparison per batch on the engine thread
                 keep = [i for i, r in enumerate(items) if r.deadline_at > now]
                 self._deliver_errors([r for r in items if r.deadline_at <= now], StatusCode.EXPIRED,
-                                     "deadline passed while its batch waited for an engine")
+                                     "deadline passed while its batch waited for an engine", reason="engine")
                 items, waited_ms = [items[i] for i in keep], [waited_ms[i] for i in keep]
                 if resume is not None:
                     resume = resume.take(np.asarray(keep, np.int64))
@@ -357,15 +405,19 @@ class Worker:
         else:
             server.call_soon(lambda: fn(*args))
 
-    def _deliver_errors(self, items: Sequence[Request], status: StatusCode, message: str) -> None:
-        self._hand_over(self._send_errors, list(items), status, message)
+    def _deliver_errors(self, items: Sequence[Request], status: StatusCode, message: str,
+                        reason: str | None = None) -> None:
+        self._hand_over(self._send_errors, list(items), status, message, reason)
 
-    def _send_errors(self, items: list[Request], status: StatusCode, message: str) -> None:
+    def _send_errors(self, items: list[Request], status: StatusCode, message: str, reason: str | None = None) -> None:
+        """Answer ``items`` with ``status``; ``reason``: they were shed (metrics)."""
         server = self.server
         for req in items:
             if server is not None:
                 server.send(req, error_for(req.header.id, status, message))
         self._answered(len(items), status.name.lower())
+        if reason is not None and items:
+            self.metrics.shed.labels(status=status.name.lower(), reason=reason).inc(len(items))
 
     def _answered(self, count: int, status: str) -> None:
         self.answered += count
@@ -386,6 +438,10 @@ class Worker:
         metrics = self.metrics
         metrics.batch_size.observe(len(items))
         metrics.compute_seconds.observe(compute_ms / 1000.0)
+        now = time.monotonic()
+        header = items[0].header
+        self.admission.batch_done((header.bundle, header.stage), len(items), compute_ms / 1000.0, now)  # type: ignore[union-attr]
+        metrics.goodput.inc(sum(1 for r in items if r.deadline_at > now))
         observe_queue = metrics.queue_seconds.observe
         stage_list = stages.tolist()
         for i, req in enumerate(items):

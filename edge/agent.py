@@ -142,6 +142,7 @@ class EdgeAgent:
                     list(config.cloud), self.bundle.fingerprint, timeout_ms=timeout_ms, curve=curve,
                     heartbeat_ms=p.heartbeat_ms, dead_after_ms=p.dead_after_ms, timeout_strikes=p.timeout_strikes,
                     hold_down_s=p.hold_down_s, resolve_interval_s=p.resolve_interval_s,
+                    overload_hold_ms=p.overload_hold_ms,
                 )
             else:
                 self.client = Client(list(config.cloud), self.bundle.fingerprint, timeout_ms=timeout_ms, curve=curve)
@@ -326,6 +327,8 @@ class EdgeAgent:
             yield self._fallback(pending, "deadline")
 
     def _on_reply(self, pending: _InFlight, reply: Reply) -> FrameResult:
+        if self.controller is not None:
+            self.controller.observe_congestion(reply.status == StatusCode.OVERLOADED)
         if time.monotonic() > pending.deadline_at:
             # The contract is the cloud's answer *before* the deadline; one that
             # comes later is a fallback like any other, whatever it says.
@@ -357,7 +360,11 @@ class EdgeAgent:
                 self._mismatch_reported = True
             self.breaker.trip("bundle mismatch", backoff_s=self.config.breaker.max_backoff_s)
             return self._fallback(pending, "bundle mismatch")
-        if reply.status in (StatusCode.EXPIRED, StatusCode.OVERLOADED, StatusCode.SHUTTING_DOWN):
+        if reply.status == StatusCode.OVERLOADED and self.controller is not None:
+            # A worker that refuses at once is up: the controller offloads less
+            # (congestion), the breaker need not stop everything.
+            self.breaker.record_success()
+        elif reply.status in (StatusCode.EXPIRED, StatusCode.OVERLOADED, StatusCode.SHUTTING_DOWN):
             self.breaker.record_failure(reply.status.name.lower())
         else:
             _log.warning("cloud error on frame %d: %s %s", pending.frame.index, reply.status.name, reply.message)
