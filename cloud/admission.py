@@ -23,7 +23,10 @@ while no means little to the edge (it answers the frame locally at once):
   work). If ``now + wait`` is past its deadline the request is refused
   ``OVERLOADED`` (reason ``deadline``) at once: the client learns in a round trip,
   not at its deadline. Until the first batch has been measured only the bounds
-  apply.
+  apply, and while less than a full batch per engine waits in the key's queue
+  nothing is refused for its deadline: the engines must not run partial batches
+  for want of requests refused as late (a request that does turn out late is
+  dropped from the head instead, below).
 - **Stale requests leave from the head.** Before batches are formed, requests
   whose deadline falls before ``now + t(b)`` (they would finish late even if
   their batch started now) are removed, most urgent first, and answered
@@ -225,8 +228,8 @@ class Admission:
                            f"queue full: {held / _MIB:.1f} MiB waiting (queue_mib = {limits.bytes / _MIB:g})")
         model = self.model
         own = model.per_request_s(key)
-        if own <= 0.0:
-            return None  # not measured yet: only the bounds apply
+        if own <= 0.0 or count < model.max_batch * model.engines:
+            return None  # not measured yet, or the engines' next batches: only the bounds apply
         batcher = self.batcher
         work = own * (1 + batcher.busy)  # itself, and the batches formed or running
         for k in batcher.keys():
