@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--io-cpus", help="CPUs for the socket thread, e.g. 0 (default: any)")
     s.add_argument("--queue-requests", type=int, help="requests each (bundle, stage) queue may hold")
     s.add_argument("--queue-mib", type=float, help="MiB the requests of each queue may hold (default: from memory)")
-    s.add_argument("--rcvhwm", type=int, help="requests ZeroMQ may buffer per connected edge (default 32)")
+    s.add_argument("--rcvhwm", type=int, help="requests ZeroMQ may buffer per connected edge (default 8)")
     s.add_argument("--backend")
     s.add_argument("--log-level", default="INFO")
     return p

@@ -15,7 +15,7 @@ variables, then command-line flags, each overriding the one before.
     drain_timeout_s = 30.0  # SIGTERM: longest wait for accepted work
     queue_requests = 4096   # per (bundle, stage); past it requests are refused OVERLOADED
     queue_mib = 64          # bytes the requests of one queue may hold (default: 1/16 of memory over the queues)
-    rcvhwm = 32             # requests ZeroMQ may buffer per connected edge before the worker reads them
+    rcvhwm = 8              # requests ZeroMQ may buffer per connected edge before the worker reads them
 
     [curve]
     secret = "/etc/jetsplit/keys/worker.key_secret"
@@ -61,7 +61,7 @@ class CloudConfig:
     # Per connected edge: small, since the socket thread reads ahead into the
     # bounded queue; ZeroMQ's default (1000) would let every edge park ~1000
     # requests in the worker's memory, unbounded by configuration.
-    rcvhwm: int = 32
+    rcvhwm: int = 8
 
     def __post_init__(self) -> None:
         if not self.bundles:
