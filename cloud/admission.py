@@ -103,9 +103,9 @@ class QueueLimits:
     def sized(cls, keys: int, requests: int | None = None, mib: float | None = None,
               memory: int | None = None) -> QueueLimits:
         """The configured bounds, or defaults sized from the machine: all queues
-        together may hold 1/16 of its memory, between 16 and 512 MiB."""
+        together may hold 1/16 of its memory, between 16 and 256 MiB."""
         if mib is None:
-            total = min(512 * _MIB, max(16 * _MIB, (machine_memory_bytes() if memory is None else memory) // 16))
+            total = min(256 * _MIB, max(16 * _MIB, (machine_memory_bytes() if memory is None else memory) // 16))
             nbytes = total // max(1, keys)
         else:
             nbytes = int(mib * _MIB)

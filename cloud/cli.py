@@ -23,10 +23,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+import zmq
+
 from jetsplit.cloud.config import load_cloud_config
 from jetsplit.cloud.placement import parse_cpus
 from jetsplit.cloud.worker import Worker
 from jetsplit.config import setup_logging
+from jetsplit.errors import ConfigError
 
 __all__ = ["main"]
 
@@ -80,7 +83,11 @@ def main(argv: Sequence[str]) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    worker.start()
+    try:
+        worker.start()
+    except zmq.ZMQError as exc:  # an address in use, or one that cannot be bound here
+        worker.close()
+        raise ConfigError(f"bind {', '.join(config.bind)}: {exc}") from None
     for fp, served in worker.served.items():
         print(f"bundle {served.bundle.name} {fp}", flush=True)
     print(f"serving {' '.join(worker.endpoints)}", flush=True)
