@@ -130,7 +130,7 @@ def test_held_bytes_counts_arrays_that_do_not_view_the_frame() -> None:
 
 def test_limits_sized_from_the_machine_and_config_errors(tmp_path) -> None:
     limits = QueueLimits.sized(2, memory=8 << 30)
-    assert limits.requests == QueueLimits.DEFAULT_REQUESTS and limits.bytes == 256 << 20
+    assert limits.requests == QueueLimits.DEFAULT_REQUESTS and limits.bytes == 128 << 20  # 8 GiB / 16 / 2 keys
     assert QueueLimits.sized(1, memory=64 << 20).bytes == 16 << 20  # never below 16 MiB
     assert QueueLimits.sized(1, requests=10, mib=2.5) == QueueLimits(10, int(2.5 * (1 << 20)))
     with pytest.raises(ConfigError, match="queue_requests: expected an integer >= 1, got 0"):
