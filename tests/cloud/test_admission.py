@@ -144,3 +144,43 @@ def test_limits_sized_from_the_machine_and_config_errors(tmp_path) -> None:
     toml.write_text('bundles = ["demo:split"]\nqueue_mb = 8\n')
     with pytest.raises(ConfigError, match="queue_mb"):
         load_cloud_config(toml, {}, {})
+
+
+def test_refused_from_the_header_before_its_payload_is_decoded(tmp_path) -> None:
+    """A full queue refuses a request whose payload is malformed with OVERLOADED,
+    not BAD_REQUEST: the payload was never looked at."""
+    import zmq
+
+    from jetsplit.protocol.codec import decode_message, encode_header
+    from jetsplit.protocol.sockio import recv_parts, send_parts
+    from jetsplit.protocol.transport import Server, dealer_socket
+
+    adm, batcher, clock = _admission(requests=1)
+    batcher.put(KEY, "r", 1e9, 0)
+    clock[0] = 0.0
+    server = Server(f"ipc://{tmp_path}/w.sock", screen=adm.screen)
+    ctx: zmq.Context = zmq.Context()
+    sock = dealer_socket(ctx, [f"ipc://{tmp_path}/w.sock"])
+    try:
+        bad_payload = b"\0" * 10  # the header says 25088 bytes
+        assert sock.poll(5000, zmq.POLLOUT)
+        assert send_parts(sock, [encode_header(_header(rid=9)), bad_payload])
+        assert server.recv(2000) is None  # answered inside, never handed to the worker
+        assert sock.poll(5000)
+        frames = recv_parts(sock)
+        assert frames is not None
+        reply, _ = decode_message([f.buffer for f in frames])
+        assert reply.id == 9 and reply.status == StatusCode.OVERLOADED  # type: ignore[union-attr]
+        # With room in the queue, the same message is decoded and found malformed.
+        adm.limits = QueueLimits(10, 1 << 20)
+        assert send_parts(sock, [encode_header(_header(rid=10)), bad_payload])
+        assert server.recv(2000) is None
+        assert sock.poll(5000)
+        frames = recv_parts(sock)
+        assert frames is not None
+        reply, _ = decode_message([f.buffer for f in frames])
+        assert reply.id == 10 and reply.status == StatusCode.BAD_REQUEST  # type: ignore[union-attr]
+    finally:
+        sock.close(0)
+        ctx.term()
+        server.close()
