@@ -24,8 +24,10 @@ Past capacity, admission control (cloud/admission.py) keeps the worker useful: t
 socket thread reads ahead (the ZeroMQ pipes, whose high-water mark is lowered to
 ``rcvhwm``, never become the real queue), refuses from the header alone what its
 bounded queue could not serve in time (``OVERLOADED``), and drops what went stale
-from the head of the queue (``EXPIRED``). On stop (SIGTERM), the socket thread stops accepting work (new requests
-are answered ``shutting down``), waits for everything it accepted to be answered,
+from the head of the queue (``EXPIRED``).
+
+On stop (SIGTERM), the socket thread stops accepting work (new requests are
+answered ``shutting down``), waits for everything it accepted to be answered,
 then closes.
 """
 
