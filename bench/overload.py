@@ -13,7 +13,11 @@ deadline, every reply decoded and accounted for exactly once):
   Goodput is ok answers per second that arrived within their deadline, as a
   fraction of the capacity measured in the windows just before and just after
   (the machine is shared: capacity drifts, so each point has its own baseline;
-  the ratio is the median over ``--reps`` pairs);
+  the ratio is the median over ``--reps`` pairs). The worker's own count of
+  answers sent before their deadline (``jetsplit_goodput_total``, deadline
+  counted from when it received the request) is recorded beside the client's:
+  on a machine shared with other work the gap between the two is time the
+  requests and replies spent waiting for a CPU outside the worker's queue;
 - **flood**: 64 connections sending 50 ms requests as fast as the generator goes,
   with ``--queue-mib`` configured: the worker's peak RSS (``VmHWM``) against its
   bound, the RSS before the flood + the queue bytes + the stated overhead;
@@ -31,10 +35,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
 import threading
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -57,10 +63,17 @@ def _status_kib(pid: int, field: str) -> int:
     raise RuntimeError(f"no {field} for {pid}")
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 class _Worker:
     def __init__(self, bundle: str, engine_core: int | None, io_core: int | None, extra: Sequence[str]) -> None:
+        self.metrics_port = _free_port()
         args = [JETSPLIT, "cloud", "serve", "--bundle", bundle, "--bind", "tcp://127.0.0.1:*",
-                "--log-level", "WARNING", *extra]
+                "--log-level", "WARNING", "--metrics-port", str(self.metrics_port), *extra]
         if engine_core is not None and io_core is not None:
             args += ["--engine-cpus", str(engine_core), "--io-cpus", str(io_core)]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -71,6 +84,14 @@ class _Worker:
                 break
         else:
             raise RuntimeError(f"worker did not start: {self.proc.stderr.read() if self.proc.stderr else ''}")
+
+    def goodput_total(self) -> float:
+        """The worker's count of answers sent before their deadline."""
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/", timeout=10).read().decode()
+        for line in text.splitlines():
+            if line.startswith("jetsplit_goodput_total "):
+                return float(line.split()[1])
+        return 0.0
 
     def rss_mib(self) -> float:
         return _status_kib(self.proc.pid, "VmRSS") / 1024.0
@@ -121,13 +142,17 @@ def run_bundle(bundle: str, seconds: float, reps: int, engine_core: int | None, 
         for m in MULTIPLES:
             runs = []
             for _ in range(reps):
+                g0 = worker.goodput_total()
                 tally = load.run(m * before, seconds, 64, 32, 150.0)
+                worker_goodput = (worker.goodput_total() - g0) / seconds
                 after = _capacity(load, seconds)
                 capacity = (before + after) / 2.0
                 runs.append({"capacity": round(capacity, 1), "ratio": round(tally.goodput / capacity, 3),
+                             "worker_side_ratio": round(worker_goodput / capacity, 3),
                              "loadavg_1": round(os.getloadavg()[0], 2), **tally.summary()})
                 before = after
             points.append({"multiple": m, "goodput_ratio": statistics.median(r["ratio"] for r in runs),
+                           "worker_side_ratio": statistics.median(r["worker_side_ratio"] for r in runs),
                            "runs": runs})
         base_rss = worker.rss_mib()
     finally:
@@ -206,7 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         record["bundles"].append(run_bundle(bundle, args.seconds, args.reps, engine_core, io_core, args.queue_mib))
         print(json.dumps({k: v for k, v in record["bundles"][-1].items() if k != "points"}, indent=1), flush=True)
         for pt in record["bundles"][-1]["points"]:
-            print(f"  {pt['multiple']:>4}x  goodput {pt['goodput_ratio']:.3f} of capacity", flush=True)
+            print(f"  {pt['multiple']:>4}x  goodput {pt['goodput_ratio']:.3f} of capacity "
+                  f"(worker side {pt['worker_side_ratio']:.3f})", flush=True)
     record["machine"]["loadavg_1_5_15_at_end"] = [round(x, 2) for x in os.getloadavg()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
