@@ -236,13 +236,10 @@ class Admission:
         own = model.per_request_s(key)
         if own <= 0.0 or count < model.max_batch * model.engines:
             return None  # not measured yet, or the engines' next batches: only the bounds apply
-        batcher = self.batcher
-        work = own * (1 + batcher.busy)  # itself, and the batches formed or running
-        for k in batcher.keys():
-            n = batcher.ahead(k, deadline_at)
-            if n:
-                c = own if k == key else model.per_request_s(k)
-                work += n * (c if c > 0.0 else own)
+        work = own * (1 + self.batcher.busy)  # itself, and the batches formed or running
+        for k, n in self.batcher.ahead_all(deadline_at):
+            c = own if k == key else model.per_request_s(k)
+            work += n * (c if c > 0.0 else own)
         wait = (work / model.engines + model.batch_s(key, model.max_batch)) / model.efficiency
         if now + wait > deadline_at:
             return Refusal(StatusCode.OVERLOADED, "deadline",

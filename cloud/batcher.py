@@ -111,6 +111,14 @@ class Batcher(Generic[T]):
             q = self._queues.get(key)
             return bisect.bisect_right(q, (deadline, float("inf"))) if q else 0
 
+    def ahead_all(self, deadline: float) -> list[tuple[Hashable, int]]:
+        """:meth:`ahead` for every key with requests ahead (one lock: the
+        admission check runs per request on the socket thread)."""
+        probe = (deadline, float("inf"))
+        with self._cond:
+            out = [(key, bisect.bisect_right(q, probe)) for key, q in self._queues.items()]
+        return [(key, n) for key, n in out if n]
+
     def drop_stale(self, now: float, horizon: Callable[[Hashable, int], float]) -> list[tuple[Hashable, list[T]]]:
         """Remove, from the head of each queue, the requests due before
         ``now + horizon(key, batch)``: those that would finish late even if their

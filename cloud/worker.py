@@ -109,6 +109,7 @@ class Worker:
         # socket thread that starts them: remember the process's CPUs.
         self._engine_cpus = config.engine_cpus or tuple(sorted(available_cpus()))
         self._ok = self.metrics.requests.labels(status="ok")
+        self._shed_counters: dict[tuple[StatusCode, str], tuple[Any, Any]] = {}
         try:
             # Sessions created here start their thread pools here: on the engine CPUs.
             with pinned(config.engine_cpus):
@@ -267,9 +268,17 @@ class Worker:
 
     # -- admission (cloud/admission.py) -------------------------------------------------
     def _count_shed(self, status: StatusCode, reason: str) -> None:
-        """A request answered without running: counted by status and reason."""
-        self.metrics.shed.labels(status=status.name.lower(), reason=reason).inc()
-        self.metrics.requests.labels(status=status.name.lower()).inc()
+        """A request answered without running: counted by status and reason.
+        The labelled counters are kept: a flood refuses tens of thousands a
+        second, and ``labels()`` costs more than the rest of a refusal's count."""
+        counters = self._shed_counters.get((status, reason))
+        if counters is None:
+            name = status.name.lower()
+            counters = (self.metrics.shed.labels(status=name, reason=reason),
+                        self.metrics.requests.labels(status=name))
+            self._shed_counters[(status, reason)] = counters
+        counters[0].inc()
+        counters[1].inc()
 
     def _drop_stale(self) -> None:
         """Answer EXPIRED, from the head of each queue, what could no longer be
