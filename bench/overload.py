@@ -17,7 +17,12 @@ deadline, every reply decoded and accounted for exactly once):
   answers sent before their deadline (``jetsplit_goodput_total``, deadline
   counted from when it received the request) is recorded beside the client's:
   on a machine shared with other work the gap between the two is time the
-  requests and replies spent waiting for a CPU outside the worker's queue;
+  requests and replies spent waiting for a CPU outside the worker's queue.
+  Also per window, from the worker's metrics: ``engine_busy``, the share of the
+  window its engine spent running batches, and ``run_in_time``, the share of
+  the requests it ran that it answered before their deadline: with the
+  capacity itself drifting under other load, these say whether admission kept
+  the engine busy with work that counted;
 - **flood**: 64 connections sending 50 ms requests as fast as the generator goes,
   with ``--queue-mib`` configured: the worker's peak RSS (``VmHWM``) against its
   bound, the RSS before the flood + the queue bytes + the stated overhead;
@@ -85,13 +90,15 @@ class _Worker:
         else:
             raise RuntimeError(f"worker did not start: {self.proc.stderr.read() if self.proc.stderr else ''}")
 
-    def goodput_total(self) -> float:
-        """The worker's count of answers sent before their deadline."""
+    def counters(self) -> dict[str, float]:
+        """The worker's goodput, engine seconds and requests run, so far."""
         text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/", timeout=10).read().decode()
+        out = {}
         for line in text.splitlines():
-            if line.startswith("jetsplit_goodput_total "):
-                return float(line.split()[1])
-        return 0.0
+            for name in ("jetsplit_goodput_total", "jetsplit_compute_seconds_sum", "jetsplit_batch_size_sum"):
+                if line.startswith(name + " "):
+                    out[name] = float(line.split()[1])
+        return out
 
     def rss_mib(self) -> float:
         return _status_kib(self.proc.pid, "VmRSS") / 1024.0
@@ -142,17 +149,26 @@ def run_bundle(bundle: str, seconds: float, reps: int, engine_core: int | None, 
         for m in MULTIPLES:
             runs = []
             for _ in range(reps):
-                g0 = worker.goodput_total()
+                c0 = worker.counters()
                 tally = load.run(m * before, seconds, 64, 32, 150.0)
-                worker_goodput = (worker.goodput_total() - g0) / seconds
+                c1 = worker.counters()
+                d = {k: c1.get(k, 0.0) - c0.get(k, 0.0) for k in c1}
+                worker_goodput = d["jetsplit_goodput_total"] / seconds
+                # Contention-proof view: how busy the engine was, and what share of
+                # what it ran was answered in time (worker side).
+                engine_busy = d["jetsplit_compute_seconds_sum"] / seconds
+                useful = d["jetsplit_goodput_total"] / d["jetsplit_batch_size_sum"] if d["jetsplit_batch_size_sum"] else 0.0
                 after = _capacity(load, seconds)
                 capacity = (before + after) / 2.0
                 runs.append({"capacity": round(capacity, 1), "ratio": round(tally.goodput / capacity, 3),
                              "worker_side_ratio": round(worker_goodput / capacity, 3),
+                             "engine_busy": round(engine_busy, 3), "run_in_time": round(useful, 3),
                              "loadavg_1": round(os.getloadavg()[0], 2), **tally.summary()})
                 before = after
             points.append({"multiple": m, "goodput_ratio": statistics.median(r["ratio"] for r in runs),
                            "worker_side_ratio": statistics.median(r["worker_side_ratio"] for r in runs),
+                           "engine_busy": statistics.median(r["engine_busy"] for r in runs),
+                           "run_in_time": statistics.median(r["run_in_time"] for r in runs),
                            "runs": runs})
         base_rss = worker.rss_mib()
     finally:
@@ -232,7 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps({k: v for k, v in record["bundles"][-1].items() if k != "points"}, indent=1), flush=True)
         for pt in record["bundles"][-1]["points"]:
             print(f"  {pt['multiple']:>4}x  goodput {pt['goodput_ratio']:.3f} of capacity "
-                  f"(worker side {pt['worker_side_ratio']:.3f})", flush=True)
+                  f"(worker side {pt['worker_side_ratio']:.3f}; engine busy {pt['engine_busy']:.2f}, "
+                  f"{pt['run_in_time']:.2f} of what it ran in time)", flush=True)
     record["machine"]["loadavg_1_5_15_at_end"] = [round(x, 2) for x in os.getloadavg()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
