@@ -234,8 +234,19 @@ class Admission:
                            f"queue full: {held / _MIB:.1f} MiB waiting (queue_mib = {limits.bytes / _MIB:g})")
         model = self.model
         own = model.per_request_s(key)
-        if own <= 0.0 or count < model.max_batch * model.engines:
-            return None  # not measured yet, or the engines' next batches: only the bounds apply
+        if own <= 0.0:
+            return None  # not measured yet: only the bounds apply
+        if count < model.max_batch * model.engines:
+            # The engines' next batches: judged by the batch it would join (at
+            # its size's cost), not by full-batch rates, so that a short queue
+            # is not starved into small batches; still refused when even that
+            # batch, after the ones running, would end past the deadline.
+            wait = (own * self.batcher.busy / model.engines + model.batch_s(key, count + 1)) / model.efficiency
+            if now + wait > deadline_at:
+                return Refusal(StatusCode.OVERLOADED, "deadline",
+                               f"cannot finish within the deadline: about {wait * 1000.0:.0f} ms of work ahead, "
+                               f"{(deadline_at - now) * 1000.0:.0f} ms left")
+            return None
         work = own * (1 + self.batcher.busy)  # itself, and the batches formed or running
         for k, n in self.batcher.ahead_all(deadline_at):
             c = own if k == key else model.per_request_s(k)

@@ -85,6 +85,7 @@ class _Job:
     stage: int
     resume: Resume | None
     earliest: float  # the first deadline among the requests (monotonic)
+    run_s: float = 0.0  # how long the batch is expected to run (admission's estimate; 0: unknown)
 
 
 class Worker:
@@ -338,7 +339,8 @@ class Worker:
             self._send_errors(batch.items, StatusCode.INTERNAL, "internal error")
             self.batcher.done(len(batch.items))
             return None
-        return _Job(batch, served, stage, resume, min(r.deadline_at for r in batch.items))
+        return _Job(batch, served, stage, resume, min(r.deadline_at for r in batch.items),
+                    self.admission.horizon(batch.key, len(batch.items)))
 
     def _engine_loop(self) -> None:
         pin_thread(self._engine_cpus)
@@ -374,13 +376,14 @@ class Worker:
     def _run_job(self, job: _Job) -> None:
         items, waited_ms, resume = job.batch.items, job.batch.waited_ms, job.resume
         try:
-            # A formed batch may have waited for its engine: what became late
-            # meanwhile is answered expired, not run.
-            now = time.monotonic()
-            if job.earliest <= now:  # one comparison per batch on the engine thread
-                keep = [i for i, r in enumerate(items) if r.deadline_at > now]
-                self._deliver_errors([r for r in items if r.deadline_at <= now], StatusCode.EXPIRED,
-                                     "deadline passed while its batch waited for an engine", reason="engine")
+            # A formed batch may have waited for its engine: what would be late by
+            # the time it finishes is answered expired, not run (its engine time
+            # goes to requests that can still be served).
+            done_at = time.monotonic() + job.run_s
+            if job.earliest <= done_at:  # one comparison per batch on the engine thread
+                keep = [i for i, r in enumerate(items) if r.deadline_at > done_at]
+                self._deliver_errors([r for r in items if r.deadline_at <= done_at], StatusCode.EXPIRED,
+                                     "deadline would pass before its batch finished", reason="engine")
                 items, waited_ms = [items[i] for i in keep], [waited_ms[i] for i in keep]
                 if resume is not None:
                     resume = resume.take(np.asarray(keep, np.int64))

@@ -87,14 +87,18 @@ def test_deadline_refusal_follows_the_measured_service_rate() -> None:
     assert adm.check(KEY, 10.2, 0, 10.0) is None
 
 
-def test_no_refusal_for_the_deadline_below_a_batch_per_engine() -> None:
+def test_below_a_batch_per_engine_judged_by_the_batch_it_joins() -> None:
     adm, batcher, _ = _admission(max_batch=4, engines=2)
-    adm.batch_done(KEY, 4, 1.0, now=1.0)  # 1 s per batch: any short deadline looks hopeless
+    adm.batch_done(KEY, 4, 0.1, now=1.0)  # 100 ms per batch of 4: 25 ms per request
     for i in range(7):
-        batcher.put(KEY, f"r{i}", 0.5, 0)
-    assert adm.check(KEY, 0.5, 0, 0.0) is None  # 7 < 4 x 2: the engines' next batches
-    batcher.put(KEY, "r7", 0.5, 0)
-    assert adm.check(KEY, 0.5, 0, 0.0) is not None
+        batcher.put(KEY, f"r{i}", 0.01, 0)
+    # At full-batch rates 8 requests ahead look like 200 ms, but with fewer than a
+    # batch per engine queued the request joins a batch that ends in ~100 ms.
+    assert adm.check(KEY, 0.15, 0, 0.0) is None
+    refusal = adm.check(KEY, 0.05, 0, 0.0)  # even that batch would end too late
+    assert refusal is not None and refusal.reason == "deadline"
+    batcher.put(KEY, "r7", 0.01, 0)  # a batch per engine waits: full-batch rates from here
+    assert adm.check(KEY, 0.15, 0, 0.0) is not None
 
 
 def test_service_model_scales_unmeasured_sizes_and_learns_efficiency() -> None:
