@@ -9,12 +9,15 @@ site-packages under a generic name such as ``protocol``.
 from setuptools import setup
 
 _PARTS = ["edge", "cloud", "protocol", "calibration", "tools"]
+# Not listed, so not installed: tools/zoo (jetsplit.tools.zoo), the torch build-time
+# tool behind `make zoo`, which runs it from the source tree (editable install).
 
 _packages = [
     "jetsplit",
     "jetsplit.engines",
     "jetsplit.cli",
     "jetsplit.demo",
+    "jetsplit.edge.pool",
 ] + [f"jetsplit.{part}" for part in _PARTS]
 
 _package_dir = {"jetsplit": "jetsplit"}

@@ -61,9 +61,10 @@ def machine() -> str:
 class Lab:
     """Builds bundles in a work directory and collects their calib/test traces."""
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, data: str = DATA) -> None:
         self.work = work
-        self.train = load_dataset(DATA, "train")
+        self.data = data
+        self.train = load_dataset(data, "train")
         self.zoo = json.loads((ZOO_DIR / "zoo.json").read_text())
         from jetsplit.preprocess import Preprocess
 
@@ -76,8 +77,8 @@ class Lab:
         return entry.get("flops")
 
     def bundle(self, name: str, stages: list[StageDraft], gate: str) -> Bundle:
-        key = "/".join(str(s.path) for s in stages)
-        if gate in ("dgate", "support") and key not in self._train_out:
+        key = "/".join(f"{s.path}:{s.combine}:{s.combine_weight}" for s in stages)
+        if gate.split("+")[0] in ("dgate", "support") and key not in self._train_out:
             self._train_out[key] = run_stages(stages, self.train_x)
         work = self.work / name
         work.mkdir(parents=True, exist_ok=True)
@@ -92,7 +93,8 @@ class Lab:
         return write_bundle(work / "bundle", manifest, sources)
 
     def traces(self, bundle: Bundle, batch: int = 256) -> tuple[Trace, Trace]:
-        return (collect(bundle, DATA, "calib", batch_size=batch), collect(bundle, DATA, "test", batch_size=batch))
+        return (collect(bundle, self.data, "calib", batch_size=batch),
+                collect(bundle, self.data, "test", batch_size=batch))
 
 
 def _pct(v: float) -> float:

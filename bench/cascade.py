@@ -28,15 +28,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe  # noqa: E402
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/support, shared with the tests
 from jetsplit.bundle import load_bundle, write_bundle  # noqa: E402
 from jetsplit.cli.demo import demo_source  # noqa: E402
 from jetsplit.edge.agent import EdgeAgent  # noqa: E402
 from jetsplit.edge.config import EdgeConfig  # noqa: E402
 from jetsplit.errors import BundleError  # noqa: E402
 from jetsplit.manifest import read_toml  # noqa: E402
+from tests.support.daemons import start_worker  # noqa: E402
+from tests.support.machine import describe  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "cascade.json"
 
@@ -86,27 +86,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         cloud_only = _variant(base, Path(tmp) / "cloud-only", _cloud_only)
         edge_only = _variant(base, Path(tmp) / "edge-only", _edge_only)
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "jetsplit.cli", "cloud", "serve", "--bind", "tcp://127.0.0.1:0",
-             "--bundle", str(base), "--bundle", str(cloud_only), "--log-level", "WARNING"],
-            stdout=subprocess.PIPE, text=True)
+        worker, endpoint = start_worker(str(base), str(cloud_only), bind="tcp://127.0.0.1:0",
+                                        extra=("--log-level", "WARNING"), stderr=subprocess.DEVNULL)
         try:
-            assert worker.stdout is not None
-            endpoint = ""
-            while not endpoint:
-                line = worker.stdout.readline()
-                if not line:
-                    raise RuntimeError("worker did not start")
-                if line.startswith("serving "):
-                    endpoint = line.split()[1]
             runs: dict[str, list[dict[str, Any]]] = {"cascade": [], "cloud_only": [], "edge_only": []}
             for _ in range(args.reps):  # interleaved, so drift hits all three alike
                 runs["cascade"].append(_run(str(base), endpoint, source))
                 runs["cloud_only"].append(_run(str(cloud_only), endpoint, source))
                 runs["edge_only"].append(_run(str(edge_only), None, source))
         finally:
-            worker.terminate()
-            worker.wait(30)
+            worker.stop()
     med = {k: {m: statistics.median(r[m] for r in v) for m in ("fps", "accuracy", "offload_fraction")}
            for k, v in runs.items()}
     ratio = med["cascade"]["fps"] / med["cloud_only"]["fps"]

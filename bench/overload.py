@@ -50,7 +50,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from machine import describe, pin
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/support, shared with the tests
+from tests.support.machine import describe, pin  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "overload.json"
 JETSPLIT = str(Path(sys.executable).with_name("jetsplit"))

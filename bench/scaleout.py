@@ -21,7 +21,6 @@ results file says how many cores there were next to the ratio.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import multiprocessing as mp
 import os
@@ -35,35 +34,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from machine import describe
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # tests/support, shared with the tests
+from tests.support.daemons import Daemon, start_worker  # noqa: E402
+from tests.support.machine import describe  # noqa: E402
+from tests.support.tiny import edge_offloads, tiny_bundle  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results" / "scaleout.json"
-JETSPLIT = str(Path(sys.executable).with_name("jetsplit"))
 TARGET = 1.7
-
-
-def _tests_conftest() -> Any:
-    """tests/conftest.py as a module: the tiny models and the edge hand-off the
-    tests use, so the benchmark measures what the scale-out test checks."""
-    spec = importlib.util.spec_from_file_location("_jetsplit_test_conftest", ROOT / "tests" / "conftest.py")
-    assert spec is not None and spec.loader is not None
-    conftest = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(conftest)
-    return conftest
 
 
 def tiny_split_bundle(out: Path) -> Path:
     """The tests' tiny split bundle (real ONNX models fitted on scikit-learn's
-    digits, tests/conftest.py), written to ``out``."""
-    from jetsplit.bundle import write_bundle
-
-    conftest = _tests_conftest()
-    (out / "models").mkdir(parents=True, exist_ok=True)
-    models = conftest.build_tiny_models(out / "models")
-    manifest = conftest.tiny_manifest("split")
-    used = {s["model"] for s in manifest["stage"]}
-    return write_bundle(out / "bundle", manifest, {p.name: p for p in models.values() if p.name in used}).root
+    digits, tests/support/tiny.py), written to ``out``."""
+    return tiny_bundle(out / "bundle", "split").root
 
 
 def offload_tensors(bundle_dir: Path, n: int = 64) -> tuple[str, int, list[dict[str, np.ndarray]]]:
@@ -71,7 +56,7 @@ def offload_tensors(bundle_dir: Path, n: int = 64) -> tuple[str, int, list[dict[
     from jetsplit.bundle import load_bundle
 
     bundle = load_bundle(str(bundle_dir))
-    stage, tensors, _ = _tests_conftest().edge_offloads(bundle, n)
+    stage, tensors, _ = edge_offloads(bundle, n)
     return bundle.fingerprint, stage, [{k: np.ascontiguousarray(v) for k, v in t.items()} for t in tensors]
 
 
@@ -106,21 +91,17 @@ def _client(endpoints: list[str], fingerprint: str, stage: int, tensors: list[di
         out.put((ok, errors, expired))
 
 
-def _start_workers(bundle: Path, n: int, tmp: Path, run: int) -> list[subprocess.Popen[str]]:
-    procs = []
-    for i in range(n):
-        ep = f"ipc://{tmp}/r{run}w{i}.sock"
-        p = subprocess.Popen([JETSPLIT, "cloud", "serve", "--bundle", str(bundle), "--bind", ep, "--threads", "1",
-                              "--max-batch", "16", "--log-level", "WARNING"],
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        assert p.stdout is not None
-        while True:
-            line = p.stdout.readline()
-            if not line:
-                raise RuntimeError(f"worker exited {p.wait()}")
-            if line.startswith("serving "):
-                break
-        procs.append(p)
+def _start_workers(bundle: Path, n: int, tmp: Path, run: int) -> list[Daemon]:
+    procs: list[Daemon] = []
+    try:
+        for i in range(n):
+            worker, _ = start_worker(str(bundle), bind=f"ipc://{tmp}/r{run}w{i}.sock", stderr=subprocess.DEVNULL,
+                                     extra=("--threads", "1", "--max-batch", "16", "--log-level", "WARNING"))
+            procs.append(worker)
+    except BaseException:
+        for p in procs:
+            p.stop()
+        raise
     return procs
 
 
@@ -143,8 +124,7 @@ def run_once(bundle: Path, fingerprint: str, stage: int, tensors: list[dict[str,
             c.join(30)
     finally:
         for p in procs:
-            p.terminate()
-            p.wait(30)
+            p.stop()
     ok = sum(g[0] for g in got)
     return {"workers": workers, "replies_per_s": ok / duration, "ok": ok,
             "errors": sum(g[1] for g in got), "expired": sum(g[2] for g in got)}

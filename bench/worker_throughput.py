@@ -36,7 +36,6 @@ import json
 import multiprocessing as mp
 import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -46,10 +45,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from machine import describe, pin
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/support, shared with the tests
+from tests.support.daemons import Daemon, start_worker  # noqa: E402
+from tests.support.machine import describe, pin  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "worker_throughput.json"
-JETSPLIT = str(Path(sys.executable).with_name("jetsplit"))
 TARGET = 0.9
 
 
@@ -173,49 +174,16 @@ def _baseline_main(tail: Tail, batch: int, intra: int, core: int | None, command
 # --------------------------------------------------------------------------- worker and clients
 
 
-class _Worker:
-    """A ``jetsplit cloud serve`` process pinned to ``core``."""
+def _start_worker(tail: Tail, settings: WorkerSettings, core: int | None, client_core: int | None) -> tuple[Daemon, str]:
+    """A ``jetsplit cloud serve`` process pinned to ``core``: the daemon and its endpoint."""
 
-    def __init__(self, tail: Tail, settings: WorkerSettings, core: int | None, client_core: int | None) -> None:
-        args = [JETSPLIT, "cloud", "serve", "--bundle", tail.bundle, "--bind", "tcp://127.0.0.1:*",
-                "--log-level", "WARNING", *settings.flags(core, client_core)]
+    def preexec() -> None:
+        # "split": the worker places its own threads (--engine-cpus/--io-cpus).
+        if core is not None and settings.placement == "one-core":
+            os.sched_setaffinity(0, {core})
 
-        def preexec() -> None:
-            # "split": the worker places its own threads (--engine-cpus/--io-cpus).
-            if core is not None and settings.placement == "one-core":
-                os.sched_setaffinity(0, {core})
-
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     preexec_fn=preexec)
-        self.endpoint = self._wait_serving(60.0)
-
-    def _wait_serving(self, timeout: float) -> str:
-        result: list[str] = []
-
-        def read() -> None:
-            assert self.proc.stdout is not None
-            for line in self.proc.stdout:
-                if line.startswith("serving "):
-                    result.append(line.split()[1])
-                    return
-
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        reader.join(timeout)
-        if not result:
-            self.stop()
-            err = self.proc.stderr.read() if self.proc.stderr else ""
-            raise RuntimeError(f"worker did not start (exit {self.proc.returncode}): {err[-2000:]}")
-        return result[0]
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            return self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(5)
+    return start_worker(tail.bundle, bind="tcp://127.0.0.1:*", preexec_fn=preexec,
+                        extra=("--log-level", "WARNING", *settings.flags(core, client_core)))
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -393,10 +361,10 @@ def compare(tail: Tail, settings: WorkerSettings, clients: int, load_kind: str, 
             client_core: int | None, warmup: float, seconds: float, windows: int) -> dict[str, Any]:
     """Worker and bare ONNX Runtime in alternating windows on the same core."""
     bare = _Side(_baseline_main, tail, settings.max_batch, settings.intra_op_threads, worker_core)
-    worker = _Worker(tail, settings, worker_core, client_core)
+    worker, endpoint = _start_worker(tail, settings, worker_core, client_core)
     load: _Side | None = None
     try:
-        load = _Side(_clients_main, tail, worker.endpoint, clients, load_kind, client_core, worker.proc.pid, warmup)
+        load = _Side(_clients_main, tail, endpoint, clients, load_kind, client_core, worker.pid, warmup)
         load.window(seconds)  # warm-up: connections, the engine's first batches
         pairs = [(bare.window(seconds), load.window(seconds)) for _ in range(windows)]
     finally:

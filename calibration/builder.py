@@ -28,21 +28,26 @@ from typing import Any
 import numpy as np
 import onnx
 
+from jetsplit.combine import combine
 from jetsplit.errors import ConfigError, EngineError
-from jetsplit.gates import softmax
+from jetsplit.gates import class_scores, softmax
 
 from .exits import build_exit, run_batched
 from .gates_train import add_gate_output, save_params, train_dgate, train_support
-from .graph import check_cut, load_graph
+from .graph import CutPoint, ModelGraph, TensorInfo, check_cut, load_graph
+from .modelfile import save_model
+from .packing import PACKED, pack_head, unpack_tail
 from .quantize import PrecisionShift, compare_precision, convert
 from .split import extract, real_inputs, split_model, verify_split
 
 __all__ = [
     "StageDraft",
+    "check_cuts",
     "input_defaults",
     "add_gates_to_graphs",
     "apply_precision",
     "fit_gates",
+    "gate_kind",
     "run_stages",
     "scores_output",
     "stages_cuts",
@@ -65,6 +70,7 @@ class StageDraft:
     carry: str | None = None
     features: str | None = None
     combine: str = "replace"
+    combine_weight: float = 1.0
     gate: str | None = None
     gate_params: Path | None = None
     info: dict[str, Any] = field(default_factory=dict)
@@ -82,6 +88,10 @@ def scores_output(path: Path, wanted: str | None = None) -> tuple[str, str]:
     """(name, 'logits' | 'probs') of the class-scores output of ``path``."""
     model = onnx.load(str(path), load_external_data=False)
     names = [o.name for o in model.graph.output]
+    if wanted is not None and wanted not in names and len(names) > 1:
+        # With one output there is nothing to choose (--scores may name another
+        # model's output, as in a little/big pair); with several, a typo must not pass.
+        raise ConfigError(f"{path.name}: --scores {wanted!r}: no such output (outputs: {', '.join(names)})")
     if wanted is not None and wanted in names:
         name = wanted
     elif len(names) == 1:
@@ -90,8 +100,22 @@ def scores_output(path: Path, wanted: str | None = None) -> tuple[str, str]:
         raise ConfigError(
             f"{path.name}: which output holds the class scores? It has {names}; name one with --scores"
         )
-    producer = next((n for n in model.graph.node if name in n.output), None)
-    return name, "probs" if producer is not None and producer.op_type == "Softmax" else "logits"
+    return name, "probs" if _softmaxed(model, name) else "logits"
+
+
+# Nodes that move values without changing them: a Softmax before them still means
+# the output is probabilities (version converters wrap an old Softmax in Flatten
+# and Reshape; SqueezeNet's output is a Softmax shaped (N, C, 1, 1)).
+_SHAPE_ONLY = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout")
+
+
+def _softmaxed(model: onnx.ModelProto, name: str) -> bool:
+    """Whether output ``name`` comes out of a Softmax, through shape-only nodes."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    node = producers.get(name)
+    while node is not None and node.op_type in _SHAPE_ONLY:
+        node = producers.get(node.input[0])
+    return node is not None and node.op_type == "Softmax"
 
 
 def input_defaults(path: Path) -> dict[str, Any]:
@@ -134,33 +158,59 @@ def stages_ensemble(models: Sequence[Path], scores: str | None, edge: int) -> li
 
 def stages_cuts(model: Path, cuts: Sequence[str], scores: str | None, train_x: np.ndarray,
                 train_y: np.ndarray, num_classes: int, work: Path, data: str | None = None) -> list[StageDraft]:
-    """Cut ``model`` at ``cuts`` (any order), exits on every segment but the last."""
+    """Cut ``model`` at ``cuts`` (any order), exits on every segment but the last.
+
+    A cut is one tensor or several joined by commas (``"T1,T2"``): several travel
+    packed into one carried tensor (:mod:`.packing`), their bytes summed.
+    """
     graph = load_graph(model)
-    points = sorted((check_cut(graph, [c]) for c in dict.fromkeys(cuts)), key=lambda p: p.position)
-    names = [p.tensors[0] for p in points]
+    points = check_cuts(graph, cuts)
     s_tail, k_tail = scores_output(model, scores)
-    if len(names) == 1:
+    external = bool(graph.external)
+    if len(points) == 1:
         # One cut: the split module's own cut, verified head->tail == full model.
-        res = split_model(model, names, work / "split")
+        res = split_model(model, points[0].tensors, work / "split")
         verify_split(model, res, real_inputs(graph, data))
         segments = [res.head_path, res.tail_path]
     else:
-        bounds = [list(graph.inputs), *[[n] for n in names], list(graph.outputs)]
+        bounds = [list(graph.inputs), *[list(p.tensors) for p in points], list(graph.outputs)]
         segments = []
         for i in range(len(bounds) - 1):
             path = work / f"segment{i}.onnx"
-            onnx.save(extract(graph, bounds[i], bounds[i + 1]), str(path))
+            save_model(extract(graph, bounds[i], bounds[i + 1]), path, external=external)
             segments.append(path)
+    carries = [p.tensors[0] if len(p.tensors) == 1 else f"{PACKED}{i}" for i, p in enumerate(points)]
+    for i, point in enumerate(points):
+        if len(point.tensors) > 1:
+            _pack_segments(segments, i, point.infos, carries[i], external)
     drafts: list[StageDraft] = []
     x = train_x
-    for i, (seg, cut) in enumerate(zip(segments[:-1], names)):
-        exit_ = build_exit(seg, cut, x, train_y, num_classes, work / f"exit{i}.onnx", prefix=f"exit{i}")
+    for i, (seg, point, carry) in enumerate(zip(segments[:-1], points, carries)):
+        cut = point.tensors[0]
+        exit_ = build_exit(seg, cut, x, train_y, num_classes, work / f"exit{i}.onnx", prefix=f"exit{i}",
+                           carry=carry, external=external)
         drafts.append(StageDraft(f"exit{i}", exit_.path, "edge", "frame" if i == 0 else "carry", exit_.scores,
-                                 carry=cut, features=exit_.features,
-                                 info={"cut": cut, "exit_train_accuracy": exit_.train_accuracy}))
-        x = np.concatenate([o[cut] for o in run_batched(exit_.path, x, [cut])])
+                                 carry=carry, features=exit_.features,
+                                 info={"cut": ",".join(point.tensors), "exit_train_accuracy": exit_.train_accuracy}))
+        x = np.concatenate([o[carry] for o in run_batched(exit_.path, x, [carry])])
     drafts.append(StageDraft("tail", segments[-1], "cloud", "carry", s_tail, k_tail))
     return drafts
+
+
+def check_cuts(graph: ModelGraph, cuts: Sequence[str]) -> list[CutPoint]:
+    """Each ``--cut`` spec (one tensor, or several joined by commas) checked against
+    ``graph`` and described, in graph order; ``ConfigError`` naming a bad one."""
+    specs = dict.fromkeys(tuple(n.strip() for n in c.split(",") if n.strip()) for c in cuts)
+    return sorted((check_cut(graph, list(names)) for names in specs), key=lambda p: p.position)
+
+
+def _pack_segments(segments: list[Path], i: int, infos: Sequence[TensorInfo], packed: str, external: bool) -> None:
+    """Segment ``i`` packs cut ``i`` into ``packed`` (keeping its first tensor for the
+    exit to pool); segment ``i + 1`` unpacks it. Both rewritten in place."""
+    head = pack_head(onnx.load(str(segments[i])), infos, keep=[infos[0].name], packed=packed)
+    save_model(head, segments[i], external=external)
+    tail = unpack_tail(onnx.load(str(segments[i + 1])), infos, packed=packed)
+    save_model(tail, segments[i + 1], external=external)
 
 
 def run_stages(stages: Sequence[StageDraft], x: np.ndarray) -> list[dict[str, np.ndarray]]:
@@ -168,6 +218,7 @@ def run_stages(stages: Sequence[StageDraft], x: np.ndarray) -> list[dict[str, np
     outs: list[dict[str, np.ndarray]] = []
     carry: np.ndarray | None = None
     probs: np.ndarray | None = None
+    count = 0
     for i, st in enumerate(stages):
         inp = x if st.input == "frame" else carry
         if inp is None:
@@ -175,17 +226,28 @@ def run_stages(stages: Sequence[StageDraft], x: np.ndarray) -> list[dict[str, np
         want = [n for n in dict.fromkeys([st.scores, st.features, st.carry]) if n]
         parts = list(run_batched(st.path, inp, want))
         got = {k: np.concatenate([p[k] for p in parts]) for k in want}
+        got[st.scores] = class_scores(got[st.scores])
         own = softmax(got[st.scores]) if st.scores_kind == "logits" else got[st.scores].astype(np.float32)
-        probs = (probs * i + own) / (i + 1) if st.combine == "average" and probs is not None else own
+        probs, count = combine(st.combine, own, probs, count, st.combine_weight)
         got["own_probs"], got["probs"] = own, probs
         outs.append(got)
         carry = got.get(st.carry) if st.carry else None
     return outs
 
 
+def gate_kind(choice: str) -> str:
+    """The bundle's gate kind of a calibration choice (``support+carry`` is a
+    ``support`` gate that also reads the carried activation's statistics)."""
+    return choice.split("+", 1)[0]
+
+
 def fit_gates(stages: list[StageDraft], kind: str, train_out: list[dict[str, np.ndarray]],
-              labels: np.ndarray, num_classes: int, work: Path, support_hidden: int = 16) -> list[StageDraft]:
-    """Gates after every stage but the last; learned ones fitted on the train split."""
+              labels: np.ndarray, num_classes: int, work: Path, support_hidden: int = 0) -> list[StageDraft]:
+    """Gates after every stage but the last; learned ones fitted on the train split.
+
+    ``kind`` is a gate kind, or ``support+carry`` (a support gate that also reads
+    the statistics of the tensor the stage carries, where it carries one)."""
+    base = gate_kind(kind)
     out = []
     for i, st in enumerate(stages):
         if i == len(stages) - 1:
@@ -194,20 +256,21 @@ def fit_gates(stages: list[StageDraft], kind: str, train_out: list[dict[str, np.
         params_path = None
         info = dict(st.info)
         features = st.features
-        if kind in ("dgate", "support"):
+        if base in ("dgate", "support"):
             o = train_out[i]
             # Without an intermediate tensor, a d-gate reads the stage's own scores.
             feats = o[features] if features else None
-            if kind == "dgate":
+            if base == "dgate":
                 if feats is None:
                     features, feats = st.scores, o[st.scores]
                 params = train_dgate(feats, labels, num_classes)
             else:
                 correct = o["probs"].argmax(axis=1) == labels
-                params = train_support(o["probs"], correct, feats, hidden=support_hidden)
+                carry = o.get(st.carry) if kind.endswith("+carry") and st.carry else None
+                params = train_support(o["probs"], correct, feats, hidden=support_hidden, carry=carry)
                 info["support_train_right"] = float(correct.mean())
-            params_path = save_params(params, work / f"{st.name}.{kind}.npz")
-        out.append(replace(st, gate=kind, gate_params=params_path, features=features, info=info))
+            params_path = save_params(params, work / f"{st.name}.{base}.npz")
+        out.append(replace(st, gate=base, gate_params=params_path, features=features, info=info))
     return out
 
 
@@ -222,7 +285,7 @@ def apply_precision(stages: list[StageDraft], precision: str, calib_x: np.ndarra
         inp = calib_x if st.input == "frame" else fp32[i - 1][stages[i - 1].carry or ""]
         path = convert(precision, st.path, work / f"{st.name}.{precision}.onnx", inp)
         converted = replace(st, path=path)
-        prec_scores = np.concatenate([o[st.scores] for o in run_batched(path, inp, [st.scores])])
+        prec_scores = class_scores(np.concatenate([o[st.scores] for o in run_batched(path, inp, [st.scores])]))
         shifts.append(compare_precision(st.name, precision, fp32[i][st.scores], prec_scores, labels, st.scores_kind))
         out.append(converted)
     return out, shifts
@@ -237,6 +300,9 @@ def add_gates_to_graphs(stages: list[StageDraft], num_classes: int, work: Path) 
         if st.gate in ("dgate", "support") and st.gate_params is not None and own:
             with np.load(st.gate_params) as z:
                 params = {k: z[k] for k in z.files}
+            if int(params.get("use_carry", np.array(0)).item()):
+                out.append(st)  # activation statistics: the numpy gate only
+                continue
             model = add_gate_output(onnx.load(str(st.path)), st.gate, params, st.scores, st.scores_kind,
                                     st.features, num_classes)
             path = work / f"{st.name}.gated.onnx"
@@ -258,6 +324,8 @@ def to_manifest(stages: Sequence[StageDraft], thresholds: Sequence[float | None]
                 t[key] = getattr(st, key)
         if st.combine != "replace":
             t["combine"] = st.combine
+        if st.combine == "weighted":
+            t["combine_weight"] = float(st.combine_weight)
         sources[st.model_file] = st.path
         if st.gate is not None:
             gate: dict[str, Any] = {"kind": st.gate, "threshold": float(thr if thr is not None else 0.5)}

@@ -25,31 +25,34 @@ import json
 import sys
 import tempfile
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from jetsplit.bundle import GATE_KINDS, Bundle, write_bundle
-from jetsplit.datasets import load_dataset
-from jetsplit.errors import ConfigError
+from jetsplit.datasets import DATA_HELP, load_dataset
+from jetsplit.errors import ConfigError, JetsplitError
 from jetsplit.preprocess import Preprocess
+from jetsplit.trace import Trace
 
 from .builder import (
     StageDraft,
-    add_gates_to_graphs,
     apply_precision,
-    fit_gates,
+    check_cuts,
+    gate_kind,
     input_defaults,
     run_stages,
     stages_cuts,
     stages_ensemble,
     stages_little_big,
-    to_manifest,
 )
+from .choose import Candidate, Draft, build_draft, candidates_for, tune_combination
 from .collect import PowerModel, collect
+from .graph import load_graph
 from .quantize import PRECISIONS
-from .search import continue_curves, search_thresholds
+from .search import SearchResult, continue_curves, search_thresholds
 
 __all__ = ["calibrate", "main", "parse_preprocess"]
 
@@ -58,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jetsplit calibrate", description=(__doc__ or "").splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, type=Path, help="bundle directory to write")
-    p.add_argument("--data", required=True, help="mnist | digits | folder:PATH | npz:PATH")
+    p.add_argument("--data", required=True, help=DATA_HELP)
     mode = p.add_argument_group("models (one of)")
     mode.add_argument("--little", type=Path, help="little model (edge); needs --big")
     mode.add_argument("--big", type=Path, help="big model (cloud); needs --little")
@@ -75,8 +78,13 @@ def _parser() -> argparse.ArgumentParser:
     pre.add_argument("--scale", type=float, help="pixel multiplier before mean/std (default 1/255)")
     pre.add_argument("--mean", type=float, nargs="+", help="per-channel mean (after scaling)")
     pre.add_argument("--std", type=float, nargs="+", help="per-channel std (after scaling)")
-    p.add_argument("--gate", default="margin", choices=GATE_KINDS)
-    p.add_argument("--support-hidden", type=int, default=16, help="support gate hidden units (0: logistic)")
+    p.add_argument("--gate", default="margin", choices=(*GATE_KINDS, "support+carry", "auto"),
+                   help="gate after every edge stage; auto tries each and keeps the least calib cost "
+                        "(default margin)")
+    p.add_argument("--support-hidden", type=int, default=0, help="support gate hidden units (default 0: logistic)")
+    p.add_argument("--combine", choices=("replace", "average", "weighted"),
+                   help="how cloud stages join the edge's scores: weighted tunes a log-linear pool on calib "
+                        "(default: average for ensembles, else replace)")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS)
     p.add_argument("--wire-activation", default="f16", choices=("raw", "f16", "i8"))
     p.add_argument("--wire-frame", default="raw", choices=("raw", "jpeg"))
@@ -147,6 +155,8 @@ def _toml_safe(value: Any) -> Any:
 def calibrate(args: argparse.Namespace) -> tuple[Bundle, dict[str, Any]]:
     """Build, fit, convert, tune and write; returns the bundle and a summary."""
     mode = _mode(args)
+    if mode == "split":  # a typo in a cut is reported before any image is processed
+        check_cuts(load_graph(args.model), args.cut)
     first = args.little or (args.ensemble[0] if args.ensemble else args.model)
     pre = parse_preprocess(args, first)
     train, calib = load_dataset(args.data, "train"), load_dataset(args.data, "calib")
@@ -164,33 +174,61 @@ def calibrate(args: argparse.Namespace) -> tuple[Bundle, dict[str, Any]]:
             stages = stages_ensemble(args.ensemble, args.scores, args.edge_stages)
         else:
             stages = stages_cuts(args.model, args.cut, args.scores, train_x, train.labels, num_classes, work, args.data)
-        learned = args.gate in ("dgate", "support")
+        if args.combine == "weighted":
+            first_cloud_draft = next((i for i, st in enumerate(stages) if st.where == "cloud"), 1)
+            stages, combination = tune_combination(stages, calib_x, calib.labels, first_cloud_draft)
+        else:
+            combination = []
+            if args.combine is not None:
+                stages = [stages[0], *(replace(st, combine=args.combine) for st in stages[1:])]
+        gates = candidates_for(stages) if args.gate == "auto" else (args.gate,)
+        learned = any(gate_kind(g) in ("dgate", "support") for g in gates)
         train_out = run_stages(stages, train_x) if learned else []
         for st, o in zip(stages, train_out or run_stages(stages, calib_x[:2])):
             if o["probs"].shape[1] != num_classes:
                 raise ConfigError(f"stage {st.name!r} output {st.scores!r} has {o['probs'].shape[1]} classes, "
                                   f"the data {num_classes} ({', '.join(names[:5])}...)")
-        stages = fit_gates(stages, args.gate, train_out, train.labels, num_classes, work, args.support_hidden)
         stages, shifts = apply_precision(stages, args.precision, calib_x, calib.labels, work)
-        stages = add_gates_to_graphs(stages, num_classes, work)
-        tables, sources = to_manifest(stages, [None] * len(stages))
-        manifest: dict[str, Any] = {
-            "schema": 1, "name": args.name or args.out.resolve().name,
-            "description": f"{mode} calibrated by jetsplit on {args.data}, {args.gate} gates, {args.precision}",
-            "mode": mode, "precision": args.precision, "input": _input_table(pre),
-            "labels": {"names": list(names)},
-            "wire": {"activation": args.wire_activation, "frame": args.wire_frame}, "stage": tables,
+        base: dict[str, Any] = {
+            "schema": 1, "name": args.name or args.out.resolve().name, "mode": mode, "precision": args.precision,
+            "input": _input_table(pre), "labels": {"names": list(names)},
+            "wire": {"activation": args.wire_activation, "frame": args.wire_frame},
         }
-        draft = write_bundle(work / "draft", manifest, sources)
-        trace = collect(draft, args.data, "calib", PowerModel(), batch_size=1, progress=sys.stderr.isatty())
-        first_cloud = draft.first_cloud_stage()
-        cost = args.cost or ("offload" if len(stages) == 2 and first_cloud is not None else "time")
+        tried: list[dict[str, Any]] = []
+        best: tuple[float, Draft, Trace, SearchResult] | None = None
+        for gate in gates:
+            describe = f"{mode} calibrated by jetsplit on {args.data}, {gate} gates, {args.precision}"
+            try:
+                draft = build_draft(stages, gate, train_out, train.labels, num_classes, work,
+                                    {**base, "description": describe}, args.support_hidden)
+                trace = collect(draft.bundle, args.data, "calib", PowerModel(), batch_size=1,
+                                progress=sys.stderr.isatty())
+                first_cloud = draft.bundle.first_cloud_stage()
+                cost = args.cost or ("offload" if len(stages) == 2 and first_cloud is not None else "time")
+                result = search_thresholds(
+                    trace, cost=cost, objective=args.objective, alpha=args.alpha,
+                    min_accuracy=trace.full().accuracy - args.max_accuracy_drop / 100.0, first_cloud=first_cloud,
+                    extra_costs=("offload",) if first_cloud is not None else (),
+                )
+            except JetsplitError as exc:
+                if len(gates) == 1:
+                    raise
+                tried.append({"gate": gate, "error": str(exc)})
+                continue
+            st_calib = trace.cascade(result.chosen.thresholds)
+            off = float((st_calib.exit_stage >= first_cloud).mean()) if first_cloud is not None else None
+            tried.append(Candidate(gate, result.chosen.cost, st_calib.accuracy, off, result.chosen.thresholds).as_dict())
+            if best is None or result.chosen.cost < best[0] - 1e-12:
+                best = (result.chosen.cost, draft, trace, result)
+        if best is None:
+            raise ConfigError("--gate auto: no candidate gate could be tuned: "
+                              + "; ".join(f"{t['gate']}: {t['error']}" for t in tried))
+        _, chosen, trace, result = best
+        chosen_gate, stages, manifest, sources = chosen.gate, chosen.stages, chosen.manifest, chosen.sources
+        tables = manifest["stage"]
+        first_cloud = chosen.bundle.first_cloud_stage()
+        cost = result.cost_kind
         full_acc = trace.full().accuracy
-        result = search_thresholds(
-            trace, cost=cost, objective=args.objective, alpha=args.alpha,
-            min_accuracy=full_acc - args.max_accuracy_drop / 100.0, first_cloud=first_cloud,
-            extra_costs=("offload",) if first_cloud is not None else (),
-        )
         thresholds = result.chosen.thresholds
         stats = trace.cascade(thresholds)
         for table, thr, curve in zip(tables, thresholds, continue_curves(trace, thresholds)):
@@ -200,7 +238,8 @@ def calibrate(args: argparse.Namespace) -> tuple[Bundle, dict[str, Any]]:
             table["gate"]["curve_threshold"], table["gate"]["curve_continue"] = curve
         offload = float((stats.exit_stage >= first_cloud).mean()) if first_cloud is not None else None
         summary: dict[str, Any] = {
-            "bundle": str(args.out), "mode": mode, "gate": args.gate, "precision": args.precision,
+            "bundle": str(args.out), "mode": mode, "gate": chosen_gate, "precision": args.precision,
+            "gate_asked": args.gate, "gate_candidates": tried, "combination": combination,
             "tuned_on": f"{args.data}@calib", "objective": args.objective, "cost": cost,
             "alpha": args.alpha if args.objective == "seed" else None,
             "thresholds": list(thresholds), "calib_accuracy": stats.accuracy, "calib_accuracy_full": full_acc,
@@ -230,5 +269,16 @@ def main(argv: Sequence[str]) -> int:
     for s in summary["precision_shift"]:
         print(f"  {s['precision']} {s['stage']}: accuracy {100 * s['accuracy']:.2f}% "
               f"({100 * s['accuracy_delta']:+.2f} pt vs fp32), mean |margin shift| {s['mean_abs_margin_shift']:.4f}")
+    for c in summary["gate_candidates"] if summary["gate_asked"] == "auto" else ():
+        mark = "*" if c["gate"] == summary["gate"] else " "
+        if "error" in c:
+            print(f"  {mark} {c['gate']:<14} not tuned: {c['error']}")
+        else:
+            off = "" if c["calib_offload"] is None else f", offload {100 * c['calib_offload']:.1f}%"
+            print(f"  {mark} {c['gate']:<14} calib {summary['cost']} {c['calib_cost']:.4g}, "
+                  f"accuracy {100 * c['calib_accuracy']:.2f}%{off}")
+    for c in summary["combination"]:
+        print(f"  combine {c['stage']}: weighted, own weight {c['weight']:.3f}; calib accuracy "
+              f"{100 * c['calib_accuracy_alone']:.2f}% alone -> {100 * c['calib_accuracy_combined']:.2f}% combined")
     print("  next: jetsplit collect BUNDLE --data ... --split calib/test, then jetsplit tune (docs/tuning.md)")
     return 0

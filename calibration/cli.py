@@ -15,13 +15,25 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .profile import Profile, WireBytes
 
 __all__ = ["profile_main", "split_main"]
 
 
-def profile_main(argv: Sequence[str]) -> int:
-    """List candidate cuts with sizes and measured latency share; recommend one."""
+def profile_main(
+    argv: Sequence[str],
+    wire_bytes_of: WireBytes | None = None,
+    more: Callable[[Profile], list[str]] | None = None,
+) -> int:
+    """List candidate cuts with sizes and measured latency share; recommend one.
+
+    ``wire_bytes_of`` measures what an encoding sends, and ``more`` adds lines
+    after the table (``jetsplit profile`` passes the protocol codec's measures,
+    see :mod:`jetsplit.tools.profile_cmd`)."""
     from .graph import WIRE_BYTES
     from .profile import (
         DEFAULT_BANDWIDTH_MBPS,
@@ -55,9 +67,10 @@ def profile_main(argv: Sequence[str]) -> int:
     )
     parser.add_argument(
         "--wire",
-        choices=sorted(WIRE_BYTES),
+        choices=[f"{b}{c}" for b in sorted(WIRE_BYTES) for c in ("", "+lz4", "+zstd")],
         default="fp32",
-        help="activation encoding on the wire, for the recommendation (default fp32)",
+        help="activation encoding on the wire, for the recommendation (default fp32); "
+        "entropy-coded ones are measured on real activations",
     )
     parser.add_argument(
         "--cut",
@@ -75,6 +88,14 @@ def profile_main(argv: Sequence[str]) -> int:
         "--runs", type=int, default=15, help="timed runs per model, median taken (default 15)"
     )
     parser.add_argument(
+        "--precision",
+        action="append",
+        default=[],
+        choices=("fp16", "int8"),
+        help="also give each cut's edge time in this precision (repeatable; int8 is calibrated on "
+        "the real images)",
+    )
+    parser.add_argument(
         "--json", action="store_true", help="print machine-readable JSON instead of a table"
     )
     args = parser.parse_args(list(argv))
@@ -82,12 +103,22 @@ def profile_main(argv: Sequence[str]) -> int:
     link = Link(args.bandwidth_mbps, args.cloud_speedup, args.wire)
     inputs = real_inputs(args.model, data=args.data, count=1) if args.data else None
     cuts = [[name for name in spec.split(",") if name] for spec in args.cut]
-    profile = profile_model(args.model, inputs, link=link, runs=args.runs, extra_cuts=cuts)
+    profile = profile_model(
+        args.model,
+        inputs,
+        link=link,
+        runs=args.runs,
+        extra_cuts=cuts,
+        wire_bytes_of=wire_bytes_of,
+        precisions=args.precision,
+    )
     if args.json:
         json.dump(profile.to_json(), sys.stdout, indent=2)
         print()
     else:
         print(format_table(profile))
+        for line in more(profile) if more is not None else []:
+            print(line)
     return 0
 
 
@@ -107,7 +138,8 @@ def split_main(argv: Sequence[str]) -> int:
         action="append",
         required=True,
         metavar="TENSOR",
-        help="a cut tensor; repeat for a multi-tensor cut (see `jetsplit profile`)",
+        help="a cut tensor; repeat, or join with commas (T1,T2), for a multi-tensor cut "
+        "(see `jetsplit profile`)",
     )
     parser.add_argument(
         "--out", required=True, metavar="DIR", help="folder for the head and tail files"
@@ -131,13 +163,21 @@ def split_main(argv: Sequence[str]) -> int:
     )
     args = parser.parse_args(list(argv))
 
-    result = split_model(args.model, args.at, args.out, head_outputs=args.head_output)
+    cut = [name.strip() for spec in args.at for name in spec.split(",") if name.strip()]
+    result = split_model(args.model, cut, args.out, head_outputs=args.head_output)
     inputs = real_inputs(args.model, data=args.data, count=args.count)
     check = verify_split(args.model, result, inputs, atol=args.atol)
     print(
         f"head: {result.head_path}  (inputs -> {', '.join(result.cut_tensors + result.head_outputs)})"
     )
     print(f"tail: {result.tail_path}  ({', '.join(result.cut_tensors)} -> outputs)")
+    if result.batch_rewrites:
+        nodes = result.batch_rewrites
+        shown = ", ".join(nodes[:5]) + (f", ... ({len(nodes)} nodes)" if len(nodes) > 5 else "")
+        print(f"batch: made polymorphic the batch of 1 written into {shown}")
+    for part in result.batch_one:
+        print(f"batch: the {part} pins a batch of 1 that cannot be proven safe to free; "
+              "it runs one sample at a time")
     source = args.data or "scikit-image photographs"
     print(
         f"verified on {check.samples} images from {source}: max abs diff {check.max_abs_diff:.3g} "

@@ -43,7 +43,7 @@ import numpy as np
 
 from jetsplit.bundle import Bundle, load_bundle
 from jetsplit.chain import Chain
-from jetsplit.datasets import SPLITS, load_dataset
+from jetsplit.datasets import DATA_HELP, SPLITS, load_dataset
 from jetsplit.errors import ConfigError
 from jetsplit.trace import Trace, collect_trace
 
@@ -100,7 +100,8 @@ def _uplink_bytes(chain: Chain, frames: np.ndarray | Sequence[np.ndarray], first
     bundle = chain.bundle
     spec = bundle.stages[first_cloud]
     if spec.input == "frame":
-        return frame_bytes(frames, bundle.wire.frame)
+        shipped = frames if bundle.wire.frame_size == "full" else [bundle.preprocess.shipped(f) for f in frames]
+        return frame_bytes(shipped, bundle.wire.frame)
     # The carry's size per sample: run the stages before the cloud on one frame.
     state = None
     carry: np.ndarray | None = None
@@ -161,7 +162,7 @@ def _parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="Collect one trace per split: calib to tune on, test to report on.")
     p.add_argument("bundle", help="bundle directory or demo:NAME")
-    p.add_argument("--data", required=True, help="mnist | digits | folder:PATH | npz:PATH")
+    p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument("--split", default="calib", choices=SPLITS, help="default calib")
     p.add_argument("--out", required=True, type=Path, help="trace file to write (.npz)")
     p.add_argument("--batch-size", type=int, default=1, help="1 (default) times each frame as it runs online")

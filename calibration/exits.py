@@ -128,16 +128,21 @@ def fit_linear_exit(features: np.ndarray, labels: np.ndarray, num_classes: int,
 
 
 def add_exit(head: ModelProto, cut: str, weight: np.ndarray, bias: np.ndarray,
-             prefix: str = "exit") -> ModelProto:
-    """A copy of ``head`` (whose outputs include ``cut``) with an exit at ``cut``."""
+             prefix: str = "exit", carry: str | None = None) -> ModelProto:
+    """A copy of ``head`` (whose outputs include ``cut``) with an exit at ``cut``.
+
+    ``carry`` is the output the head keeps for the next stage (default ``cut``; a
+    packed multi-tensor cut pools its first tensor and carries the packed one)."""
     model = ModelProto()
     model.CopyFrom(head)
     graph = model.graph
     outs = {o.name: o for o in graph.output}
     if cut not in outs:
         raise EngineError(f"add_exit: {cut!r} is not an output of the head (outputs: {sorted(outs)})")
-    carry_vi = outs[cut]
-    rank = len(carry_vi.type.tensor_type.shape.dim)
+    if (carry or cut) not in outs:
+        raise EngineError(f"add_exit: {carry!r} is not an output of the head (outputs: {sorted(outs)})")
+    carry_vi = outs[carry or cut]
+    rank = len(outs[cut].type.tensor_type.shape.dim)
     feat, logits = f"{prefix}_feat", f"{prefix}_logits"
     taken = {o for n in graph.node for o in n.output} | {i.name for i in graph.input}
     for name in (feat, logits):
@@ -168,20 +173,26 @@ def add_exit(head: ModelProto, cut: str, weight: np.ndarray, bias: np.ndarray,
 
 def build_exit(head_path: Path, cut: str, train_x: np.ndarray, train_y: np.ndarray,
                num_classes: int, out_path: Path, prefix: str = "exit",
-               input_name: str | None = None) -> ExitHead:
+               input_name: str | None = None, carry: str | None = None,
+               external: bool = False) -> ExitHead:
     """Fit an exit at ``cut`` of the head model on (preprocessed) train inputs and
-    write head+exit to ``out_path``; checked with ONNX Runtime against numpy."""
+    write head+exit to ``out_path`` (weights in ``<file>.data`` with ``external``);
+    checked with ONNX Runtime against numpy. ``carry``: see :func:`add_exit`."""
+    from .modelfile import save_model
+
     pooled = np.concatenate([pool_features(o[cut]) for o in run_batched(head_path, train_x, [cut], input_name)])
     weight, bias, acc = fit_linear_exit(pooled.astype(np.float64), train_y, num_classes)
-    model = add_exit(onnx.load(str(head_path)), cut, weight, bias, prefix)
-    onnx.save(model, str(out_path))
+    model = add_exit(onnx.load(str(head_path)), cut, weight, bias, prefix, carry)
+    save_model(model, out_path, external=external)
     # Verify in ONNX Runtime: the graph's pooled features and logits are numpy's.
     probe = train_x[: min(len(train_x), 16)]
     got = next(run_batched(out_path, probe, None, input_name))
-    want_feat = pool_features(got[cut])
+    # A packed cut carries another tensor than it pools: check the pooled features
+    # against numpy's where the cut tensor is an output, the logits everywhere.
+    want_feat = pool_features(got[cut]) if cut in got else got[f"{prefix}_feat"]
     want_logits = want_feat @ weight.T + bias
     err = max(float(np.abs(got[f"{prefix}_feat"] - want_feat).max()),
               float(np.abs(got[f"{prefix}_logits"] - want_logits).max()))
     if not err <= 1e-3 * max(1.0, float(np.abs(want_logits).max())):
         raise EngineError(f"exit at {cut!r}: ONNX Runtime differs from numpy by {err:.3g}")
-    return ExitHead(out_path, cut, f"{prefix}_logits", f"{prefix}_feat", acc, int(weight.shape[1]))
+    return ExitHead(out_path, carry or cut, f"{prefix}_logits", f"{prefix}_feat", acc, int(weight.shape[1]))

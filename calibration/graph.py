@@ -29,6 +29,9 @@ from onnx import ModelProto, NodeProto
 
 from jetsplit.errors import ConfigError, EngineError
 
+from .batchaxis import batch_dynamic, infer_skeleton
+from .modelfile import load_model
+
 __all__ = [
     "CutPoint",
     "ModelGraph",
@@ -120,22 +123,33 @@ class ModelGraph:
     # per node: every tensor it reads, including those its subgraphs (If/Loop bodies)
     # read from the outer scope, which NodeProto.input does not list
     node_inputs: list[tuple[str, ...]]
-    _batched: dict[str, ModelProto] = field(default_factory=dict, repr=False)
+    # external-data files the model's weights were read from ("" when inline)
+    external: tuple[str, ...] = ()
+    _batched: dict[str, tuple[ModelProto, list[str]]] = field(default_factory=dict, repr=False)
 
     def batched_model(self, batch_dim: str) -> ModelProto:
         """The model with a named dynamic batch axis and shapes inferred, cached.
 
-        Cached because re-inferring shapes for every profiled cut of a large model
-        would cost more than the timing it serves.
+        Literal batch-1 Reshapes and Flattens are made polymorphic where provably
+        safe (:mod:`.batchaxis`); :meth:`batch_rewrites` names them. Cached because
+        re-inferring shapes for every profiled cut of a large model would cost more
+        than the timing it serves.
         """
+        return self._batched_entry(batch_dim)[0]
+
+    def batch_rewrites(self, batch_dim: str) -> list[str]:
+        """Nodes whose literal batch of 1 :meth:`batched_model` made polymorphic."""
+        return self._batched_entry(batch_dim)[1]
+
+    def _batched_entry(self, batch_dim: str) -> tuple[ModelProto, list[str]]:
         if batch_dim not in self._batched:
-            try:
-                model = onnx.shape_inference.infer_shapes(
-                    with_batch(self.model, batch_dim), data_prop=True
-                )
-            except Exception as exc:  # shape inference raises its own untyped errors
-                raise EngineError(f"{self.path.name}: shape inference failed: {exc}") from exc
-            self._batched[batch_dim] = model
+            model, rewritten = batch_dynamic(
+                with_batch(self.model, batch_dim), batch_dim, self.path.name
+            )
+            # Shapes on the intermediate tensors, for the extractor's boundaries.
+            del model.graph.value_info[:]
+            model.graph.value_info.extend(infer_skeleton(model, self.path.name).graph.value_info)
+            self._batched[batch_dim] = (model, rewritten)
         return self._batched[batch_dim]
 
     def info(self, name: str) -> TensorInfo:
@@ -157,7 +171,7 @@ class ModelGraph:
 def load_graph(model_path: str | Path) -> ModelGraph:
     """Load ``model_path``, sort it topologically and infer per-sample shapes."""
     path = Path(model_path)
-    model = _load(path)
+    model, external = load_model(path)
     initializers = {t.name for t in model.graph.initializer}
     inputs = tuple(v.name for v in model.graph.input if v.name not in initializers)
     outputs = tuple(v.name for v in model.graph.output)
@@ -165,12 +179,14 @@ def load_graph(model_path: str | Path) -> ModelGraph:
     order = _topological_order(model.graph.node, node_inputs_unsorted, path)
     nodes = [model.graph.node[i] for i in order]
     node_inputs = [node_inputs_unsorted[i] for i in order]
-    sorted_model = copy.deepcopy(model)
+    sorted_model = model  # freshly loaded: sort it in place
     del sorted_model.graph.node[:]
     sorted_model.graph.node.extend(nodes)
     producer = {out: idx for idx, node in enumerate(nodes) for out in node.output if out}
     tensors = _infer_tensor_infos(with_batch(sorted_model, 1), path)
-    return ModelGraph(path, sorted_model, nodes, inputs, outputs, tensors, producer, node_inputs)
+    return ModelGraph(
+        path, sorted_model, nodes, inputs, outputs, tensors, producer, node_inputs, external
+    )
 
 
 def candidate_cuts(graph: ModelGraph) -> list[CutPoint]:
@@ -222,12 +238,14 @@ def check_cut(graph: ModelGraph, tensors: Sequence[str]) -> CutPoint:
     unknown = [n for n in names if not graph.is_tensor(n)]
     if unknown:
         candidates = [c.tensor for c in candidate_cuts(graph)]
+        near = _nearest(unknown[0], candidates, graph)
         listing = ", ".join(candidates[:_LISTED]) or "(none)"
         if len(candidates) > _LISTED:
             listing += f", ... ({len(candidates) - _LISTED} more; see `jetsplit profile`)"
+        hint = f"nearest: {', '.join(near)}; " if near else ""
         raise ConfigError(
             f"{graph.path.name}: no tensor named {', '.join(repr(n) for n in unknown)}; "
-            f"candidate cuts: {listing}"
+            f"{hint}candidate cuts: {listing}"
         )
     inputs = [n for n in names if n in graph.inputs]
     # A graph input may ride along with computed tensors (a second input the tail
@@ -283,15 +301,6 @@ def with_batch(model: ModelProto, batch: int | str) -> ModelProto:
 
 
 # -- helpers -------------------------------------------------------------------
-
-
-def _load(path: Path) -> ModelProto:
-    if not path.is_file():
-        raise EngineError(f"model file {str(path)!r}: no such file")
-    try:
-        return onnx.load(str(path))
-    except Exception as exc:  # protobuf raises untyped decode errors
-        raise EngineError(f"model file {str(path)!r}: not a readable ONNX model: {exc}") from exc
 
 
 def _reads(node: NodeProto) -> tuple[str, ...]:
@@ -352,10 +361,7 @@ def _topological_order(
 
 
 def _infer_tensor_infos(model: ModelProto, path: Path) -> dict[str, TensorInfo]:
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    except Exception as exc:  # shape inference raises its own untyped errors
-        raise EngineError(f"{path.name}: shape inference failed: {exc}") from exc
+    inferred = infer_skeleton(model, path.name)
     infos: dict[str, TensorInfo] = {}
     graph = inferred.graph
     for value in list(graph.input) + list(graph.value_info) + list(graph.output):
@@ -367,6 +373,16 @@ def _infer_tensor_infos(model: ModelProto, path: Path) -> dict[str, TensorInfo]:
             )
         infos[value.name] = TensorInfo(value.name, tensor_type.elem_type, shape)
     return infos
+
+
+def _nearest(name: str, candidates: Sequence[str], graph: ModelGraph) -> list[str]:
+    """Candidate cuts, then any tensors, whose names are closest to ``name``."""
+    import difflib
+
+    near = difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
+    if not near:
+        near = difflib.get_close_matches(name, list(graph.producer), n=3, cutoff=0.6)
+    return near
 
 
 def _tainted_tensors(graph: ModelGraph, blocked: frozenset[str]) -> set[str]:

@@ -1,9 +1,11 @@
 """Where to cut: activation sizes and measured latency share of every candidate cut.
 
 Neurosurgeon-style (Kang et al., ASPLOS 2017), but measured rather than predicted:
-each candidate's head sub-model is timed on ONNX Runtime with one intra-op thread
-(the edge board's budget per stream), median of several runs, against the full
-model timed the same way. The recommendation minimises the per-frame latency
+the whole model runs on ONNX Runtime with one intra-op thread (the edge board's
+budget per stream) and its per-node profile, median of several runs, gives each
+cut the share of the time its head's nodes take (:mod:`.nodetime`). A few heads
+are also timed in sessions of their own, as a check printed beside the table. The
+recommendation minimises the per-frame latency
 
     edge_ms(cut) + bytes(cut) / bandwidth + (full_ms - edge_ms(cut)) / cloud_speedup
 
@@ -20,18 +22,22 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 
 from jetsplit.engines import Engine, open_engine
 from jetsplit.errors import ConfigError
 
+from .activations import cut_activations
 from .graph import WIRE_BYTES, CutPoint, ModelGraph, candidate_cuts, check_cut, load_graph
+from .modelfile import save_model
+from .nodetime import ancestors, profile_nodes
+from .precision_profile import precision_times
+from .profile_table import format_table
 from .split import extract, real_inputs
 
 __all__ = [
@@ -41,23 +47,32 @@ __all__ = [
     "Measurement",
     "Option",
     "Profile",
+    "WireBytes",
     "choose",
     "format_table",
     "measure",
     "profile_model",
 ]
 
+# Entropy codings a wire encoding may add (the protocol's).
+COMPRESSIONS = ("lz4", "zstd")
+# Real images the wire bytes are measured on.
+_WIRE_SAMPLES = 4
 DEFAULT_BANDWIDTH_MBPS = 10.0
 DEFAULT_CLOUD_SPEEDUP = 5.0
 # The board runs one stream per core: time heads as it would run them.
 _THREADS = 1
+# (activation batch, wire encoding) -> mean bytes per sample on the wire
+WireBytes = Callable[[np.ndarray, str], float]
 
 
 @dataclass(frozen=True)
 class Link:
     """The network and cloud the recommendation is for.
 
-    ``wire`` is how cut activations are encoded on the wire (fp32, f16 or i8).
+    ``wire`` is how cut activations are encoded on the wire: fp32, f16 or i8,
+    optionally entropy-coded (``i8+zstd``, ``f16+lz4``); a compressed encoding's
+    bytes are measured on real activations (see :func:`profile_model`).
     """
 
     bandwidth_mbps: float = DEFAULT_BANDWIDTH_MBPS
@@ -69,10 +84,17 @@ class Link:
             raise ConfigError(f"bandwidth: expected > 0 Mbit/s, got {self.bandwidth_mbps}")
         if not self.cloud_speedup > 0:
             raise ConfigError(f"cloud speedup: expected > 0, got {self.cloud_speedup}")
-        if self.wire not in WIRE_BYTES:
+        base, _, compression = self.wire.partition("+")
+        if base not in WIRE_BYTES or compression not in ("", *COMPRESSIONS):
             raise ConfigError(
-                f"wire encoding: expected one of {', '.join(WIRE_BYTES)}, got {self.wire!r}"
+                f"wire encoding: expected one of {', '.join(WIRE_BYTES)}, optionally "
+                f"+{' or +'.join(COMPRESSIONS)}, got {self.wire!r}"
             )
+
+    @property
+    def base(self) -> str:
+        """The encoding without its entropy coding (fp32, f16 or i8)."""
+        return self.wire.partition("+")[0]
 
     def send_ms(self, nbytes: int) -> float:
         return nbytes * 8 / (self.bandwidth_mbps * 1e6) * 1e3
@@ -105,11 +127,19 @@ class Option:
 
 @dataclass(frozen=True)
 class Measurement:
-    """Timings of the full model and of each cut's head, per sample, in ms."""
+    """Timings of the full model and of each cut's head, per sample, in ms.
+
+    ``edge_ms`` comes from one profiled run of the whole model; ``alone`` holds the
+    heads that were also timed in sessions of their own (the check on it).
+    """
 
     full_ms: float
     edge_ms: dict[tuple[str, ...], float]
     runs: int
+    alone: dict[tuple[str, ...], float] = field(default_factory=dict)
+    # bytes per sample of each cut in the link's wire encoding, measured on real
+    # activations (empty: computed from the element count)
+    wire_bytes: dict[tuple[str, ...], float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -125,6 +155,12 @@ class Profile:
     options: list[Option]
     recommended: Option
     cuts: list[CutPoint] = field(repr=False, default_factory=list)
+    # heads timed alone, as a check on the profiled shares: cut label -> ms
+    alone_ms: dict[str, float] = field(default_factory=dict)
+    # whether the cuts' bytes in link.wire were measured on real activations
+    measured_wire: bool = False
+    # other precisions: name -> {"full_ms": ms, "edge_ms": {cut label: ms or None}}
+    precisions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -136,6 +172,9 @@ class Profile:
             "link": asdict(self.link),
             "options": [_option_json(o) for o in self.options],
             "recommended": _option_json(self.recommended),
+            "heads_timed_alone_ms": self.alone_ms,
+            "wire_bytes_measured": self.measured_wire,
+            "precisions": self.precisions,
         }
 
 
@@ -145,18 +184,26 @@ def measure(
     sample: Mapping[str, np.ndarray],
     runs: int = 15,
     warmup: int = 3,
+    checks: int = 3,
 ) -> Measurement:
-    """Time the full model and the head of every cut on one sample (median of ``runs``)."""
+    """Time the whole model once with per-node profiling and give each cut the
+    share of kernel time its head runs (:mod:`.nodetime`); then time ``checks``
+    heads spread over the cuts in sessions of their own, as a check on the shares."""
     if runs < 1:
         raise ConfigError(f"runs: expected at least 1, got {runs}")
+    profiled = profile_nodes(graph, sample, runs, warmup, _THREADS)
+    # The wall time without the profiler's bookkeeping; the profile gives the shares.
     full_ms = _time(graph.path, sample, runs, warmup)
-    edge_ms: dict[tuple[str, ...], float] = {}
+    edge_ms = {cut.tensors: full_ms * profiled.share(ancestors(graph, cut.tensors)) for cut in cuts}
+    alone: dict[tuple[str, ...], float] = {}
+    # Checks spread over the middle of the order (quarter, half, three quarters).
+    picks = sorted({(i + 1) * len(cuts) // (checks + 1) for i in range(checks)}) if cuts else []
     with tempfile.TemporaryDirectory(prefix="jetsplit-profile-") as tmp:
-        for i, cut in enumerate(cuts):
+        for i in picks:
             head_path = Path(tmp) / f"head{i}.onnx"
-            onnx.save(extract(graph, graph.inputs, cut.tensors), str(head_path))
-            edge_ms[cut.tensors] = _time(head_path, sample, runs, warmup)
-    return Measurement(full_ms, edge_ms, runs)
+            save_model(extract(graph, graph.inputs, cuts[i].tensors), head_path, external=bool(graph.external))
+            alone[cuts[i].tensors] = _time(head_path, sample, runs, warmup)
+    return Measurement(full_ms, edge_ms, runs, alone)
 
 
 def choose(
@@ -189,7 +236,7 @@ def choose(
                 edge_ms=timing.edge_ms[cut.tensors],
                 full_ms=full,
                 link=link,
-                send_bytes=cut.wire_bytes(link.wire),
+                send_bytes=_send_bytes(cut, timing, link),
             )
         )
     options.append(
@@ -206,12 +253,19 @@ def profile_model(
     link: Link | None = None,
     runs: int = 15,
     extra_cuts: Sequence[Sequence[str]] = (),
+    wire_bytes_of: WireBytes | None = None,
+    precisions: Sequence[str] = (),
 ) -> Profile:
     """Profile every candidate cut of ``model_path`` and recommend one for ``link``.
 
     ``inputs`` is a batch of real inputs (its first sample is timed); without one,
     scikit-image's bundled photographs are used. ``extra_cuts`` adds multi-tensor
-    cuts to the single-tensor candidates.
+    cuts to the single-tensor candidates. ``wire_bytes_of(activation, encoding)``
+    gives the mean bytes per sample an encoder sends (the protocol's codec, which
+    this package does not import); with it, each cut's bytes in ``link.wire`` are
+    measured on real activations, which an entropy-coded encoding needs.
+    ``precisions`` (fp16, int8) adds each cut's edge time in those precisions
+    (:mod:`.precision_profile`); the recommendation stays fp32's.
     """
     link = link or Link()
     graph = load_graph(model_path)
@@ -226,8 +280,20 @@ def profile_model(
     batch = dict(inputs) if inputs is not None else real_inputs(graph, count=1)
     sample = {name: np.ascontiguousarray(array[:1]) for name, array in batch.items()}
     timing = measure(graph, cuts, sample, runs=runs)
+    if wire_bytes_of is not None:
+        images = real_inputs(graph, count=_WIRE_SAMPLES) if inputs is None else dict(inputs)
+        acts = cut_activations(graph, [t for c in cuts for t in c.tensors], images)
+        measured = {c.tensors: sum(wire_bytes_of(acts[t], link.wire) for t in c.tensors) for c in cuts}
+        timing = replace(timing, wire_bytes=measured)
     options = choose(graph, cuts, timing, link)
     best = min(options, key=lambda o: o.total_ms)
+    other: dict[str, dict[str, Any]] = {}
+    if precisions:
+        calib = real_inputs(graph, count=8) if inputs is None else dict(inputs)
+        times = precision_times(graph, cuts, sample, calib, precisions, runs, 3,
+                                lambda path: _time(path, sample, runs, 3))
+        other = {p: {"full_ms": full, "edge_ms": {",".join(k): v for k, v in heads.items()}}
+                 for p, (full, heads) in times.items()}
     return Profile(
         str(graph.path),
         list(graph.inputs),
@@ -238,89 +304,10 @@ def profile_model(
         options,
         best,
         cuts,
+        {",".join(k): v for k, v in timing.alone.items()},
+        bool(timing.wire_bytes),
+        other,
     )
-
-
-def format_table(profile: Profile) -> str:
-    """The profile as a text table, the recommended option marked with ``*``."""
-    link = profile.link
-    lines = [
-        f"model {profile.model}: full {profile.full_ms:.3f} ms per sample "
-        f"(ONNX Runtime, {profile.threads} thread, median of {profile.runs})",
-        f"link {link.bandwidth_mbps:g} Mbit/s, cloud {link.cloud_speedup:g}x faster than the edge, "
-        f"activations sent as {link.wire} (all-on-cloud sends 8-bit pixels)",
-        "",
-    ]
-    header = [
-        "",
-        "#",
-        "cut",
-        "shape",
-        "elements",
-        "fp32",
-        "f16",
-        "i8",
-        "edge ms",
-        "share",
-        "send ms",
-        "cloud ms",
-        "total ms",
-    ]
-    rows = []
-    number = 0
-    for opt in profile.options:
-        if opt.kind == "edge":  # nothing crosses the link
-            mark = "*" if opt is profile.recommended else ""
-            zero = f"{0.0:.3f}"
-            rows.append(
-                [
-                    mark,
-                    "-",
-                    opt.label,
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    f"{opt.edge_ms:.3f}",
-                    "100%",
-                    zero,
-                    zero,
-                    f"{opt.total_ms:.3f}",
-                ]
-            )
-            continue
-        number += opt.kind == "cut"
-        rows.append(
-            [
-                "*" if opt is profile.recommended else "",
-                "-" if opt.kind != "cut" else str(number),
-                opt.label,
-                opt.shape,
-                _count(opt.elements),
-                _size(opt.bytes["fp32"]),
-                _size(opt.bytes["f16"]),
-                _size(opt.bytes["i8"]),
-                f"{opt.edge_ms:.3f}",
-                f"{opt.share:.0%}",
-                f"{opt.send_ms:.3f}",
-                f"{opt.cloud_ms:.3f}",
-                f"{opt.total_ms:.3f}",
-            ]
-        )
-    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
-    # Text columns left-aligned, numbers right-aligned.
-    left = {0, 2, 3}
-    for row in [header, *rows]:
-        cells = [
-            row[c].ljust(widths[c]) if c in left else row[c].rjust(widths[c])
-            for c in range(len(row))
-        ]
-        lines.append("  ".join(cells).rstrip())
-    best = profile.recommended
-    lines.append("")
-    lines.append(f"recommended: {best.label}  ({best.total_ms:.3f} ms per frame; {_why(best)})")
-    return "\n".join(lines)
 
 
 # -- helpers -------------------------------------------------------------------
@@ -373,6 +360,17 @@ def _option(
     )
 
 
+def _send_bytes(cut: CutPoint, timing: Measurement, link: Link) -> int | None:
+    if cut.tensors in timing.wire_bytes:
+        return round(timing.wire_bytes[cut.tensors])
+    if link.wire != link.base:
+        raise ConfigError(
+            f"wire encoding {link.wire!r}: its bytes depend on the activations; measure them "
+            "(`jetsplit profile` does) or choose fp32, f16 or i8"
+        )
+    return cut.wire_bytes(link.base)
+
+
 def _option_json(opt: Option) -> dict[str, Any]:
     data = asdict(opt)
     data["tensors"] = list(opt.tensors)
@@ -381,23 +379,3 @@ def _option_json(opt: Option) -> dict[str, Any]:
         data["send_ms"] = data["total_ms"] = None
     return data
 
-
-def _why(opt: Option) -> str:
-    if opt.kind == "edge":
-        return "the link is too slow for any cut to pay off"
-    if opt.kind == "cloud":
-        return "sending the input and computing in the cloud is fastest"
-    return f"edge {opt.edge_ms:.3f} + send {opt.send_ms:.3f} + cloud {opt.cloud_ms:.3f} ms"
-
-
-def _count(n: int | None) -> str:
-    return "?" if n is None else str(n)
-
-
-def _size(n: int | None) -> str:
-    if n is None:
-        return "?"
-    for unit, scale in (("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} B"

@@ -63,6 +63,10 @@ class ArrayReader:
         self._it = self._gen()
 
 
+# The first opset whose DequantizeLinear takes a per-channel axis.
+_QDQ_OPSET = 13
+
+
 def _cap_ir(path: Path) -> None:
     model = onnx.load(str(path))
     if model.ir_version > MAX_IR_VERSION:
@@ -82,6 +86,35 @@ def to_int8(src: Path, dst: Path, calib_inputs: np.ndarray, input_name: str | No
     model = onnx.load(str(src))
     name = input_name or model.graph.input[0].name
     keep_float = [n.name for n in model.graph.node if n.name.startswith(NODE_PREFIX)]
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), _QDQ_OPSET)
+    if opset < _QDQ_OPSET:
+        # Per-channel DequantizeLinear (its axis) needs opset 13; ONNX Runtime's
+        # quantizer only lifts older models to 11, which it then cannot load.
+        from onnx import version_converter
+
+        lifted = version_converter.convert_version(model, _QDQ_OPSET)
+        lifted.ir_version = max(lifted.ir_version, 7)
+        src = dst.with_name(dst.stem + ".opset13.onnx")
+        onnx.save(lifted, str(src))
+        model = lifted
+
+    sums = [n for n in model.graph.node if n.op_type == "Sum" and len(n.input) == 2]
+    if sums:
+        # A two-input Sum is an Add (older exports write residual joins so), but
+        # ONNX Runtime quantizes Add only: a Sum keeps its block in float.
+        for node in sums:
+            node.op_type = "Add"
+        src = dst.with_name(dst.stem + ".add.onnx")
+        onnx.save(model, str(src))
+    if any(n.op_type == "BatchNormalization" for n in model.graph.node):
+        # Batch norms left beside their convolutions (older exports, the model zoo's)
+        # would stay float between a DequantizeLinear and a QuantizeLinear each:
+        # fold them into the convolutions first, as ONNX Runtime advises.
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        folded = dst.with_name(dst.stem + ".folded.onnx")
+        quant_pre_process(str(src), str(folded), skip_symbolic_shape=True)
+        src = folded
 
     class _Reader(ArrayReader, CalibrationDataReader):  # ORT checks the base class
         pass

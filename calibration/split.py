@@ -27,10 +27,12 @@ import numpy as np
 import onnx
 from onnx import ModelProto
 
-from jetsplit.engines import Engine, open_engine
+from jetsplit.engines import open_engine
 from jetsplit.errors import ConfigError, DataError, EngineError
 
+from .batchaxis import fix_batch, unbatched_outputs
 from .graph import ModelGraph, TensorInfo, check_cut, load_graph
+from .modelfile import save_model
 
 __all__ = [
     "DEFAULT_ATOL",
@@ -38,6 +40,7 @@ __all__ = [
     "SplitResult",
     "VerifyResult",
     "extract",
+    "is_batch_one",
     "real_inputs",
     "split_model",
     "verify_split",
@@ -55,12 +58,20 @@ _DEFAULT_SIDE = 224
 
 @dataclass(frozen=True)
 class SplitResult:
-    """Where the head and tail were written, and what crosses between them."""
+    """Where the head and tail were written, and what crosses between them.
+
+    ``batch_one`` names the pieces ("head", "tail") that keep a batch of 1 because
+    the model pins it in a way that cannot be proven safe to generalise; they run
+    one sample at a time. ``files`` is every file written (external data too).
+    """
 
     head_path: Path
     tail_path: Path
     cut_tensors: tuple[str, ...]
     head_outputs: tuple[str, ...] = ()
+    batch_one: tuple[str, ...] = ()
+    files: tuple[Path, ...] = ()
+    batch_rewrites: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -73,7 +84,12 @@ class VerifyResult:
 
 
 def extract(graph: ModelGraph, inputs: Sequence[str], outputs: Sequence[str]) -> ModelProto:
-    """The sub-model of ``graph`` from ``inputs`` to ``outputs``, with a dynamic batch axis."""
+    """The sub-model of ``graph`` from ``inputs`` to ``outputs``, with a dynamic batch axis.
+
+    Where the model pins a batch of 1 that :mod:`.batchaxis` cannot prove safe to
+    generalise, the sub-model keeps batch 1 (see :func:`is_batch_one`): engines run
+    it one sample at a time, never on a batch it would mix.
+    """
     source = graph.batched_model(BATCH_DIM)
     available = {v.name for v in source.graph.input} | {v.name for v in source.graph.value_info}
     available |= {v.name for v in source.graph.output}
@@ -85,7 +101,20 @@ def extract(graph: ModelGraph, inputs: Sequence[str], outputs: Sequence[str]) ->
         )
     sub = onnx.utils.Extractor(source).extract_model(list(inputs), list(outputs))
     sub.ir_version = min(graph.model.ir_version or _MAX_IR_VERSION, _MAX_IR_VERSION)
+    if unbatched_outputs(sub, BATCH_DIM, graph.path.name):
+        sub = fix_batch(sub)
     return sub
+
+
+def is_batch_one(model: ModelProto) -> bool:
+    """Whether ``extract`` had to keep ``model`` at a batch of exactly 1."""
+    inits = {t.name for t in model.graph.initializer}
+    dims = [
+        v.type.tensor_type.shape.dim[0]
+        for v in model.graph.input
+        if v.name not in inits and len(v.type.tensor_type.shape.dim)
+    ]
+    return bool(dims) and all(d.HasField("dim_value") and d.dim_value == 1 for d in dims)
 
 
 def split_model(
@@ -114,13 +143,25 @@ def split_model(
     out.mkdir(parents=True, exist_ok=True)
     stem = graph.path.stem
     head_path, tail_path = out / f"{stem}.head.onnx", out / f"{stem}.tail.onnx"
-    for model, path in ((head, head_path), (tail, tail_path)):
+    written: list[Path] = []
+    batch_one: list[str] = []
+    for part, model, path in (("head", head, head_path), ("tail", tail, tail_path)):
         try:
             onnx.checker.check_model(model)
         except onnx.checker.ValidationError as exc:
             raise EngineError(f"{path.name}: the extracted model is not valid ONNX: {exc}") from exc
-        onnx.save(model, str(path))
-    return SplitResult(head_path, tail_path, cut.tensors, extra)
+        if is_batch_one(model):
+            batch_one.append(part)
+        written += save_model(model, path, external=bool(graph.external))
+    return SplitResult(
+        head_path,
+        tail_path,
+        cut.tensors,
+        extra,
+        tuple(batch_one),
+        tuple(written),
+        tuple(graph.batch_rewrites(BATCH_DIM)),
+    )
 
 
 def verify_split(
@@ -139,9 +180,10 @@ def verify_split(
         open_engine(split.head_path) as head,
         open_engine(split.tail_path) as tail,
     ):
-        expected = _run(full, inputs)
-        crossing = _run(head, inputs)
-        got = _run(tail, {name: crossing[name] for name in split.cut_tensors})
+        # A model that fixes a batch of 1 runs one sample at a time (Engine.infer).
+        expected = full.infer(inputs)
+        crossing = head.infer(inputs)
+        got = tail.infer({name: crossing[name] for name in split.cut_tensors})
     per_output: dict[str, float] = {}
     for name, want in expected.items():
         have = got.get(name)
@@ -187,17 +229,6 @@ def real_inputs(
 
 
 # -- helpers -------------------------------------------------------------------
-
-
-def _run(engine: Engine, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Infer ``feeds``; one sample at a time when the model fixes its batch size."""
-    fixed = any(spec.shape and spec.shape[0] is not None for spec in engine.inputs)
-    sizes = {len(array) for array in feeds.values()}
-    if not fixed or sizes == {1}:
-        return engine.infer(feeds)
-    n = sizes.pop()
-    parts = [engine.infer({k: v[i : i + 1] for k, v in feeds.items()}) for i in range(n)]
-    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
 def _sample_images(count: int) -> list[np.ndarray]:

@@ -11,9 +11,10 @@ Each request carries the bytes it holds, so the worker's admission control
 requests ahead of a new deadline (:meth:`Batcher.ahead`) and drop what has gone
 stale from the head (:meth:`Batcher.drop_stale`).
 
-The batcher is shared by the socket thread (``put``, ``take``) and the engine
-threads (``done``); one condition variable guards it. Nothing waits without a
-timeout.
+The socket thread queues (``put``) and forms batches (``take``, which never
+waits: the socket thread asks when the next one is due with ``next_due`` and
+sleeps in its own poll); engine threads report finished items (``done``). One lock
+guards it.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class Batcher(Generic[T]):
         # the queue is shorter than a batch (when "due" matters), see _pop.
         self._oldest: dict[Hashable, float] = {}
         self._bytes: dict[Hashable, int] = {}
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._seq = itertools.count()
         self._pending = 0
         self._busy = 0
@@ -71,21 +72,17 @@ class Batcher(Generic[T]):
         """Queue ``item`` under ``key``; ``nbytes`` is the memory it holds (counted
         in :meth:`queued` until it is taken or dropped)."""
         now = self._clock()
-        with self._cond:
+        with self._lock:
             q = self._queues.setdefault(key, [])
             bisect.insort(q, (deadline, next(self._seq), now, nbytes, item))
             self._oldest[key] = min(self._oldest.get(key, now), now)
             self._bytes[key] = self._bytes.get(key, 0) + nbytes
             self._pending += 1
-            if len(q) >= self.max_batch:
-                self._cond.notify()
-            elif len(q) == 1:
-                self._cond.notify()  # a waiting taker must start the max-wait clock
 
     @property
     def pending(self) -> int:
         """Requests queued or being run (the drain condition on shutdown)."""
-        with self._cond:
+        with self._lock:
             return self._pending + self._busy
 
     @property
@@ -95,19 +92,19 @@ class Batcher(Generic[T]):
 
     def keys(self) -> list[Hashable]:
         """The keys with requests queued."""
-        with self._cond:
+        with self._lock:
             return list(self._queues)
 
     def queued(self, key: Hashable) -> tuple[int, int]:
         """Requests and bytes queued under ``key`` (not yet taken)."""
-        with self._cond:
+        with self._lock:
             q = self._queues.get(key)
             return (len(q), self._bytes.get(key, 0)) if q else (0, 0)
 
     def ahead(self, key: Hashable, deadline: float) -> int:
         """Requests queued under ``key`` that go before one due at ``deadline``:
         those due no later (ties go to the earlier request)."""
-        with self._cond:
+        with self._lock:
             q = self._queues.get(key)
             return bisect.bisect_right(q, (deadline, float("inf"))) if q else 0
 
@@ -115,7 +112,7 @@ class Batcher(Generic[T]):
         """:meth:`ahead` for every key with requests ahead (one lock: the
         admission check runs per request on the socket thread)."""
         probe = (deadline, float("inf"))
-        with self._cond:
+        with self._lock:
             out = [(key, bisect.bisect_right(q, probe)) for key, q in self._queues.items()]
         return [(key, n) for key, n in out if n]
 
@@ -125,7 +122,7 @@ class Batcher(Generic[T]):
         batch (of ``batch`` requests) started now. Returns them per key, most
         urgent first."""
         out: list[tuple[Hashable, list[T]]] = []
-        with self._cond:
+        with self._lock:
             for key, q in list(self._queues.items()):
                 limit = now + horizon(key, min(len(q), self.max_batch))
                 n = bisect.bisect_left(q, (limit,))
@@ -152,9 +149,8 @@ class Batcher(Generic[T]):
 
     def close(self) -> None:
         """Release everything without waiting (shutdown drain)."""
-        with self._cond:
+        with self._lock:
             self._closed = True
-            self._cond.notify_all()
 
     def _ready_key(self, now: float, partial: bool = True) -> tuple[Hashable | None, float]:
         """The key to release now, or None and how long until one may be ready.
@@ -175,28 +171,21 @@ class Batcher(Generic[T]):
 
     def next_due(self) -> float:
         """Seconds until some batch may be released (0: one is ready; inf: none queued)."""
-        with self._cond:
+        with self._lock:
             key, wait = self._ready_key(self._clock())
             return 0.0 if key is not None else wait
 
-    def take(self, timeout: float, *, partial: bool = True) -> Batch[T] | None:
-        """The next batch, or None after ``timeout`` seconds with nothing ready.
+    def take(self, *, partial: bool = True) -> Batch[T] | None:
+        """The next batch ready now, or None (it never waits).
 
         ``partial`` False releases full batches only: for a caller whose engines
         are all busy, a batch released because its oldest request waited
         ``max_wait_ms`` would only wait again, smaller than it could have been.
         """
-        end = self._clock() + timeout
-        with self._cond:
-            while True:
-                now = self._clock()
-                key, wait = self._ready_key(now, partial)
-                if key is not None:
-                    return self._pop(key, now)
-                left = end - now
-                if left <= 0:
-                    return None
-                self._cond.wait(min(left, wait))
+        with self._lock:
+            now = self._clock()
+            key, _ = self._ready_key(now, partial)
+            return None if key is None else self._pop(key, now)
 
     def _pop(self, key: Hashable, now: float) -> Batch[T]:
         q = self._queues[key]
@@ -212,17 +201,5 @@ class Batcher(Generic[T]):
 
     def done(self, count: int) -> None:
         """An engine thread finished ``count`` items of a batch it took."""
-        with self._cond:
+        with self._lock:
             self._busy -= count
-            self._cond.notify_all()
-
-    def wait_idle(self, timeout: float) -> bool:
-        """Block until nothing is queued or running, or ``timeout`` passes."""
-        end = self._clock() + timeout
-        with self._cond:
-            while self._pending + self._busy > 0:
-                left = end - self._clock()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, 0.05))
-            return True

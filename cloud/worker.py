@@ -33,6 +33,7 @@ then closes.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import queue
@@ -40,7 +41,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -293,9 +294,9 @@ class Worker:
         m, batcher, model = self.metrics, self.batcher, self.admission.model
         for key in keys:
             labels = {"bundle": self.served[key[0]].bundle.name, "stage": str(key[1])}
-            m.queue_depth.labels(**labels).set_function(lambda k=key: batcher.queued(k)[0])
-            m.queue_bytes.labels(**labels).set_function(lambda k=key: batcher.queued(k)[1])
-            m.service_rate.labels(**labels).set_function(lambda k=key: model.rate(k))
+            m.queue_depth.labels(**labels).set_function(functools.partial(lambda k: batcher.queued(k)[0], key))
+            m.queue_bytes.labels(**labels).set_function(functools.partial(lambda k: batcher.queued(k)[1], key))
+            m.service_rate.labels(**labels).set_function(functools.partial(model.rate, key))
 
     # -- batches -------------------------------------------------------------------------
     def _dispatch(self) -> None:
@@ -312,7 +313,7 @@ class Worker:
         while inline or (queued := self._jobs.qsize()) < self.config.threads:
             # A batch that is only due (not full) is formed when an engine waits
             # for it; while they are all busy it goes on filling.
-            batch = self.batcher.take(0.0, partial=inline or self._idle_engines > queued)
+            batch = self.batcher.take(partial=inline or self._idle_engines > queued)
             if batch is None:
                 return
             job = self._form(batch)
@@ -328,7 +329,7 @@ class Worker:
             self._send_errors(batch.expired, StatusCode.EXPIRED, "deadline passed in the queue", reason="queue")
         if not batch.items:
             return None
-        fingerprint, stage = batch.key  # type: ignore[misc]
+        fingerprint, stage = cast("tuple[str, int]", batch.key)  # the key put() was given
         served = self.served[fingerprint]
         try:
             resume: Resume | None = stack(served.chain, stage, [r.tensors for r in batch.items])

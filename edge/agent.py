@@ -1,21 +1,31 @@
 """The edge agent: camera frames in, exactly one result per frame out.
 
-Per frame: preprocess, run the edge stages, gate. Accepted: the result is final on
-the board. Not accepted: if offloading is allowed (privacy switch, circuit
-breaker, window of requests in flight), the frame's hand-off tensors go to the
-cloud asynchronously with a deadline, and the loop goes on with the next frame; the
-cloud's answer becomes the result if it arrives before the deadline, else the best
-edge answer does, marked ``fallback``. A cloud that is down, slow, or holds another
-bundle costs accuracy, never a frame and never the frame rate.
+One agent serves every camera of a board. The muxer (:mod:`jetsplit.edge.muxer`)
+reads each source on its own thread and hands over batches: the newest frame of
+each source, at most ``max_batch``, pushed when full or after ``max_wait_ms``.
+Per batch: preprocess, run the edge stages once on the batch. Per frame: gate.
+Accepted: the result is final on the board. Not accepted: if offloading is
+allowed (privacy switch, circuit breaker, window of requests in flight), the
+frame's hand-off tensors go to the cloud asynchronously with a deadline
+(:mod:`jetsplit.edge.offload`), and the loop goes on; the cloud's answer becomes
+the result if it arrives before the deadline, else the best edge answer does,
+marked ``fallback``. A cloud that is down, slow, or holds another bundle costs
+accuracy, never a frame and never the frame rate; a source that breaks costs its
+own frames, never another source's.
 
-Results are emitted as they complete, each tagged with its frame index (edge
-answers do not wait behind slower cloud answers). The budget controller moves the
-threshold of the gate before the first cloud stage; the circuit breaker stops
-offloading to a failing cloud and probes it back with real requests.
+Results are emitted as they complete, each tagged with its ``source_id`` and its
+frame index in that source. The budget controller moves the threshold of the
+gate before the first cloud stage for the board; :mod:`jetsplit.edge.fairness`
+shares what it allows between the sources; the circuit breaker stops offloading
+to a failing cloud and probes it back with real requests.
+
+Where to hook in: :meth:`EdgeAgent._finish` sees every result once (per-frame
+path); :meth:`EdgeAgent._offload` every frame the gate sends on (per-offload path);
+:meth:`EdgeAgent.process_batch` every batch of frames (per-batch path).
 
     >>> agent = EdgeAgent(config)                      # doctest: +SKIP
     >>> for result in agent.results():                 # doctest: +SKIP
-    ...     print(result.frame, result.label, result.where)
+    ...     print(result.source_id, result.frame, result.label, result.where)
 """
 
 from __future__ import annotations
@@ -23,8 +33,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,14 +46,18 @@ from jetsplit.chain import Chain, ChainResult
 from jetsplit.edge.breaker import CircuitBreaker
 from jetsplit.edge.config import EdgeConfig
 from jetsplit.edge.controller import BudgetController
-from jetsplit.edge.pool import WorkerPool, is_dns_endpoint
+from jetsplit.edge.fairness import FairShare
+from jetsplit.edge.frame import Frame
+from jetsplit.edge.monitor import FieldMonitor
+from jetsplit.edge.muxer import Muxer
+from jetsplit.edge.offload import Offloader, Pending
 from jetsplit.edge.power import EnergyMeter, detect_power
 from jetsplit.edge.sinks import FrameResult, Sink, open_sinks
-from jetsplit.edge.sources import Frame, FrameTimeout, Source, open_source
+from jetsplit.edge.sources import Source, is_live, open_source
+from jetsplit.edge.stats import AgentStats
+from jetsplit.edge.streams import SourceSpec
 from jetsplit.errors import ConfigError, JetsplitError, SourceError
-from jetsplit.handoff import FRAME, needed, pack, wire_encodings
-from jetsplit.protocol import Client, CurveClient, StatusCode
-from jetsplit.protocol.client import Reply
+from jetsplit.handoff import FRAME, needed, pack
 from jetsplit.protocol.errors import Unavailable
 from jetsplit.systemd import Notifier
 
@@ -50,66 +66,32 @@ __all__ = ["AgentStats", "EdgeAgent"]
 _log = logging.getLogger("jetsplit.edge")
 
 
-@dataclass
-class AgentStats:
-    frames: int = 0
-    edge: int = 0
-    cloud: int = 0
-    fallback: int = 0
-    offloaded: int = 0
-    bytes_up: int = 0
-    energy_mj: float = 0.0
-    dropped: int = 0  # frames the source captured but never delivered (a camera's)
-    correct: int = 0
-    labelled: int = 0
-    exits: dict[str, int] = field(default_factory=dict)
-    latencies_ms: list[float] = field(default_factory=list)
-    fallback_reasons: dict[str, int] = field(default_factory=dict)
+@dataclass(frozen=True)
+class _Ran:
+    """A batch the engine ran (or failed on), with the thresholds it was gated by."""
 
-    def add(self, r: FrameResult) -> None:
-        self.frames += 1
-        setattr(self, r.where, getattr(self, r.where) + 1)
-        self.bytes_up += r.bytes_up
-        self.energy_mj += r.energy_mj
-        self.exits[r.stage] = self.exits.get(r.stage, 0) + 1
-        self.latencies_ms.append(r.latency_ms)
-        if r.truth is not None:
-            self.labelled += 1
-            self.correct += int(r.label == r.truth)
-        if r.reason:
-            self.fallback_reasons[r.reason] = self.fallback_reasons.get(r.reason, 0) + 1
-
-    def summary(self) -> dict[str, Any]:
-        lat = np.asarray(self.latencies_ms) if self.latencies_ms else np.zeros(1)
-        n = max(self.frames, 1)
-        return {
-            "frames": self.frames,
-            "dropped": self.dropped,
-            "accuracy": self.correct / self.labelled if self.labelled else None,
-            "edge": self.edge, "cloud": self.cloud, "fallback": self.fallback,
-            "offload_fraction": self.offloaded / n,
-            "exits": dict(self.exits),
-            "p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95)),
-            "p99_ms": float(np.percentile(lat, 99)),
-            "bytes_up_per_frame": self.bytes_up / n,
-            "energy_mj_per_frame": self.energy_mj / n,
-            "fallback_reasons": dict(self.fallback_reasons),
-        }
+    frames: Sequence[Frame]
+    res: ChainResult | JetsplitError
+    board: float | None
+    mine: list[float | None]
+    audit: list[bool]  # frames the shadow audit also sends if their gate accepts them
+    t0: float
+    t1: float
 
 
-@dataclass
-class _InFlight:
-    frame: Frame
-    edge: ChainResult
-    threshold: float | None
-    score: float
-    deadline_at: float
-    bytes_up: int
-    energy_mj: float
+def _row(res: ChainResult, i: int) -> ChainResult:
+    """Row ``i`` of a batch's chain result, as a batch of one."""
+    sl = slice(i, i + 1)
+    return ChainResult(res.stage[sl], res.accepted[sl], res.probs[sl], res.pred[sl], res.score[sl], res.next_stage,
+                       None if res.carry is None else res.carry[sl],
+                       None if res.state is None else res.state.take(np.arange(i, i + 1)), res.stage_time_ms)
 
 
 class EdgeAgent:
-    """Runs a bundle's edge stages on a source and offloads what the gate is unsure of."""
+    """Runs a bundle's edge stages on its sources and offloads what the gate is unsure of.
+
+    ``source``: a source opened by the caller (used instead of the configured ones).
+    """
 
     def __init__(self, config: EdgeConfig, source: Source | None = None, sinks: Sink | None = None) -> None:
         self.config = config
@@ -122,40 +104,35 @@ class EdgeAgent:
         self.stats = AgentStats()
         self.breaker = CircuitBreaker(config.breaker)
         self.controller: BudgetController | None = None
+        self.fair = FairShare()
         self.offload_block = self._offload_block()
         if self.offload_block is None and self.first_cloud is not None:
             try:
                 self.controller = BudgetController.for_bundle(self.bundle, config.budgets, config.controller)
             except ConfigError as exc:
                 _log.warning("budget controller off: %s", exc)
-        self.client: Client | WorkerPool | None = None
+        self.offloader: Offloader | None = None
         if self.offload_block is None:
-            curve = None
-            if config.curve_secret is not None and config.curve_server_key is not None:
-                curve = CurveClient(config.curve_secret, config.curve_server_key)
-            # Several workers, or a name that may resolve to several: balance and fail
-            # over per worker (edge/pool.py). One fixed endpoint keeps the plain client.
-            timeout_ms = int(config.deadline_ms)
-            if len(config.cloud) > 1 or any(map(is_dns_endpoint, config.cloud)):
-                p = config.pool
-                self.client = WorkerPool(
-                    list(config.cloud), self.bundle.fingerprint, timeout_ms=timeout_ms, curve=curve,
-                    heartbeat_ms=p.heartbeat_ms, dead_after_ms=p.dead_after_ms, timeout_strikes=p.timeout_strikes,
-                    hold_down_s=p.hold_down_s, resolve_interval_s=p.resolve_interval_s,
-                    overload_hold_ms=p.overload_hold_ms,
-                )
-            else:
-                self.client = Client(list(config.cloud), self.bundle.fingerprint, timeout_ms=timeout_ms, curve=curve)
+            self.offloader = Offloader(config, self.bundle, self.breaker, self.controller, self._fallback)
         else:
             _log.info("local only: %s", self.offload_block)
         self.meter = EnergyMeter(detect_power(config.power))
         self.source = source
         self.sinks = sinks
-        self._inflight: dict[int, _InFlight] = {}
-        self._mismatch_reported = False
+        self.muxer: Muxer | None = None
+        self._engine = ThreadPoolExecutor(1, thread_name_prefix="engine")
         self._base_thresholds = self.bundle.thresholds()
         self._stage_names = [s.name for s in self.bundle.stages]
-        self._encodings = wire_encodings(self.bundle)
+        self.monitor = FieldMonitor(self.bundle, config.monitor, self.controller,
+                                    self.offload_block if self.offloader is None else None,
+                                    frames_allowed=config.offload == "frames")
+        if self.offloader is not None:
+            self.offloader.side = self.monitor
+
+    @property
+    def client(self) -> object:
+        """The cloud client (a Client or a WorkerPool), None when local only."""
+        return None if self.offloader is None else self.offloader.client
 
     def _offload_block(self) -> str | None:
         """Why nothing may be offloaded, or None."""
@@ -170,10 +147,19 @@ class EdgeAgent:
                     "needs the frame (set offload = frames to allow frames to leave the board)")
         return None
 
+    def summary(self) -> dict[str, Any]:
+        """The run's figures (:meth:`AgentStats.summary`) with the field monitor's
+        ``drift`` (and ``audit``, ``field_trace``) sections."""
+        return {**self.stats.summary(), **self.monitor.summary()}
+
     # -- lifecycle ---------------------------------------------------------------------
     def close(self) -> None:
-        if self.client is not None:
-            self.client.close()
+        self.monitor.close()
+        if self.muxer is not None:
+            self.muxer.stop()
+        self._engine.shutdown(wait=True)
+        if self.offloader is not None:
+            self.offloader.close()
         self.chain.close()
         self.meter.stop()
         if self.source is not None:
@@ -185,11 +171,29 @@ class EdgeAgent:
         """Finish the frames in flight and end (thread-safe; SIGTERM calls it)."""
         self.stop_event.set()
 
+    def _open(self, spec: SourceSpec) -> Source:
+        if self.source is not None:
+            return self.source
+        return open_source(spec.uri, realtime=bool(spec.realtime), fps=spec.fps, source_id=spec.source_id)
+
+    def _muxer(self) -> Muxer:
+        if self.source is not None:
+            # A source the caller opened: one feed on it, finite unless it is a camera.
+            # Never retried (it cannot be reopened); paced when it is a camera or realtime.
+            paced = self.source.live or bool(getattr(self.source, "realtime", False))
+            specs: Sequence[SourceSpec] = (SourceSpec(self.source.uri, self.source.source_id, realtime=paced),)
+            return Muxer(specs, self._open, lambda uri: False, max_batch=self.config.mux.max_batch,
+                         max_wait_ms=self.config.mux.max_wait_ms, prepare=self._prepare)
+        return Muxer(self.config.source_specs(), self._open, is_live, max_batch=self.config.mux.max_batch,
+                     max_wait_ms=self.config.mux.max_wait_ms, prepare=self._prepare)
+
+    def _prepare(self, image: np.ndarray) -> np.ndarray:
+        """One frame made ready for the first stage, on its source's thread."""
+        return self.chain.preprocess([image])
+
     # -- running -----------------------------------------------------------------------
     def run(self) -> AgentStats:
-        """Read the source to its end (or until stopped), writing every result to the sinks."""
-        if self.source is None:
-            self.source = open_source(self.config.source, realtime=self.config.realtime, fps=self.config.fps)
+        """Read the sources to their end (or until stopped), writing every result to the sinks."""
         if self.sinks is None:
             self.sinks = open_sinks(self.config.sinks)
         for result in self.results():
@@ -197,203 +201,207 @@ class EdgeAgent:
         return self.stats
 
     def results(self) -> Iterator[FrameResult]:
-        """Process the source frame by frame; yield each result as it completes."""
-        if self.source is None:
-            self.source = open_source(self.config.source, realtime=self.config.realtime, fps=self.config.fps)
-        if self.client is not None:
-            self.client.wait_ready(min(1000, int(self.config.deadline_ms)))
-        last_frame = time.monotonic()
-        while not self.stop_event.is_set():
+        """Process the sources batch by batch; yield each result as it completes."""
+        self.muxer = mux = self._muxer().start()
+        if self.offloader is not None:
+            self.offloader.client.wait_ready(min(1000, int(self.config.deadline_ms)))
+        # The engine runs batch k+1 on its thread (ONNX Runtime releases the GIL)
+        # while this thread gates batch k and writes its results: at most two
+        # batches out, judged in order.
+        running: deque[Future[_Ran]] = deque()
+        while running or (not self.stop_event.is_set() and not mux.finished):
             self.notifier.tick()
-            if self._paced():
-                # A camera: wait for the next frame in short slices, answering
-                # replies and deadlines in between, so a cloud answer is not held
-                # back by up to a frame interval.
-                try:
-                    frame = self.source.read(timeout=self._slice_s())
-                except FrameTimeout:
-                    yield from self._service(0)
-                    if time.monotonic() - last_frame > self._stall_s():
-                        raise SourceError(f"{self.config.source}: no frame for {self._stall_s():.1f} s") from None
-                    continue
-                last_frame = time.monotonic()
-            else:
-                frame = self.source.read(timeout=self._stall_s())
-            if frame is None:
-                break
+            if len(running) < 2 and not self.stop_event.is_set():
+                # Wait for a batch in short slices (or until the running one is done),
+                # answering replies and deadlines in between, so a cloud answer is
+                # not held back by a slow source.
+                batch, inputs = mux.next_batch(self._slice_s(), wake=lambda: bool(running) and running[0].done())
+                if batch:
+                    future = self._engine.submit(self._infer, batch, inputs, *self._thresholds(batch))
+                    future.add_done_callback(lambda _: mux.wake())
+                    running.append(future)
             yield from self._service(0)
-            if not self._paced():
-                # A file read as fast as it goes has no frame rate to protect: wait
-                # for a slot in the window rather than give up on the cloud.
-                while len(self._inflight) >= self.config.window:
-                    yield from self._service(50)
-            yield from self.process(frame)
+            if running and (running[0].done() or len(running) == 2 or self.stop_event.is_set() or mux.finished):
+                yield from self._judge(running.popleft().result())
         # End of input or stop: every frame in flight gets its result by its deadline.
-        while self._inflight:
+        while self.offloader is not None and (self.offloader.inflight or self.monitor.audits_in_flight):
             self.notifier.tick()
             yield from self._service(5)
-        self.stats.dropped = self.source.dropped
+        mux.stop()
+        for feed in mux.feeds:
+            self.stats.source(feed.source_id).dropped = feed.dropped
+            if feed.error is not None:
+                self.stats.errors[feed.source_id] = feed.error
+        self.stats.dropped = sum(f.dropped for f in mux.feeds)
+        if not self.stop_event.is_set() and all(f.opens == 0 and f.error for f in mux.feeds):
+            # Nothing could be read at all (a wrong path, a typo): that is the
+            # operator's error, not an empty stream.
+            raise SourceError("; ".join(f"{f.error}" for f in mux.feeds))
+
+    def _slice_s(self) -> float:
+        """How long to wait for a batch before looking at replies again."""
+        soonest = None if self.offloader is None else self.offloader.soonest()
+        if soonest is None:
+            return 0.05
+        return min(0.005, max(0.0005, soonest - time.monotonic()))
 
     def process(self, frame: Frame) -> Iterator[FrameResult]:
         """One frame through the edge stages; yields its result unless it was offloaded."""
+        return self.process_batch([frame])
+
+    def process_batch(self, frames: Sequence[Frame], inputs: np.ndarray | None = None) -> Iterator[FrameResult]:
+        """Frames (of different sources) through the edge stages as one batch; yields
+        the result of each frame not offloaded. ``inputs``: the frames already
+        prepared for the first stage (else they are prepared here)."""
+        return self._judge(self._infer(frames, inputs, *self._thresholds(frames)))
+
+    def _infer(self, frames: Sequence[Frame], inputs: np.ndarray | None, thresholds: tuple[float | None, ...] | None,
+               board: float | None, mine: list[float | None], audit: list[bool]) -> _Ran:
+        """The edge stages on a batch (the engine thread's part: no Python state is touched)."""
         t0 = time.monotonic()
-        thresholds = self.controller.thresholds(self._base_thresholds) if self.controller else None
         try:
-            x = self.chain.preprocess([frame.image])
-            res = self.chain.run_from(0, x, stop_at=self.first_cloud, thresholds=thresholds)
+            x = self.chain.preprocess([f.image for f in frames]) if inputs is None else inputs
+            res: ChainResult | JetsplitError = self.chain.run_from(0, x, stop_at=self.first_cloud,
+                                                                   thresholds=thresholds)
         except JetsplitError as exc:
+            res = exc
+        return _Ran(frames, res, board, mine, audit, t0, time.monotonic())
+
+    def _judge(self, ran: _Ran) -> Iterator[FrameResult]:
+        """Gate each frame of a batch the engine ran: its result, or its offload."""
+        frames, res = ran.frames, ran.res
+        if isinstance(res, JetsplitError):
+            if len(frames) > 1:
+                # One broken frame must not cost its batch-mates: run them one by one.
+                for f in frames:
+                    yield from self.process_batch([f])
+                return
             # A broken frame (wrong size, corrupt) is reported and skipped, never fatal.
-            _log.warning("frame %d: %s", frame.index, exc)
+            frame = frames[0]
+            _log.warning("%s frame %d: %s", frame.source_id, frame.index, res)
             yield self._finish(FrameResult(frame.index, -1, "", 0.0, "", "fallback",
                                            (time.monotonic() - frame.t_capture) * 1000.0,
                                            truth=frame.truth, t_capture=frame.t_capture,
-                                           source_id=frame.source_id, reason=f"bad frame: {exc}"), None, False)
+                                           source_id=frame.source_id, reason=f"bad frame: {res}"), None, False)
             return
+        gate = None if self.controller is None else self.controller.gate_stage
         stage_ms = {self._stage_names[i]: t for i, t in enumerate(res.stage_time_ms) if t}
-        gate_thr = None if thresholds is None or self.controller is None or self.controller.gate_stage is None \
-            else thresholds[self.controller.gate_stage]
-        score = float(res.score[0])
-        if res.accepted[0]:
-            energy = self.meter.frame_energy_j(t0, time.monotonic(), stage_ms) * 1000.0
-            yield self._finish(self._result(frame, res, "edge", energy_mj=energy, threshold=gate_thr), score, False)
-            return
-        reason = self._why_not_offload()
-        if reason is None:
-            assert self.client is not None and res.next_stage is not None
-            deadline_ms = self.config.deadline_ms - (time.monotonic() - frame.t_capture) * 1000.0
-            try:
-                tensors = pack(self.bundle, res.next_stage, frame.image, res.carry, res.state)
-                rid = self.client.submit(res.next_stage, tensors, deadline_ms=max(deadline_ms, 0.0),
-                                         encodings=self._encodings)
-            except Unavailable:
-                self.breaker.record_failure("unavailable")
-                reason = "cloud unavailable"
+        share_mj = self.meter.frame_energy_j(ran.t0, ran.t1, stage_ms) * 1000.0 / len(frames)
+        for i, frame in enumerate(frames):
+            reached = gate is not None and int(res.stage[i]) == gate
+            score = float(res.score[i]) if reached else float("inf")
+            if gate is not None:
+                self.fair.observe(frame.source_id, score)
+            if int(res.stage[i]) == self.monitor.gate_stage:
+                # Drift is watched with or without a controller (a local-only agent too).
+                self.monitor.observe(frame.index, frame.source_id, float(res.score[i]))
+            own = ran.mine[i]
+            p = Pending(frame, _row(res, i), score, own, ran.board, energy_mj=share_mj)
+            if res.accepted[i] or (own is not None and score >= own):
+                if ran.audit[i] and reached:
+                    self._send_audit(p)
+                yield self._finish(self._result(p, "edge"), p, False)
             else:
-                sent = self.client.last_sent_bytes
-                energy = self.meter.frame_energy_j(t0, time.monotonic(), stage_ms, sent) * 1000.0
-                self._inflight[rid] = _InFlight(frame, res, gate_thr, score,
-                                                time.monotonic() + max(deadline_ms, 0.0) / 1000.0, sent, energy)
-                self.stats.offloaded += 1
+                yield from self._offload(p)
+
+    def _thresholds(self, frames: Sequence[Frame]) -> tuple[tuple[float | None, ...] | None, float | None,
+                                                             list[float | None], list[bool]]:
+        """The chain's thresholds for a batch, the board's gate threshold (from the
+        budget controller), each frame's own (its source's fair share), and which
+        frames the shadow audit picked."""
+        if self.controller is None or self.controller.gate_stage is None:
+            return None, None, [None] * len(frames), [False] * len(frames)
+        gate = self.controller.gate_stage
+        thresholds = self.controller.thresholds(self._base_thresholds)
+        board = thresholds[gate]
+        if board is None:
+            return thresholds, None, [None] * len(frames), [False] * len(frames)
+        per_source = self.fair.thresholds(board, self._base_thresholds[gate] or board)
+        mine: list[float | None] = [per_source.get(f.source_id, board) for f in frames]
+        audit = [self.monitor.pick_audit() for _ in frames]
+        # The batch is gated at the highest of its frames' thresholds; each frame
+        # is then judged by its own. A frame picked for a shadow audit runs past the
+        # gate (the carry it needs is kept), and is still judged by its own.
+        top = float("inf") if any(audit) else max(t for t in mine if t is not None)
+        return tuple(top if i == gate else t for i, t in enumerate(thresholds)), board, mine, audit
+
+    def _offload(self, p: Pending) -> Iterator[FrameResult]:
+        """A frame the gate sends on: to the cloud if it may go now, else its edge answer."""
+        reason = "local only" if self.offloader is None else self.offloader.why_not()
+        if self.offloader is not None and reason == "window full" and not self._paced():
+            # Files read as fast as they go have no frame rate to protect: wait for
+            # a slot in the window rather than give up on the cloud.
+            while self.offloader.why_not() == "window full":
+                yield from self._service(50)
+            reason = self.offloader.why_not()
+        if reason is None and self.offloader is not None and p.edge.next_stage is not None:
+            t = time.monotonic()
+            reason = self.offloader.submit(p, p.edge.next_stage)
+            if reason is None:
+                p.energy_mj += self.meter.frame_energy_j(t, t, {}, p.bytes_up) * 1000.0
+                self.stats.count_offload(p.frame.source_id)
                 return
-        energy = self.meter.frame_energy_j(t0, time.monotonic(), stage_ms) * 1000.0
-        yield self._finish(self._result(frame, res, "fallback", energy_mj=energy, threshold=gate_thr,
-                                        reason=reason), score, False)
+        yield self._finish(self._result(p, "fallback", reason=reason), p, False)
 
-    def _stall_s(self) -> float:
-        return float(getattr(self.source, "stall_timeout_s", 5.0))
-
-    def _slice_s(self) -> float:
-        """How long to wait for a frame before looking at replies again."""
-        if not self._inflight:
-            return 0.05
-        soonest = min(p.deadline_at for p in self._inflight.values())
-        return min(0.005, max(0.0005, soonest - time.monotonic()))
+    def _send_audit(self, p: Pending) -> None:
+        """Send a frame the edge kept to the cloud as well (shadow audit); its
+        result stays the edge's, with the bytes it cost."""
+        off, stage = self.offloader, p.edge.next_stage
+        if off is None or stage is None or off.why_not() is not None \
+                or self.monitor.audits_in_flight >= max(1, self.config.window // 2):
+            self.monitor.skip_audit()
+            return
+        deadline_ms = max(self.config.deadline_ms - (time.monotonic() - p.frame.t_capture) * 1000.0, 0.0)
+        try:
+            tensors = pack(self.bundle, stage, p.frame.image, p.edge.carry, p.edge.state)
+            rid = off.client.submit(stage, tensors, deadline_ms=deadline_ms, encodings=off.encodings)
+        except Unavailable:
+            self.monitor.skip_audit()
+            return
+        p.bytes_up = off.client.last_sent_bytes
+        p.energy_mj += self.meter.frame_energy_j(0.0, 0.0, {}, p.bytes_up) * 1000.0
+        self.monitor.audit_sent(rid, p.frame.index, p.frame.source_id, int(p.edge.pred[0]), p.score,
+                                sum(p.edge.stage_time_ms), p.bytes_up, time.monotonic() + deadline_ms / 1000.0,
+                                p.frame.truth, p.frame.image)
 
     def _paced(self) -> bool:
-        """True when frames arrive at the source's own rate (camera, realtime file)."""
-        return bool(getattr(self.source, "live", False) or self.config.realtime)
+        """True when frames arrive at their sources' own rate (cameras, realtime files)."""
+        return self.muxer is not None and self.muxer.paced
 
-    def _why_not_offload(self) -> str | None:
-        if self.offload_block is not None:
-            return "local only"
-        if len(self._inflight) >= self.config.window:
-            return "window full"
-        if not self.breaker.allow():
-            return "circuit open"
-        return None
-
-    # -- replies ---------------------------------------------------------------------------
     def _service(self, timeout_ms: int) -> Iterator[FrameResult]:
-        if self.client is None or not self._inflight:
+        if self.offloader is None:
             return
-        wait = timeout_ms
-        if wait:
-            soonest = min(p.deadline_at for p in self._inflight.values())
-            wait = int(max(0.0, min(timeout_ms / 1000.0, soonest - time.monotonic())) * 1000)
-        for reply in self.client.poll_replies(wait):
-            pending = self._inflight.pop(reply.id, None)
-            if pending is None:
-                continue  # already answered by its fallback: exactly one result per frame
-            yield self._on_reply(pending, reply)
-        now = time.monotonic()
-        for rid in self.client.expire(now):
-            pending = self._inflight.pop(rid, None)
-            if pending is not None:
-                self.breaker.record_failure("timeout")
-                yield self._fallback(pending, "deadline")
-        for rid in [rid for rid, p in self._inflight.items() if p.deadline_at <= now]:
-            pending = self._inflight.pop(rid)
-            self.breaker.record_failure("timeout")
-            yield self._fallback(pending, "deadline")
-
-    def _on_reply(self, pending: _InFlight, reply: Reply) -> FrameResult:
-        if self.controller is not None:
-            self.controller.observe_congestion(reply.status == StatusCode.OVERLOADED)
-        if time.monotonic() > pending.deadline_at:
-            # The contract is the cloud's answer *before* the deadline; one that
-            # comes later is a fallback like any other, whatever it says.
-            self.breaker.record_failure("late")
-            return self._fallback(pending, "deadline")
-        if reply.ok:
-            self.breaker.record_success()
-            if self.controller is not None:
-                self.controller.observe_round_trip(reply.rtt_ms)
-            scores = np.asarray(reply.scores, np.float32)
-            if reply.classes is not None:
-                class_id = int(reply.classes[0])
-                top = float(scores[0])
-            else:
-                class_id = int(scores.argmax())
-                top = float(scores[class_id])
-            r = FrameResult(
-                frame=pending.frame.index, class_id=class_id, label=self.bundle.labels[class_id], score=top,
-                stage=self._stage_names[reply.stage] if reply.stage < len(self._stage_names) else str(reply.stage),
-                where="cloud", latency_ms=(time.monotonic() - pending.frame.t_capture) * 1000.0,
-                bytes_up=pending.bytes_up, energy_mj=pending.energy_mj, truth=pending.frame.truth,
-                t_capture=pending.frame.t_capture, source_id=pending.frame.source_id, threshold=pending.threshold,
-            )
-            return self._finish(r, pending.score, True)
-        if reply.status == StatusCode.UNKNOWN_BUNDLE:
-            if not self._mismatch_reported:
-                _log.error("the cloud does not serve this bundle (fingerprint %s...): running local only until it does",
-                           self.bundle.fingerprint[:12])
-                self._mismatch_reported = True
-            self.breaker.trip("bundle mismatch", backoff_s=self.config.breaker.max_backoff_s)
-            return self._fallback(pending, "bundle mismatch")
-        if reply.status == StatusCode.OVERLOADED and self.controller is not None:
-            # A worker that refuses at once is up: the controller offloads less
-            # (congestion), the breaker need not stop everything.
-            self.breaker.record_success()
-        elif reply.status in (StatusCode.EXPIRED, StatusCode.OVERLOADED, StatusCode.SHUTTING_DOWN):
-            self.breaker.record_failure(reply.status.name.lower())
-        else:
-            _log.warning("cloud error on frame %d: %s %s", pending.frame.index, reply.status.name, reply.message)
-            self.breaker.record_failure("error")
-        return self._fallback(pending, reply.status.name.lower())
+        for pending, result in self.offloader.service(timeout_ms):
+            yield self._finish(result, pending, True)
 
     # -- results ---------------------------------------------------------------------------
-    def _result(self, frame: Frame, res: ChainResult, where: str, energy_mj: float, threshold: float | None,
-                reason: str | None = None, bytes_up: int = 0) -> FrameResult:
+    def _result(self, p: Pending, where: str, reason: str | None = None) -> FrameResult:
+        res, frame = p.edge, p.frame
         class_id = int(res.pred[0])
         return FrameResult(
             frame=frame.index, class_id=class_id, label=self.bundle.labels[class_id],
             score=float(res.probs[0, class_id]), stage=self._stage_names[int(res.stage[0])],
             where=where,  # type: ignore[arg-type]
-            latency_ms=(time.monotonic() - frame.t_capture) * 1000.0, bytes_up=bytes_up, energy_mj=energy_mj,
-            truth=frame.truth, t_capture=frame.t_capture, source_id=frame.source_id, threshold=threshold,
-            reason=reason,
+            latency_ms=(time.monotonic() - frame.t_capture) * 1000.0, bytes_up=p.bytes_up, energy_mj=p.energy_mj,
+            truth=frame.truth, t_capture=frame.t_capture, source_id=frame.source_id, threshold=p.threshold,
+            reason=reason, alarm=self.monitor.alarm,
         )
 
-    def _fallback(self, pending: _InFlight, reason: str) -> FrameResult:
-        r = self._result(pending.frame, pending.edge, "fallback", pending.energy_mj, pending.threshold,
-                         reason=reason, bytes_up=pending.bytes_up)
-        return self._finish(r, pending.score, True)
+    def _fallback(self, p: Pending, reason: str) -> FrameResult:
+        return self._result(p, "fallback", reason=reason)
 
-    def _finish(self, result: FrameResult, score: float | None, offloaded: bool) -> FrameResult:
+    def _finish(self, result: FrameResult, p: Pending | None, offloaded: bool) -> FrameResult:
+        """Every result passes here once: counted, and fed to the budget controller."""
         self.stats.add(result)
-        if self.controller is not None and score is not None:
-            self.controller.observe_frame(score, offloaded, result.latency_ms, result.bytes_up, result.energy_mj,
-                                          threshold=result.threshold,
+        if offloaded and result.where == "cloud" and p is not None:
+            f = p.frame
+            self.monitor.offloaded(f.index, f.source_id, p.score, int(p.edge.pred[0]), result.class_id,
+                                   sum(p.edge.stage_time_ms), result.latency_ms, p.bytes_up, f.truth, f.image)
+        if self.controller is not None and p is not None:
+            # The controller steers the board: it is told the board threshold, under
+            # which this frame's score would have been judged (fairness shares it out).
+            self.controller.observe_frame(p.score, offloaded, result.latency_ms, result.bytes_up, result.energy_mj,
+                                          threshold=p.board_threshold,
                                           missed=offloaded and result.where == "fallback")
             self.controller.update()
         return result

@@ -1,18 +1,25 @@
 """``jetsplit edge run``: run the edge agent.
 
-    jetsplit edge run --bundle DIR --cloud tcp://HOST:PORT --source URI [--sink SPEC ...]
+    jetsplit edge run --bundle DIR --cloud tcp://HOST:PORT --source URI [--source URI ...] [--sink SPEC ...]
                       [--config edge.toml] [--latency-budget-ms X] [--max-offload-rate R]
                       [--power-budget-w W] [--offload activations|frames|none]
-                      [--curve-secret FILE --curve-server-key FILE]
+                      [--curve-secret FILE --curve-server-key FILE] [--max-batch N] [--max-wait-ms MS]
+                      [--shadow-rate R] [--field-trace PATH [--field-frames DIR]]
+
+``--source`` may be given once per camera (or ``[[sources]]`` in edge.toml, with
+names); results carry ``source_id`` and each source's own ``frame`` numbers.
 
 Results go to the sinks (default: stdout, one JSON object per frame); the summary
 goes to stderr at the end. SIGTERM or SIGINT finishes the frames in flight, then
-exits 0; so does the end of the input.
+exits 0; so does the end of the input (every file source read; cameras are
+retried until the agent is stopped). A source that cannot be read is logged and
+the others go on; when none can be read at all, one line says why, exit 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -25,6 +32,7 @@ from types import FrameType
 from jetsplit.config import setup_logging
 from jetsplit.edge.agent import EdgeAgent
 from jetsplit.edge.config import OFFLOAD_MODES, load_edge_config
+from jetsplit.edge.streams import MuxConfig, SourceSpec
 
 __all__ = ["main"]
 
@@ -35,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a bundle's edge stages on a source")
     r.add_argument("--bundle")
     r.add_argument("--cloud", action="append", help="worker endpoint (repeatable)")
-    r.add_argument("--source")
+    r.add_argument("--source", action="append", help="source URI (repeatable: one per camera)")
     r.add_argument("--sink", action="append", dest="sinks", help="stdout | jsonl:PATH | zmq-pub:ENDPOINT (repeatable)")
     r.add_argument("--config", type=Path)
     r.add_argument("--latency-budget-ms", type=float)
@@ -48,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--fps", type=float)
     r.add_argument("--curve-secret")
     r.add_argument("--curve-server-key")
+    r.add_argument("--shadow-rate", type=float,
+                   help="share of edge-accepted frames also sent to the cloud to audit the edge (0..1)")
+    r.add_argument("--field-trace", metavar="PATH",
+                   help="record offloaded and audited frames, labelled by the cloud, for `jetsplit tune`")
+    r.add_argument("--field-frames", metavar="DIR", help="also save those frames here (offload = frames only)")
+    r.add_argument("--max-batch", type=int, help="frames per batch through the edge stages, at most")
+    r.add_argument("--max-wait-ms", type=float, help="how long a batch waits to fill")
     r.add_argument("--log-level", default="INFO")
     return p
 
@@ -56,7 +71,9 @@ def main(argv: Sequence[str]) -> int:
     args = _parser().parse_args(list(argv))
     setup_logging(args.log_level)
     flags = {
-        "bundle": args.bundle, "cloud": args.cloud, "source": args.source, "sinks": args.sinks,
+        "bundle": args.bundle, "cloud": args.cloud, "sinks": args.sinks,
+        "source": args.source[0] if args.source and len(args.source) == 1 else None,
+        "sources": tuple(SourceSpec(u) for u in args.source) if args.source and len(args.source) > 1 else None,
         "offload": args.offload, "deadline_ms": args.deadline_ms, "window": args.window,
         "realtime": args.realtime, "fps": args.fps,
         "curve_secret": args.curve_secret, "curve_server_key": args.curve_server_key,
@@ -64,6 +81,15 @@ def main(argv: Sequence[str]) -> int:
     budgets = {"latency_ms": args.latency_budget_ms, "max_offload_rate": args.max_offload_rate,
                "power_w": args.power_budget_w}
     config = load_edge_config(args.config, os.environ, flags, budgets)
+    monitor = {k: v for k, v in (("shadow_rate", args.shadow_rate), ("field_trace", args.field_trace),
+                                 ("field_frames", args.field_frames)) if v is not None}
+    if monitor:
+        config = dataclasses.replace(config, monitor=dataclasses.replace(config.monitor, **monitor))
+    if args.max_batch is not None or args.max_wait_ms is not None:
+        mux = config.mux
+        config = dataclasses.replace(config, mux=MuxConfig(
+            mux.max_batch if args.max_batch is None else args.max_batch,
+            mux.max_wait_ms if args.max_wait_ms is None else args.max_wait_ms))
     log = logging.getLogger("jetsplit.edge")
     log.info("config %s", json.dumps(config.describe(), default=str))
     agent = EdgeAgent(config)
@@ -77,9 +103,9 @@ def main(argv: Sequence[str]) -> int:
     signal.signal(signal.SIGINT, on_signal)
     notifier.ready(f"bundle {agent.bundle.name}")
     try:
-        stats = agent.run()
+        agent.run()
     finally:
         notifier.stopping()
         agent.close()
-    print(json.dumps({"summary": stats.summary()}), file=sys.stderr, flush=True)
+    print(json.dumps({"summary": agent.summary()}), file=sys.stderr, flush=True)
     return 0

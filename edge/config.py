@@ -16,10 +16,18 @@ variables, then command-line flags, each overriding the one before.
     latency_ms = 120.0
     max_offload_rate = 0.2
 
+    [[sources]]                 # several sources (instead of source): see
+    uri = "csi://0"             # jetsplit.edge.streams; --source is repeatable
+    name = "gate"
+    [mux]                       # see jetsplit.edge.streams.MuxConfig
+    max_batch = 8
+    max_wait_ms = 10.0
+
     [breaker]                   # see jetsplit.edge.breaker.BreakerConfig
     [controller]                # see jetsplit.edge.controller.ControllerConfig
     [power]                     # see jetsplit.edge.power.PowerConfig
     [pool]                      # see jetsplit.edge.pool.PoolConfig (several workers)
+    [monitor]                   # drift, shadow audit, field trace: jetsplit.edge.monitor
 
     [curve]
     secret = "/etc/jetsplit/keys/edge.key_secret"
@@ -36,8 +44,10 @@ from typing import Any
 from jetsplit.config import EnvTable, layered, relative_to_file, split_list
 from jetsplit.edge.breaker import BreakerConfig
 from jetsplit.edge.controller import Budgets, ControllerConfig
+from jetsplit.edge.monitor import MonitorConfig
 from jetsplit.edge.pool import PoolConfig
 from jetsplit.edge.power import PowerConfig
+from jetsplit.edge.streams import MuxConfig, SourceSpec, check_unique, parse_sources
 from jetsplit.errors import ConfigError
 from jetsplit.manifest import TableReader, read_toml
 
@@ -68,12 +78,16 @@ class EdgeConfig:
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     power: PowerConfig = field(default_factory=PowerConfig)
     pool: PoolConfig = field(default_factory=PoolConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    sources: tuple[SourceSpec, ...] = ()  # several sources; when set, ``source`` is ignored
+    mux: MuxConfig = field(default_factory=MuxConfig)
 
     def __post_init__(self) -> None:
         if not self.bundle:
             raise ConfigError("bundle: expected a bundle directory or demo:NAME (--bundle), got none")
-        if not self.source:
-            raise ConfigError("source: expected a source URI (--source), got none")
+        if not self.source and not self.sources:
+            raise ConfigError("source: expected a source URI (--source, or [[sources]] in edge.toml), got none")
+        check_unique(self.sources)
         if self.offload not in OFFLOAD_MODES:
             raise ConfigError(f"offload: expected one of {', '.join(OFFLOAD_MODES)}, got {self.offload!r}")
         if not self.deadline_ms > 0:
@@ -86,11 +100,18 @@ class EdgeConfig:
         if (self.curve_secret is None) != (self.curve_server_key is None):
             raise ConfigError("curve: expected both the edge's secret key and the worker's public key, got one")
 
+    def source_specs(self) -> tuple[SourceSpec, ...]:
+        """The sources to read, each with its own ``fps``/``realtime`` or the agent's."""
+        specs = self.sources or (SourceSpec(self.source),)
+        return tuple(SourceSpec(s.uri, s.name, s.fps if s.fps is not None else self.fps,
+                                self.realtime if s.realtime is None else s.realtime) for s in specs)
+
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
             out[f.name] = value.__dict__ if hasattr(value, "__dataclass_fields__") else value
+        out["sources"] = [s.__dict__ for s in self.sources]
         return out
 
 
@@ -103,6 +124,8 @@ def _from_file(path: Path) -> dict[str, Any]:
     for key in ("bundle", "source", "offload", "backend"):
         if (v := r.text(key, None)) is not None:
             out[key] = v
+    if "sources" in raw:
+        out["sources"] = parse_sources(top.tables("sources"), str(path))
     for key in ("cloud", "sinks"):
         if (v := r.texts(key, None)) is not None:
             out[key] = v
@@ -121,7 +144,7 @@ def _from_file(path: Path) -> dict[str, Any]:
     sections: dict[str, Callable[[Mapping[str, Any], str], Any]] = {
         "budget": Budgets.from_table, "breaker": BreakerConfig.from_table,
         "controller": ControllerConfig.from_table, "power": PowerConfig.from_table,
-        "pool": PoolConfig.from_table,
+        "pool": PoolConfig.from_table, "mux": MuxConfig.from_table, "monitor": MonitorConfig.from_table,
     }
     for name, parse in sections.items():
         table = top.table(name, None)
@@ -151,7 +174,10 @@ _ENV: EnvTable = {
 def load_edge_config(path: Path | None, environ: Mapping[str, str], flags: Mapping[str, Any],
                      budget_flags: Mapping[str, Any] | None = None) -> EdgeConfig:
     file_values = _from_file(path) if path is not None else {}
-    values = layered(file_values, environ, _ENV, flags, ("cloud", "sinks"))
+    if "JETSPLIT_EDGE_SOURCE" in environ or flags.get("source") or flags.get("sources"):
+        # Sources named on a later layer replace the file's, in either form.
+        file_values = {k: v for k, v in file_values.items() if k not in ("source", "sources")}
+    values = layered(file_values, environ, _ENV, flags, ("cloud", "sinks", "sources"))
     set_budgets = {k: v for k, v in (budget_flags or {}).items() if v is not None}
     if set_budgets:
         base = values.get("budgets", Budgets())

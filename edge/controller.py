@@ -57,6 +57,12 @@ The ceiling ``c(theta_bundle)`` keeps the gate at its calibrated threshold when
 no budget binds (``binding == "calibration"``): budgets only take offloads
 away, whatever rate that threshold gives on the stream at hand.
 
+One exception: while the field monitor finds the edge unreliable (a drift or
+shadow-audit alarm, :mod:`jetsplit.edge.monitor`) it sets a floor ``f`` on the
+observed rate, and the ceiling becomes ``max(c(theta_bundle), f - b)``: the
+threshold may then rise above the calibrated one (``binding == "drift"``),
+still capped by every budget through ``r*``.
+
 Hysteresis: ``r_cmd`` may fall by at most ``max_step_down`` and rise by at most
 ``max_step_up`` per update (cut fast, restore slowly), and a change smaller
 than ``deadband`` leaves the threshold where it is. Without a calibrated curve
@@ -285,6 +291,7 @@ class BudgetController:
         self._limits: dict[str, float] = {}
         self._binding = "calibration"
         self._target = 1.0
+        self._floor: float | None = None
         self.updates = 0
 
     @classmethod
@@ -345,9 +352,9 @@ class BudgetController:
         else:
             self.update(now)
 
-    def observe_round_trip(self, rtt_ms: float, ok: bool = True, now: float | None = None) -> None:
-        """A cloud reply's round trip (``ok=False``: a timeout, counted at the
-        deadline it took)."""
+    def observe_round_trip(self, rtt_ms: float) -> None:
+        """A cloud reply's round trip (the simulator also reports a timeout this
+        way, as the deadline it took)."""
         self._rtt.append(float(rtt_ms))
 
     def observe_congestion(self, refused: bool) -> None:
@@ -371,6 +378,13 @@ class BudgetController:
         self._replies = self._refused = 0
         self._r_congestion = r
         return r
+
+    def set_floor(self, rate: float | None) -> None:
+        """Offload at least ``rate`` of the frames (observed on the stream, not as
+        the curve predicts), within the budgets, even above the calibrated
+        threshold; ``None`` ends it. The field monitor sets it while the edge
+        looks unreliable (drift or a failing shadow audit)."""
+        self._floor = None if rate is None else min(1.0, max(0.0, float(rate)))
 
     def observe_power(self, watts: float, now: float | None = None) -> None:
         """The board's measured average power."""
@@ -464,10 +478,14 @@ class BudgetController:
         bias = sum(self._sent) / len(self._sent) if self._calibrated else 0.0
         # The curve's rate at the bundle threshold is the most the gate may send:
         # calibration chose that threshold, budgets only take offloads away.
-        ceiling = curve.rate(self.base_threshold)
+        base_rate = ceiling = curve.rate(self.base_threshold)
+        if self._floor is not None:
+            # An unreliable edge: a floor on the observed rate, the bias turning
+            # it into a command on the curve; budgets (the target) still cap it.
+            ceiling = max(ceiling, min(1.0, self._floor - bias))
         want = min(ceiling, max(0.0, self._target - bias))
         if want >= ceiling:
-            self._binding = "calibration"
+            self._binding = "calibration" if ceiling <= base_rate else "drift"
         # What the curve says the threshold in force sends on (the observed
         # curve changes under a fixed threshold as scores come in).
         predicted = curve.rate(self.threshold)
@@ -476,7 +494,11 @@ class BudgetController:
         self._r_cmd = want
         if abs(want - predicted) >= cfg.deadband:
             # Never looser than calibrated: budgets only take offloads away.
-            self.threshold = self.base_threshold if want >= ceiling else min(curve.threshold_for(want), self.base_threshold)
+            if want > base_rate:
+                self.threshold = max(curve.threshold_for(want), self.base_threshold)
+            else:
+                self.threshold = self.base_threshold if want >= base_rate else min(curve.threshold_for(want),
+                                                                                   self.base_threshold)
         return self.threshold
 
     def snapshot(self) -> ControllerState:

@@ -18,6 +18,9 @@ A subscriber on the board::
     sub.connect("ipc:///tmp/jetsplit.results"); sub.subscribe(b"")
     result = FrameResult.from_json(sub.recv())
 
+Each line starts with its ``source_id``: one camera's results are
+``sub.subscribe(b'{"source_id":"gate",')`` (ZeroMQ filters by prefix).
+
 Sinks never block the edge loop for long: PUB drops messages for subscribers
 that do not keep up (ZeroMQ's high-water mark), and :class:`MultiSink` keeps
 the others writing when one fails (it logs the failure once and counts it).
@@ -32,7 +35,7 @@ import sys
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Literal
@@ -69,7 +72,8 @@ class FrameResult:
     best edge answer; ``reason`` says why). ``latency_ms`` is capture to result;
     ``bytes_up`` what was sent for it; ``energy_mj`` the energy attributed to it;
     ``truth`` the label when the source has one; ``t_capture`` is
-    ``time.monotonic()`` at capture.
+    ``time.monotonic()`` at capture; ``alarm`` names the field monitor's alarms
+    active at the time (``drift:STAGE@SOURCE``, ``audit``), else None.
     """
 
     frame: int
@@ -86,6 +90,7 @@ class FrameResult:
     source_id: str = ""
     threshold: float | None = None
     reason: str | None = None
+    alarm: str | None = None  # field-monitor alarms active when it was answered (drift, audit)
 
     def __post_init__(self) -> None:
         if self.where not in WHERE:
@@ -96,7 +101,9 @@ class FrameResult:
         return None if self.truth is None else self.label == self.truth
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        # Every field is a scalar or a string: a shallow copy (asdict deep-copies
+        # each one, which cost more than the JSON encoding on a board's loop).
+        d = {name: getattr(self, name) for name in _FIELDS}
         # numpy scalars from the chain are not JSON: make them plain Python.
         for key in ("frame", "class_id", "bytes_up"):
             d[key] = int(d[key])
@@ -105,7 +112,7 @@ class FrameResult:
         if d["threshold"] is not None:
             d["threshold"] = float(d["threshold"])
         # Optional fields only when set: a line per frame should stay short.
-        for key in ("truth", "threshold", "reason"):
+        for key in ("truth", "threshold", "reason", "alarm"):
             if d[key] is None:
                 del d[key]
         if not self.source_id:
@@ -119,6 +126,10 @@ class FrameResult:
         d["latency_ms"] = round(float(d["latency_ms"]), 3)
         d["energy_mj"] = round(float(d["energy_mj"]), 3)
         d["t_capture"] = round(float(d["t_capture"]), 6)
+        if "source_id" in d:
+            # First, so that a ZeroMQ subscriber can take one camera's results by
+            # prefix: subscribe(b'{"source_id":"gate",').
+            d = {"source_id": d.pop("source_id"), **d}
         return json.dumps(d, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
     @classmethod
@@ -129,6 +140,9 @@ class FrameResult:
     @classmethod
     def from_json(cls, text: str | bytes) -> FrameResult:
         return cls.from_dict(json.loads(text))
+
+
+_FIELDS = tuple(f.name for f in fields(FrameResult))
 
 
 class Sink(ABC):

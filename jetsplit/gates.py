@@ -15,9 +15,10 @@ calibration package's job):
   loss (Shafiee et al.); the score is the largest signed distance to a class
   hyperplane, ``max_c (w_c . f + b_c) / |w_c|``, and the class is its argmax, so a
   d-gate also *predicts*.
-- ``support``: a small MLP (or logistic regression: no hidden layer) that predicts
-  P(this exit is right) from the exit's sorted probabilities, margin and entropy,
-  optionally with pooled features (DL-gleaning's support network).
+- ``support``: a logistic regression (or a small MLP) that predicts P(this exit is
+  right) from the exit's top-k probabilities, their log ratios, margin and entropy,
+  optionally with the exit's pooled features and the carried activation's
+  statistics (DL-gleaning's support network; :func:`support_inputs`).
 
 Parameter files are ``.npz`` archives (numpy, no pickle).
 """
@@ -32,10 +33,13 @@ import numpy as np
 from jetsplit.errors import BundleError
 
 __all__ = [
+    "class_scores",
     "DGate",
     "FixedGate",
     "Gate",
+    "SUPPORT_TOP_K",
     "SupportGate",
+    "activation_stats",
     "entropy_score",
     "load_gate",
     "margin_score",
@@ -44,6 +48,17 @@ __all__ = [
     "softmax",
     "support_inputs",
 ]
+
+
+def class_scores(scores: np.ndarray) -> np.ndarray:
+    """``(B, C)`` class scores from a model output shaped ``(B, C)`` or ``(B, C, 1, ..., 1)``
+    (classifiers that end in a 1x1 convolution and global pooling, as SqueezeNet and
+    DenseNet do); any other shape is returned as it is, for the caller to reject."""
+    if scores.ndim > 2 and all(d == 1 for d in scores.shape[2:]):
+        return scores.reshape(scores.shape[:2])
+    return scores
+SUPPORT_TOP_K = 4
+_LOG_FLOOR = 1e-30
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -82,13 +97,36 @@ def pool_features(features: np.ndarray) -> np.ndarray:
     return f
 
 
-def support_inputs(probs: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
-    """The support network's input: sorted probabilities, margin, entropy score,
-    then pooled features if given."""
+def activation_stats(carry: np.ndarray) -> np.ndarray:
+    """(B, ...) carried activation -> (B, 4): mean, standard deviation, maximum and
+    the fraction of values <= 0 (how much of a ReLU map is silent)."""
+    a = carry.reshape(carry.shape[0], -1).astype(np.float32)
+    return np.stack([a.mean(axis=1), a.std(axis=1), a.max(axis=1), (a <= 0).mean(axis=1)], axis=1).astype(np.float32)
+
+
+def support_inputs(probs: np.ndarray, features: np.ndarray | None = None, carry: np.ndarray | None = None,
+                   layout: int = 2) -> np.ndarray:
+    """The support network's input.
+
+    Layout 2: the top-k sorted probabilities (k = min(C, 4)), the log ratios
+    ``log(p_k / p_1)`` for k = 2..K (the logit gaps, which keep telling samples
+    apart where a float32 top-1 probability has saturated at 1), margin, entropy
+    score, then pooled ``features`` and :func:`activation_stats` of ``carry`` if
+    given. Layout 1 (bundles written before): every sorted probability, margin,
+    entropy score, pooled features.
+    """
     sorted_p = -np.sort(-probs.astype(np.float32), axis=-1)
-    cols = [sorted_p, margin_score(probs)[:, None], entropy_score(probs)[:, None]]
+    if layout == 1:
+        cols = [sorted_p]
+    else:
+        top = sorted_p[:, :SUPPORT_TOP_K]
+        logs = np.log(np.maximum(top.astype(np.float64), _LOG_FLOOR))
+        cols = [top, (logs[:, 1:] - logs[:, :1]).astype(np.float32)]
+    cols += [margin_score(probs)[:, None], entropy_score(probs)[:, None]]
     if features is not None:
         cols.append(pool_features(features))
+    if carry is not None and layout != 1:
+        cols.append(activation_stats(carry))
     return np.concatenate(cols, axis=1).astype(np.float32)
 
 
@@ -98,8 +136,10 @@ class Gate:
 
     kind = "abstract"
     needs_features = False
+    needs_carry = False
 
-    def score(self, probs: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
+    def score(self, probs: np.ndarray, features: np.ndarray | None = None,
+              carry: np.ndarray | None = None) -> np.ndarray:
         raise NotImplementedError
 
     def predict(self, probs: np.ndarray, features: np.ndarray | None = None) -> np.ndarray | None:
@@ -110,7 +150,8 @@ class Gate:
 class FixedGate(Gate):
     kind: str  # type: ignore[misc]
 
-    def score(self, probs: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
+    def score(self, probs: np.ndarray, features: np.ndarray | None = None,
+              carry: np.ndarray | None = None) -> np.ndarray:
         if self.kind == "margin":
             return margin_score(probs)
         if self.kind == "maxprob":
@@ -145,7 +186,8 @@ class DGate(Gate):
         out: np.ndarray = (f @ self.weight.T + self.bias) / self.norms
         return out
 
-    def score(self, probs: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
+    def score(self, probs: np.ndarray, features: np.ndarray | None = None,
+              carry: np.ndarray | None = None) -> np.ndarray:
         out: np.ndarray = self._distances(features).max(axis=1).astype(np.float32)
         return out
 
@@ -158,17 +200,28 @@ class SupportGate(Gate):
     kind = "support"
 
     def __init__(self, layers: list[tuple[np.ndarray, np.ndarray]], use_features: bool,
-                 mean: np.ndarray | None = None, scale: np.ndarray | None = None) -> None:
+                 mean: np.ndarray | None = None, scale: np.ndarray | None = None,
+                 use_carry: bool = False, layout: int = 1) -> None:
         if not layers or layers[-1][0].shape[1] != 1:
             raise BundleError("support parameters: expected layers ending in one output")
+        if layout not in (1, 2):
+            raise BundleError(f"support parameters: layout expected 1 or 2, got {layout}")
         self.layers = [(w.astype(np.float32), b.astype(np.float32)) for w, b in layers]
         self.use_features = use_features
         self.needs_features = use_features
+        self.use_carry = self.needs_carry = use_carry
+        self.layout = layout
         self.mean = None if mean is None else mean.astype(np.float32)
         self.scale = None if scale is None else scale.astype(np.float32)
 
-    def score(self, probs: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
-        x = support_inputs(probs, features if self.use_features else None)
+    def score(self, probs: np.ndarray, features: np.ndarray | None = None,
+              carry: np.ndarray | None = None) -> np.ndarray:
+        if self.use_features and features is None:
+            raise BundleError("support gate: reads the stage's features, but the stage produced none")
+        if self.use_carry and carry is None:
+            raise BundleError("support gate: reads the carried activation, but the stage carries none")
+        x = support_inputs(probs, features if self.use_features else None,
+                           carry if self.use_carry else None, self.layout)
         if x.shape[1] != self.layers[0][0].shape[0]:
             raise BundleError(f"support gate: inputs have {x.shape[1]} values, parameters expect {self.layers[0][0].shape[0]}")
         if self.mean is not None and self.scale is not None:
@@ -186,7 +239,8 @@ def load_gate(kind: str, params: Path | None) -> Gate:
 
     dgate npz: ``weight`` (C, D), ``bias`` (C,), optional ``mean``/``scale`` (D,).
     support npz: ``w0, b0, w1, b1, ...`` (w_i: in x out), ``use_features`` (0/1),
-    optional ``mean``/``scale``.
+    optional ``use_carry`` (0/1), ``layout`` (1 when absent; see
+    :func:`support_inputs`), ``mean``/``scale``.
     """
     if kind in ("margin", "maxprob", "entropy"):
         return FixedGate(kind)
@@ -207,7 +261,9 @@ def load_gate(kind: str, params: Path | None) -> Gate:
             while f"w{i}" in arrays:
                 layers.append((arrays[f"w{i}"], arrays[f"b{i}"]))
                 i += 1
-            return SupportGate(layers, bool(arrays.get("use_features", np.array(0)).item()), mean, scale)
+            flag = {k: bool(arrays.get(k, np.array(0)).item()) for k in ("use_features", "use_carry")}
+            return SupportGate(layers, flag["use_features"], mean, scale, flag["use_carry"],
+                               int(arrays.get("layout", np.array(1)).item()))
     except KeyError as exc:
         raise BundleError(f"{kind} gate: parameters {params.name!r} lack array {exc.args[0]!r}") from None
     raise BundleError(f"gate kind {kind!r}: unknown")

@@ -4,16 +4,17 @@ One offloaded frame travels as named tensors (``protocol/SPEC.md`` §"Chain
 hand-off" is the normative list):
 
 - ``frame``: the camera frame, HxW or HxWxC uint8 (raw or JPEG on the wire), sent
-  when any stage from the resume stage on takes the frame as input;
+  when any stage from the resume stage on takes the frame as input; resized to the
+  model's input (:meth:`Preprocess.shipped`) unless ``[wire].frame_size = "full"``;
 - ``carry``: the previous stage's carried tensor with its batch axis of 1, sent
   when the resume stage takes the carry;
 - ``probs`` (1, C) float32 and ``count`` (int32, 0-d): the combined probabilities
   so far and how many stage outputs they average, sent when the resume stage
-  averages (ensembles).
+  combines with them (``average`` for ensembles, ``weighted``).
 
-The cloud rebuilds a batch from many such requests with :func:`unpack`, which
-checks every tensor against what the bundle's chain expects and raises a
-``DataError`` naming the tensor, the expected and the actual value.
+The cloud checks each request with :func:`validate` (every tensor against what
+the bundle's chain expects; a ``DataError`` names the tensor, the expected and the
+actual value) and rebuilds a batch from many of them with :func:`stack`.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def needed(bundle: Bundle, stage: int) -> tuple[str, ...]:
         names.append(FRAME)
     if bundle.stages[stage].input == "carry":
         names.append(CARRY)
-    if bundle.stages[stage].combine == "average" and stage > 0:
+    if bundle.stages[stage].combine in ("average", "weighted") and stage > 0:
         names += [PROBS, COUNT]
     return tuple(names)
 
@@ -68,7 +69,7 @@ def pack(bundle: Bundle, stage: int, frame: np.ndarray | None, carry: np.ndarray
         if name == FRAME:
             if frame is None:
                 raise DataError("hand-off: the resume stage needs the frame, none given")
-            out[FRAME] = frame
+            out[FRAME] = frame if bundle.wire.frame_size == "full" else bundle.preprocess.shipped(frame)
         elif name == CARRY:
             if carry is None:
                 raise DataError("hand-off: the resume stage needs the carried tensor, none given")

@@ -75,6 +75,29 @@ class Preprocess:
             return (self.channels, self.height, self.width)
         return (self.height, self.width, self.channels)
 
+    def shipped(self, frame: np.ndarray) -> np.ndarray:
+        """``frame`` at the model's size, still uint8 and in the camera's colour
+        order (BGR; gray for a gray model): what a cloud stage needs to preprocess
+        it exactly as the edge would, at a fraction of a camera frame's bytes.
+
+        Exact: a gray model's frame is converted before it is resized, as
+        :meth:`batch` does; a colour frame is resized per channel, which commutes
+        with the BGR-to-RGB swap the cloud then applies.
+        """
+        import cv2
+
+        img = check_frame(frame)
+        if self.colour == "gray":
+            return self._resize_colour(img)[:, :, 0]
+        if img.ndim == 3 and img.shape[2] == 4:
+            img = img[:, :, :3]
+        elif img.ndim == 3 and img.shape[2] == 1:
+            img = img[:, :, 0]
+        if img.shape[:2] != (self.height, self.width):
+            img = cv2.resize(np.ascontiguousarray(img), (self.width, self.height),
+                             interpolation=_cv2_interp(self.interpolation))
+        return np.ascontiguousarray(img)
+
     def frame(self, frame: np.ndarray) -> np.ndarray:
         """One frame -> one sample (no batch axis)."""
         return self._normalise(self._resize_colour(check_frame(frame))[None])[0]
@@ -103,31 +126,44 @@ class Preprocess:
             if img.ndim == 3:
                 code = cv2.COLOR_BGRA2GRAY if img.shape[2] == 4 else cv2.COLOR_BGR2GRAY
                 img = cv2.cvtColor(img, code)
+            if img.shape[:2] != (self.height, self.width):
+                img = cv2.resize(img, (self.width, self.height), interpolation=_cv2_interp(self.interpolation))
         else:
+            # Resize first: every colour step here works per pixel (a channel swap,
+            # dropping alpha, replicating gray), so it commutes with a per-channel
+            # resize exactly, and costs a model-sized frame instead of a camera's.
+            if img.ndim == 3 and img.shape[2] == 4:
+                img = img[:, :, :3]
+            if img.shape[:2] != (self.height, self.width):
+                img = cv2.resize(np.ascontiguousarray(img), (self.width, self.height),
+                                 interpolation=_cv2_interp(self.interpolation))
             if img.ndim == 2:
                 img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-            elif img.shape[2] == 4:
-                img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
             if self.colour == "rgb":
                 img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-        if img.shape[:2] != (self.height, self.width):
-            img = cv2.resize(img, (self.width, self.height), interpolation=_cv2_interp(self.interpolation))
         if img.ndim == 2:
             img = img[:, :, None]
         return np.ascontiguousarray(img)
 
     def _normalise(self, nhwc: np.ndarray) -> np.ndarray:
-        """N x H x W x C uint8 -> the model's dtype and layout."""
+        """N x H x W x C uint8 -> the model's dtype and layout.
+
+        The layout changes on the uint8 view (free) and the affine map is two
+        passes written into one float array, ``x * (scale / std) - mean / std``:
+        at 224x224x3 the four temporaries of the textbook form cost more than the
+        resize of a 1280x720 frame.
+        """
+        src = nhwc.transpose(0, 3, 1, 2) if self.layout == "nchw" else nhwc
         if self.dtype == "uint8":
-            out = nhwc
-        else:
-            mean = np.asarray(self.mean, np.float32)
-            inv_std = 1.0 / np.asarray(self.std, np.float32)
-            out = (nhwc.astype(np.float32) * np.float32(self.scale) - mean) * inv_std
-            out = out.astype(self.dtype, copy=False)
-        if self.layout == "nchw":
-            out = out.transpose(0, 3, 1, 2)
-        return np.ascontiguousarray(out)
+            return np.ascontiguousarray(src)
+        axis = (1, -1, 1, 1) if self.layout == "nchw" else (1, 1, 1, -1)
+        inv_std = np.float32(1.0) / np.asarray(self.std, np.float32)
+        gain = (np.float32(self.scale) * inv_std).reshape(axis)
+        shift = (-np.asarray(self.mean, np.float32) * inv_std).reshape(axis)
+        out = np.empty(src.shape, np.float32)
+        np.multiply(src, gain, out=out)
+        out += shift
+        return out.astype(self.dtype, copy=False)
 
 
 def _cv2_interp(name: str) -> int:

@@ -28,7 +28,7 @@ import logging
 import secrets
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -44,64 +44,15 @@ from .codec import (
     encode_message,
     ping_for,
 )
-from .errors import DecodeError, RemoteError, RequestTimeout, StatusCode, Unavailable
-from .messages import ErrorReply, Message, Pong, Result
+from .errors import DecodeError, RequestTimeout, Unavailable
+from .messages import Message, Pong
+from .replies import PingReply, Reply, reply_for
 from .sockio import readable, recv_parts, wait
 from .transport import DEFAULT_OPTIONS, SocketOptions, dealer_socket, send_frames
 
 __all__ = ["Client", "PingReply", "Reply"]
 
 _log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """The answer to one ``infer`` request, success or error.
-
-    ``scores`` are float32 class scores; ``classes`` is None when they cover every
-    class in order, else the class id of each score (top-k, best first).
-    ``rtt_ms`` is measured by the client from send to receipt.
-    """
-
-    id: int
-    status: StatusCode
-    message: str = ""
-    stage: int = -1
-    scores: np.ndarray[Any, Any] = field(default_factory=lambda: np.zeros(0, np.float32))
-    classes: np.ndarray[Any, Any] | None = None
-    queue_ms: float = 0.0
-    compute_ms: float = 0.0
-    rtt_ms: float = 0.0
-    tensors: dict[str, np.ndarray[Any, Any]] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        """True for a ``result``."""
-        return self.status == StatusCode.OK
-
-    @property
-    def top1(self) -> int:
-        """The best class id (-1 when there are no scores)."""
-        if self.scores.size == 0:
-            return -1
-        best = int(np.argmax(self.scores))
-        return int(self.classes[best]) if self.classes is not None else best
-
-    def raise_for_status(self) -> Reply:
-        """Return self if ok, else raise :class:`RemoteError`."""
-        if not self.ok:
-            raise RemoteError(self.status, self.message, self.id)
-        return self
-
-
-@dataclass(frozen=True)
-class PingReply:
-    """A server's ``pong``: who it is, which bundles it serves, and the round trip."""
-
-    server: str
-    bundles: list[str]
-    max_message_bytes: int
-    rtt_ms: float
 
 
 @dataclass(slots=True)
@@ -153,30 +104,56 @@ class Client:
         self.reconnects = 0
         self.last_sent_bytes = 0
         self._socket: zmq.Socket[Any] | None = None
-        self._open()
+        self._socket = self.open_socket()
 
     # ------------------------------------------------------------------ socket
+    # open_socket and close_socket are the hooks a subclass overrides to shape the
+    # socket (the worker pool's member client attaches a connection monitor).
 
-    def _open(self) -> None:
-        self._socket = dealer_socket(
-            self._context, self.endpoints, limits=self.limits, options=self._options, curve=self._curve
-        )
+    @property
+    def context(self) -> zmq.Context[Any]:
+        return self._context
+
+    @property
+    def options(self) -> SocketOptions:
+        return self._options
+
+    @property
+    def curve(self) -> security.CurveClient | None:
+        return self._curve
+
+    def open_socket(self) -> zmq.Socket[Any]:
+        """A new DEALER connected to :attr:`endpoints`: called at start and by every
+        :meth:`reconnect`."""
+        return dealer_socket(self._context, self.endpoints, limits=self.limits, options=self._options, curve=self._curve)
+
+    def close_socket(self, sock: zmq.Socket[Any]) -> None:
+        """Close a socket :meth:`open_socket` made (LINGER 0: nothing queued is kept)."""
+        sock.close(linger=0)
+
+    @property
+    def socket(self) -> zmq.Socket[Any]:
+        """The live socket (to poll on); :class:`Unavailable` once closed."""
+        if self._socket is None:
+            raise Unavailable("client is closed")
+        return self._socket
 
     def reconnect(self) -> None:
         """Close and reopen the socket. Requests in flight are abandoned: their ids
         are returned by the next :meth:`expire`."""
         if self._socket is not None:
-            self._socket.close(linger=0)
+            self.close_socket(self._socket)
+            self._socket = None
         self._abandoned.extend(self._pending)
         self._pending.clear()
         self._pongs.clear()
         self.reconnects += 1
-        self._open()
+        self._socket = self.open_socket()
 
     def close(self) -> None:
         """Close the socket (LINGER 0: nothing queued is kept)."""
         if self._socket is not None:
-            self._socket.close(linger=0)
+            self.close_socket(self._socket)
             self._socket = None
 
     def __enter__(self) -> Client:
@@ -194,12 +171,7 @@ class Client:
         """Wait until some worker connection can take a request (True), or the
         timeout passes (False). Useful before the first :meth:`submit`."""
         wait = self.timeout_ms if timeout_ms is None else int(timeout_ms)
-        return bool(self._sock().poll(wait, zmq.POLLOUT))
-
-    def _sock(self) -> zmq.Socket[Any]:
-        if self._socket is None:
-            raise Unavailable("client is closed")
-        return self._socket
+        return bool(self.socket.poll(wait, zmq.POLLOUT))
 
     def _new_id(self) -> int:
         self._next_id = (self._next_id + 1) % (2**63)
@@ -240,7 +212,7 @@ class Client:
             self.top_k if top_k is None else top_k,
         )
         now = time.monotonic()
-        if not send_frames(self._sock(), frames, send_timeout_ms):
+        if not send_frames(self.socket, frames, send_timeout_ms):
             raise Unavailable(f"no worker connection ready among {self.endpoints}")
         # What went up the link, header included: the edge accounts it per frame.
         sent = 0
@@ -297,7 +269,8 @@ class Client:
         ``deadline_ms`` (default: the timeout) is what the server is told; the wait
         is ``timeout_ms`` (default: the client's). Error statuses come back as a
         :class:`Reply` with ``ok`` False; no reply in time raises
-        :class:`RequestTimeout` after reopening the socket.
+        :class:`RequestTimeout` after reopening the socket, and the requests
+        :meth:`submit` had in flight on it are reported by the next :meth:`expire`.
         """
         wait = self.timeout_ms if timeout_ms is None else int(timeout_ms)
         deadline = float(wait if deadline_ms is None else deadline_ms)
@@ -307,8 +280,9 @@ class Client:
         try:
             rid = self.submit(stage, tensors, deadline, encodings=encodings, top_k=top_k, send_timeout_ms=wait)
         except Unavailable:
+            # The others in flight are abandoned with the socket: the caller's next
+            # expire() reports them (each request ends exactly once).
             self.reconnect()
-            self.expire()
             raise RequestTimeout(f"no worker reachable at {self.endpoints} within {wait} ms") from None
         # Keep the request pending for as long as we wait, whatever its deadline.
         end = start + wait / 1000.0
@@ -328,8 +302,9 @@ class Client:
                 ready.pop()  # _receive_one appended it last
                 return got
         self._pending.pop(rid, None)
+        # Requests in flight on the old socket are gone too: reconnect() files them
+        # for the caller's next expire() (discarding them here lost them for good).
         self.reconnect()
-        self.expire()  # requests in flight on the old socket are gone too
         raise RequestTimeout(f"no reply to request {rid} within {wait} ms from {self.endpoints}")
 
     def _infer_alone(self, stage: int, tensors: Mapping[str, np.ndarray[Any, Any]], deadline_ms: float,
@@ -342,7 +317,7 @@ class Client:
         except Unavailable:
             self.reconnect()
             raise RequestTimeout(f"no worker reachable at {self.endpoints} within {wait_ms} ms") from None
-        sock = self._sock()
+        sock = self.socket
         end = start + wait_ms / 1000.0
         while (left := int((end - time.monotonic()) * 1000.0)) > 0:
             if not wait(sock, left):
@@ -352,7 +327,7 @@ class Client:
                 continue
             now, msg, received = got
             if msg.id == rid:
-                reply = self._reply_for(msg, received, (now - start) * 1000.0)
+                reply = reply_for(msg, received, (now - start) * 1000.0)
                 if reply is not None:
                     return reply
             # Anything else answers a request given up on earlier: dropped.
@@ -377,34 +352,11 @@ class Client:
             return True
         return now, msg, tensors
 
-    def _reply_for(self, msg: Message, tensors: dict[str, np.ndarray[Any, Any]], rtt_ms: float) -> Reply | None:
-        """The :class:`Reply` a ``result`` or ``error`` message makes; None for other kinds."""
-        if type(msg) is Result:
-            return Reply(
-                id=msg.id,
-                status=StatusCode.OK,
-                stage=msg.stage,
-                scores=np.asarray(msg.scores, dtype=np.float32),
-                classes=None if msg.classes is None else np.asarray(msg.classes, dtype=np.int64),
-                queue_ms=msg.queue_ms,
-                compute_ms=msg.compute_ms,
-                rtt_ms=rtt_ms,
-                tensors=tensors,
-            )
-        if type(msg) is ErrorReply:
-            try:
-                status = StatusCode(msg.status)
-            except ValueError:
-                status = StatusCode.INTERNAL  # a newer server's code we do not know
-            return Reply(id=msg.id, status=status, message=msg.message, rtt_ms=rtt_ms)
-        _log.warning("dropped an unexpected %s message", type(msg).__name__)
-        return None
-
     def _receive_one(self, timeout_ms: int) -> Reply | Literal[True] | None:
         """Receive and dispatch one message: a Reply to a pending request, True for
         one handled otherwise (a pong filed, a malformed or late reply dropped), or
         None on timeout."""
-        sock = self._sock()
+        sock = self.socket
         if not (wait(sock, timeout_ms) if timeout_ms > 0 else readable(sock)):
             return None
         got = self._read(sock)
@@ -414,7 +366,7 @@ class Client:
         pending = self._pending.pop(msg.id, None)
         if pending is None:
             return True  # late reply to a request we gave up on
-        reply = self._reply_for(msg, received, (now - pending.sent_at) * 1000.0)
+        reply = reply_for(msg, received, (now - pending.sent_at) * 1000.0)
         if reply is None:
             return True
         self._ready.append(reply)
@@ -422,12 +374,26 @@ class Client:
 
     # ------------------------------------------------------------------ ping
 
+    def send_ping(self, timeout_ms: int = 0) -> int | None:
+        """Send a ``ping`` without waiting for its ``pong``: its id, or None if no
+        connection takes it within ``timeout_ms``. The pong is filed for
+        :meth:`take_pongs` by whichever call receives it."""
+        rid = self._new_id()
+        return rid if send_frames(self.socket, encode_message(ping_for(rid)), timeout_ms) else None
+
+    def take_pongs(self) -> dict[int, PingReply]:
+        """Pongs received and not yet taken: ping id -> the server's pong (its
+        ``rtt_ms`` is 0: the client does not keep when each ping went out)."""
+        out = self._pongs
+        self._pongs = {}
+        return out
+
     def ping(self, timeout_ms: int | None = None) -> PingReply:
         """Health check: one ``ping``, its ``pong`` or :class:`RequestTimeout`."""
         wait = self.timeout_ms if timeout_ms is None else int(timeout_ms)
-        rid = self._new_id()
         start = time.monotonic()
-        if not send_frames(self._sock(), encode_message(ping_for(rid)), wait):
+        rid = self.send_ping(wait)
+        if rid is None:
             self.reconnect()
             raise RequestTimeout(f"no worker reachable at {self.endpoints} within {wait} ms")
         end = start + wait / 1000.0

@@ -60,16 +60,16 @@ class KeyPair:
 class CurveServer:
     """Server side: its own secret key file and the directory of allowed client keys."""
 
-    secret_key_file: Path
-    allowed_clients_dir: Path
+    secret_key_file: str | os.PathLike[str]
+    allowed_clients_dir: str | os.PathLike[str]
 
 
 @dataclass(frozen=True)
 class CurveClient:
     """Client side: its own secret key file and the server's public key file."""
 
-    secret_key_file: Path
-    server_public_key_file: Path
+    secret_key_file: str | os.PathLike[str]
+    server_public_key_file: str | os.PathLike[str]
 
 
 def generate_keypair(directory: str | os.PathLike[str], name: str, *, overwrite: bool = False) -> tuple[Path, Path]:

@@ -32,17 +32,18 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from jetsplit.bundle import Bundle, load_bundle
 from jetsplit.chain import Chain, ChainState, StageOutput
-from jetsplit.datasets import load_dataset
+from jetsplit.datasets import DATA_HELP, load_dataset
 from jetsplit.errors import ConfigError, JetsplitError
 from jetsplit.handoff import needed, pack, wire_encodings
 from jetsplit.protocol import encode_infer
+from jetsplit.tools.wirecost import EncodingCost, encoding_costs, format_costs
 
 __all__ = ["BenchResult", "Handoff", "StageTiming", "bench", "format_result", "handoffs", "load_frames", "main"]
 
@@ -51,6 +52,8 @@ _WARMUP = 3
 # Hand-off sizes vary per sample only through compression or JPEG: a few samples
 # give the mean.
 _HANDOFF_SAMPLES = 16
+# Samples the activation encodings are compared on (their top-1 agreement).
+_ENCODING_SAMPLES = 64
 _SAMPLE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins")
 
 
@@ -90,6 +93,9 @@ class BenchResult:
     frames: str
     timings: list[StageTiming]
     handoffs: list[Handoff]
+    # what each activation encoding would cost at the edge-to-cloud hand-off
+    encodings: list[EncodingCost] = field(default_factory=list)
+    encoding_samples: int = 0
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -228,8 +234,31 @@ def bench(bundle: Bundle, batches: Sequence[int], runs: int = 30, backend: str =
         for batch in iterator:
             timings += time_stages(chain, frames, batch, runs)
         boundaries = handoffs(chain, frames)
+        costs, samples = activation_costs(chain, frames)
     return BenchResult(str(bundle.root), bundle.fingerprint, backend,
-                       threads if backend == "onnxruntime" else None, runs, frames_from, timings, boundaries)
+                       threads if backend == "onnxruntime" else None, runs, frames_from, timings, boundaries,
+                       costs, samples)
+
+
+def activation_costs(chain: Chain, frames: Sequence[np.ndarray],
+                     limit: int = _ENCODING_SAMPLES) -> tuple[list[EncodingCost], int]:
+    """Every activation encoding at the edge-to-cloud hand-off, on up to ``limit``
+    real frames: bytes and the change in the cloud's answer
+    (:mod:`jetsplit.tools.wirecost`)."""
+    bundle = chain.bundle
+    first = bundle.first_cloud_stage()
+    if first is None or first == 0 or bundle.stages[first].input != "carry":
+        return [], 0
+    picked = _take(frames, min(len(frames), limit))
+    outputs = chain.run_all(chain.preprocess(picked))
+    edge = outputs[first - 1]
+    if edge.carry is None or not np.issubdtype(edge.carry.dtype, np.floating):
+        return [], 0
+
+    def probs_of(carry: np.ndarray) -> np.ndarray:
+        return chain.run_from(first, np.zeros((len(carry),), np.float32), carry=carry, state=edge.state).probs
+
+    return encoding_costs(edge.carry, probs_of), len(picked)
 
 
 def format_result(result: BenchResult, name: str) -> str:
@@ -252,6 +281,8 @@ def format_result(result: BenchResult, name: str) -> str:
                  "<- edge to cloud" if h.edge_to_cloud else ""] for h in result.handoffs]
         lines += _table(header, rows, text={0, 1, 2, 5, 6})
         lines.append("wire B: one request message as the edge sends it, header included")
+    if result.encodings:
+        lines += ["", *format_costs(result.encodings, result.encoding_samples)]
     return "\n".join(lines)
 
 
@@ -269,7 +300,7 @@ def main(argv: Sequence[str]) -> int:
     p.add_argument("--runs", type=int, default=30, help="timed runs per stage and batch size (default 30)")
     p.add_argument("--backend", default="onnxruntime", help="onnxruntime (default) | tensorrt")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1, as the edge)")
-    p.add_argument("--data", help="frames from a dataset: mnist | digits | folder:PATH | npz:PATH")
+    p.add_argument("--data", help=f"frames from a dataset: {DATA_HELP}")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(list(argv))
     if args.threads < 1:

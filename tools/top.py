@@ -8,8 +8,9 @@ Subscribes to the results an agent publishes with ``--sink zmq-pub:ENDPOINT``
 every interval, shows that window's frames per second, offload rate (frames that
 sent anything up), which share the edge, the cloud and the fallback answered,
 latency p50/p95 (capture to result), bytes sent per frame and the uplink rate,
-energy per frame when the agent attributes any, and how many frames exited at
-each stage. The figures are the agent's own end-of-run summary
+energy per frame when the agent attributes any, how many frames exited at
+each stage, and the field monitor's alarms (drift, shadow audit) when any is on. With several sources (cameras), one line per source gives its frame
+rate, offload rate, fallback share and p95 latency (``sources`` in ``--json``). The figures are the agent's own end-of-run summary
 (:class:`~jetsplit.edge.agent.AgentStats`) over the window. No accuracy: live
 frames carry no labels.
 
@@ -35,7 +36,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import zmq
@@ -44,7 +45,7 @@ from jetsplit.edge.agent import AgentStats
 from jetsplit.edge.sinks import FrameResult
 from jetsplit.errors import ConfigError
 
-__all__ = ["Subscriber", "Window", "format_window", "main", "summarize"]
+__all__ = ["SourceRates", "Subscriber", "Window", "format_window", "main", "summarize"]
 
 _CLEAR = "\x1b[H\x1b[2J"
 
@@ -102,6 +103,18 @@ class Subscriber:
 
 
 @dataclass(frozen=True)
+class SourceRates:
+    """One source's figures in a window; shares are fractions of its frames."""
+
+    frames: int
+    fps: float
+    offload_rate: float
+    cloud: float
+    fallback: float
+    p95_ms: float
+
+
+@dataclass(frozen=True)
 class Window:
     """One window's figures; shares are fractions of ``frames``. Latencies, and
     energy when no frame carried any, are None for an empty window."""
@@ -122,6 +135,8 @@ class Window:
     exits: dict[str, int]
     fallback_reasons: dict[str, int]
     ignored_messages: int = 0
+    alarm: str | None = None  # the field monitor's alarms at the window's last frame
+    sources: dict[str, SourceRates] = field(default_factory=dict)  # by source_id, when results carry one
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -133,7 +148,9 @@ def summarize(results: Sequence[FrameResult], seconds: float, endpoint: str = ""
     for r in results:
         stats.add(r)
     # The agent counts offloads when it sends them; a result says so by its bytes.
-    stats.offloaded = sum(1 for r in results if r.bytes_up > 0)
+    for r in results:
+        if r.bytes_up > 0:
+            stats.count_offload(r.source_id)
     s = stats.summary()
     n = len(results)
 
@@ -149,7 +166,17 @@ def summarize(results: Sequence[FrameResult], seconds: float, endpoint: str = ""
         uplink_kbit_s=stats.bytes_up * 8 / 1000 / seconds if seconds > 0 else 0.0,
         energy_mj_per_frame=s["energy_mj_per_frame"] if any(r.energy_mj > 0 for r in results) else None,
         exits=s["exits"], fallback_reasons=s["fallback_reasons"], ignored_messages=ignored,
+        alarm=results[-1].alarm if results else None,
+        sources={sid: _rates(sub, seconds) for sid, sub in sorted(stats.sources.items()) if sid},
     )
+
+
+def _rates(stats: AgentStats, seconds: float) -> SourceRates:
+    s = stats.summary()
+    n = max(stats.frames, 1)
+    return SourceRates(frames=stats.frames, fps=stats.frames / seconds if seconds > 0 else 0.0,
+                       offload_rate=stats.offloaded / n, cloud=stats.cloud / n, fallback=stats.fallback / n,
+                       p95_ms=s["p95_ms"])
 
 
 def format_window(w: Window) -> str:
@@ -170,6 +197,13 @@ def format_window(w: Window) -> str:
     if w.energy_mj_per_frame is not None:
         lines.append(f"energy        {w.energy_mj_per_frame:.2f} mJ/frame")
     lines.append("exits         " + "  ".join(f"{k} {v}" for k, v in w.exits.items()))
+    if w.alarm:
+        lines.append(f"ALARM         {w.alarm} (the edge may be wrong: see the agent's log)")
+    if len(w.sources) > 1:
+        width = max(len(sid) for sid in w.sources)
+        lines.append(f"{'source':<{width}}  frames/s  offload  cloud  fallback  p95 ms")
+        lines += [f"{sid:<{width}}  {r.fps:8.1f}  {100 * r.offload_rate:6.1f}%  {100 * r.cloud:4.1f}%  "
+                  f"{100 * r.fallback:7.1f}%  {r.p95_ms:6.1f}" for sid, r in w.sources.items()]
     if w.ignored_messages:
         lines.append(f"ignored {w.ignored_messages} messages that were not results")
     return "\n".join(lines)

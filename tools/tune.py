@@ -37,15 +37,17 @@ from typing import Any
 
 import numpy as np
 
-from jetsplit.bundle import MANIFEST, file_sha256, load_bundle, write_bundle
+from jetsplit.bundle import MANIFEST, Bundle, file_sha256, load_bundle, write_bundle
 from jetsplit.calibration.search import (
     COST_KINDS,
+    Objective,
     SearchResult,
     continue_curves,
     oracle_comparison,
     search_thresholds,
 )
 from jetsplit.errors import BundleError, ConfigError
+from jetsplit.fieldtrace import read_any_trace
 from jetsplit.manifest import read_toml
 from jetsplit.trace import Trace
 
@@ -103,8 +105,20 @@ def _check_same_models(trace: Trace, files: dict[str, str], what: str) -> None:
                               "collect it again on this bundle")
 
 
+def _check_field_tunable(bundle: Bundle, first_cloud: int | None, args: argparse.Namespace) -> None:
+    """A field trace knows the gate before the cloud only (jetsplit.fieldtrace)."""
+    gated = [s.name for s in bundle.stages if s.gate is not None]
+    gate = bundle.stages[first_cloud - 1].name if first_cloud else None
+    if gated != [gate]:
+        raise ConfigError(f"{args.trace}: a field trace re-tunes only the gate before the cloud ({gate!r}); "
+                          f"bundle {bundle.name!r} has gates on {gated}: re-tune it from a collected trace")
+    if args.max_accuracy_drop is None and args.objective is None:
+        raise ConfigError(f"{args.trace}: a field trace is labelled by the cloud, so every stage's accuracy is 100%: "
+                          "give --max-accuracy-drop PT (the points of disagreement with the cloud to allow)")
+
+
 def tune(args: argparse.Namespace) -> tuple[dict[str, Any], SearchResult, Trace]:
-    calib = Trace.load(args.trace)
+    calib = read_any_trace(args.trace)
     source = args.bundle or calib.meta.get("bundle_path")
     if not source:
         raise ConfigError(f"{args.trace}: the trace does not name its bundle; give --bundle")
@@ -113,8 +127,10 @@ def tune(args: argparse.Namespace) -> tuple[dict[str, Any], SearchResult, Trace]
         raise ConfigError(f"bundle {bundle.name!r} has stages {[s.name for s in bundle.stages]}, the trace {list(calib.stage_names)}")
     _check_same_models(calib, bundle.files, str(args.trace))
     first_cloud = bundle.first_cloud_stage()
+    if calib.meta.get("field"):
+        _check_field_tunable(bundle, first_cloud, args)
     budgets = {kind: getattr(args, flag) for flag, kind in _BUDGET_FLAGS if getattr(args, flag) is not None}
-    objective = args.objective or ("min_cost" if args.max_accuracy_drop is not None or not budgets else "max_accuracy")
+    objective: Objective = args.objective or ("min_cost" if args.max_accuracy_drop is not None or not budgets else "max_accuracy")
     full_acc = calib.full().accuracy
     drop = (args.max_accuracy_drop or 0.0) / 100.0
     if not 0.0 <= args.alpha <= 1.0:
@@ -135,7 +151,7 @@ def tune(args: argparse.Namespace) -> tuple[dict[str, Any], SearchResult, Trace]
         "front": [{"thresholds": list(p.thresholds), "accuracy": p.accuracy, "cost": p.cost} for p in result.front],
     }
     if args.test is not None:
-        test = Trace.load(args.test)
+        test = read_any_trace(args.test)
         if test.stage_names != calib.stage_names:
             raise ConfigError(f"{args.test}: stages {list(test.stage_names)} differ from the calib trace's")
         _check_same_models(test, bundle.files, str(args.test))
@@ -166,6 +182,16 @@ def _write_bundle(src: Path, out: Path, calib: Trace, thresholds: Sequence[float
                  "reported_on": f"{held.get('data')}@{held.get('split')}", "reported_accuracy": held["accuracy"]})
     if held.get("offload") is not None:
         meta["reported_offload"] = held["offload"]
+    if not calib.meta.get("field"):
+        # What the field monitor's shadow audit expects (jetsplit.edge.monitor):
+        # the accuracy of the answers the edge keeps, and the cloud's own.
+        first_cloud = next((i for i, t in enumerate(raw["stage"]) if t.get("where") == "cloud"), None)
+        if first_cloud:
+            exits = calib.cascade(thresholds).exit_stage
+            kept = exits < first_cloud
+            if kept.any():
+                meta["calib_edge_accuracy"] = float(calib.correct[kept, exits[kept]].mean())
+            meta["calib_cloud_accuracy"] = float(calib.own_correct[:, -1].mean())
     raw["meta"] = meta
     write_bundle(out, raw, sources)
 
@@ -182,8 +208,10 @@ def main(argv: Sequence[str]) -> int:
     if args.plots is not None:
         from .plots import write_plots
 
-        summary["plots"] = [str(p) for p in write_plots(calib, result.grid, result.chosen_index, args.plots,  # type: ignore[arg-type]
-                                                        title=f"{calib.meta.get('bundle')} @ calib")]
+        assert result.grid is not None  # search_thresholds always keeps it
+        plots = write_plots(calib, result.grid, result.chosen_index, args.plots,
+                            title=f"{calib.meta.get('bundle')} @ calib", oracle=summary["calib"]["oracle"])
+        summary["plots"] = [str(p) for p in plots]
     summary_path.write_text(json.dumps(summary, indent=2, default=_json_default))
     if args.json:
         print(json.dumps(summary, indent=2, default=_json_default))

@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "keys": ("jetsplit.protocol.keys:main", "generate CurveZMQ key pairs"),
     "cloud": ("jetsplit.cloud.cli:main", "cloud worker: `jetsplit cloud serve ...`"),
     "edge": ("jetsplit.edge.cli:main", "edge agent: `jetsplit edge run ...`"),
-    "profile": ("jetsplit.calibration.cli:profile_main", "list a model's candidate cut points"),
+    "profile": ("jetsplit.tools.profile_cmd:main", "list a model's candidate cut points"),
     "split": ("jetsplit.calibration.cli:split_main", "cut a model into head and tail"),
     "calibrate": ("jetsplit.calibration.calibrate:main", "build a tuned bundle from models and data"),
     "collect": ("jetsplit.calibration.collect:main", "record a trace of a bundle over a dataset"),

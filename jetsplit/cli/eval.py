@@ -15,7 +15,7 @@ from typing import Any
 
 from jetsplit.bundle import load_bundle
 from jetsplit.chain import Chain
-from jetsplit.datasets import SPLITS, load_dataset
+from jetsplit.datasets import DATA_HELP, SPLITS, load_dataset
 from jetsplit.trace import Trace, collect_trace
 
 __all__ = ["evaluate", "format_table", "main"]
@@ -90,7 +90,7 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jetsplit eval", description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("bundle", nargs="+", help="bundle directory or demo:NAME (several allowed)")
-    p.add_argument("--data", required=True, help="mnist | digits | folder:PATH | npz:PATH")
+    p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument("--split", default="test", choices=SPLITS)
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.add_argument("--batch-size", type=int, default=1, help="1 times each frame as it runs online")

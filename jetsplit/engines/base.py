@@ -6,6 +6,11 @@ feeds against the specs (so every backend rejects bad input the same way, with a
 ``EngineError`` naming what differs) and times the call; a backend writes only
 ``_open``, ``_infer`` and ``_close``.
 
+A model whose every input has a batch of exactly 1 written in (an old export, or a
+piece of a model that pins its batch where it cannot be proven safe to free it)
+still takes a batch: ``infer`` runs it one sample at a time and stacks the outputs,
+so callers batch every engine alike and never get another sample's answer.
+
     >>> from jetsplit.engines import open_engine
     >>> with open_engine("little.onnx") as eng:          # doctest: +SKIP
     ...     out = eng.infer({"input": batch})
@@ -111,15 +116,38 @@ class Engine(ABC):
                 return spec
         raise EngineError(f"{self.model.name}: no output named {name!r} (outputs: {self._names(self.outputs)})")
 
+    @property
+    def batch_one(self) -> bool:
+        """Whether the model fixes a batch of 1 on every input (see the module doc)."""
+        specs = self.inputs
+        return bool(specs) and all(len(s.shape) and s.shape[0] == 1 for s in specs)
+
     # -- inference -----------------------------------------------------------
     def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Validate ``feeds`` against the input specs, run, and time the call."""
         self._require_open()
+        sizes = {a.shape[0] for a in feeds.values() if isinstance(a, np.ndarray) and a.ndim}
+        if len(sizes) == 1 and sizes != {1} and self.batch_one:
+            return self._infer_one_by_one(feeds, sizes.pop())
         self.validate(feeds)
         start = time.perf_counter()
         outputs = self._infer(feeds)
         self.last_time_ms = (time.perf_counter() - start) * 1e3
         return outputs
+
+    def _infer_one_by_one(self, feeds: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+        parts: list[dict[str, np.ndarray]] = []
+        total = 0.0
+        for i in range(n):
+            sample = {k: v[i : i + 1] for k, v in feeds.items()}
+            self.validate(sample)
+            start = time.perf_counter()
+            parts.append(self._infer(sample))
+            total += time.perf_counter() - start
+        self.last_time_ms = total * 1e3
+        if not parts:
+            return {}
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     def validate(self, feeds: Mapping[str, np.ndarray]) -> None:
         expected = {s.name for s in self.inputs}

@@ -24,14 +24,12 @@ wrote it and no copy is made; on a discrete GPU, pinned staging plus device memo
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import math
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,83 +47,19 @@ from jetsplit.engines.tensorrt_cache import (
     timing_cache_path,
     validate_precision,
 )
+from jetsplit.engines.tensorrt_cuda import (
+    Buffer,
+    Cuda,
+    alloc_buffer,
+    device_name,
+    import_backends,
+    use_mapped_memory,
+)
 from jetsplit.errors import EngineError
 
 __all__ = ["TensorRTEngine", "import_backends", "use_mapped_memory"]
 
 _log = logging.getLogger(__name__)
-
-_INSTALL_HINT = "on Jetson use JetPack's system python3, elsewhere `pip install jetsplit[jetson]`"
-
-
-def import_backends() -> tuple[Any, Any]:
-    """Import ``tensorrt`` and cuda-python's runtime module, or raise one clear EngineError."""
-    try:
-        import tensorrt as trt
-    except (ImportError, OSError) as exc:  # OSError: bindings present, libnvinfer missing
-        msg = f"tensorrt backend: the 'tensorrt' package is not importable ({exc}); {_INSTALL_HINT}"
-        raise EngineError(msg) from None
-    try:
-        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
-    except ImportError:
-        try:
-            from cuda import cudart  # older cuda-python layout, still on some JetPack images
-        except (ImportError, OSError) as exc:
-            raise EngineError(
-                f"tensorrt backend: the 'cuda-python' package is not importable ({exc}); {_INSTALL_HINT}"
-            ) from None
-    return trt, cudart
-
-
-def use_mapped_memory(requested: bool | None, integrated: bool, can_map: bool) -> bool:
-    """Zero-copy only where the GPU shares DRAM with the CPU, unless the caller says otherwise.
-
-    On a discrete GPU mapped memory would make every kernel read cross PCIe, so auto
-    mode picks it only for an integrated GPU (every Jetson).
-    """
-    if requested is None:
-        return integrated and can_map
-    if requested and not can_map:
-        raise EngineError("tensorrt mapped_memory=True: this GPU cannot map host memory (canMapHostMemory=0)")
-    return requested
-
-
-class _Cuda:
-    """Thin checked wrapper over cuda-python's runtime: every failure names its call."""
-
-    def __init__(self, cudart: Any) -> None:
-        self.rt = cudart
-
-    def __call__(self, name: str, result: Any) -> Any:
-        # cuda-python returns (err, *values); err is a cudaError_t enum.
-        err, values = result[0], result[1:]
-        if err != self.rt.cudaError_t.cudaSuccess:
-            raise EngineError(f"tensorrt backend: {name} failed: {self.error_name(err)}")
-        if not values:
-            return None
-        return values[0] if len(values) == 1 else values
-
-    def error_name(self, err: Any) -> str:
-        try:
-            name = self.rt.cudaGetErrorName(err)[1]
-        except Exception:  # naming the error must never hide it
-            return str(err)
-        return name.decode() if isinstance(name, bytes) else str(name)
-
-
-@dataclass
-class _Buffer:
-    """One I/O tensor's memory, sized for the largest batch of the profile."""
-
-    name: str
-    is_input: bool
-    dtype: np.dtype
-    capacity: int  # elements
-    host_ptr: int
-    device_ptr: int  # equals the mapped alias of host_ptr in zero-copy mode
-    mapped: bool
-    host: np.ndarray  # flat view over host_ptr
-
 
 class TensorRTEngine(Engine):
     """A TensorRT plan built (or loaded from cache) from an ONNX file.
@@ -165,12 +99,12 @@ class TensorRTEngine(Engine):
         self.build_seconds = 0.0
         self.plan_path: Path | None = None
         self._lock = threading.Lock()  # one execution context: one inference at a time
-        self._cuda: _Cuda | None = None
+        self._cuda: Cuda | None = None
         self._runtime: Any = None
         self._engine: Any = None
         self._context: Any = None
         self._stream: Any = None
-        self._buffers: list[_Buffer] = []
+        self._buffers: list[Buffer] = []
         self._batch_inputs: set[str] = set()
 
     # -- open --------------------------------------------------------------------
@@ -189,12 +123,12 @@ class TensorRTEngine(Engine):
         facts = inspect_model(self.model)
         self._check_precision(facts)  # before importing TensorRT: a model error is one everywhere
         trt, cudart = import_backends()
-        self._cuda = cuda = _Cuda(cudart)
+        self._cuda = cuda = Cuda(cudart)
         self._check_strong_typing(trt, facts)
 
         device = cuda("cudaGetDevice", cudart.cudaGetDevice())
         prop = cuda("cudaGetDeviceProperties", cudart.cudaGetDeviceProperties(device))
-        gpu_name = _text(prop.name)
+        gpu_name = device_name(prop.name)
         mapped = use_mapped_memory(self.mapped_memory, bool(prop.integrated), bool(prop.canMapHostMemory))
         if mapped:
             # Must precede context creation; TensorRT creates it on first use. When a
@@ -347,37 +281,12 @@ class TensorRTEngine(Engine):
             largest = tuple(context.get_tensor_shape(name))
             if any(d < 0 for d in largest):
                 raise EngineError(f"{self.model.name}: output {name!r} has a data-dependent shape (unsupported here)")
-            buf = self._alloc_buffer(name, is_input, dtype, max(1, math.prod(largest)), mapped, unified)
+            buf = alloc_buffer(self._require_cuda(), name, is_input, dtype, max(1, math.prod(largest)), mapped, unified)
             self._buffers.append(buf)
             if not context.set_tensor_address(name, buf.device_ptr):
                 raise EngineError(f"{self.model.name}: TensorRT refuses the address for tensor {name!r}")
             (inputs if is_input else outputs).append(TensorSpec(name, dtype, spec_shape))
         return tuple(inputs), tuple(outputs)
-
-    def _alloc_buffer(self, name: str, is_input: bool, dtype: np.dtype, count: int, mapped: bool, unified: bool) -> _Buffer:
-        cuda = self._require_cuda()
-        rt = cuda.rt
-        nbytes = count * dtype.itemsize
-        if mapped:
-            host_ptr = int(cuda("cudaHostAlloc", rt.cudaHostAlloc(nbytes, rt.cudaHostAllocMapped)))
-            err, dev = rt.cudaHostGetDevicePointer(host_ptr, 0)
-            if err == rt.cudaError_t.cudaSuccess:
-                device_ptr = int(dev)
-            elif unified:
-                device_ptr = host_ptr  # UVA: pinned host memory has the same address on the device
-            else:
-                rt.cudaFreeHost(host_ptr)
-                raise EngineError(f"tensorrt backend: cudaHostGetDevicePointer failed: {cuda.error_name(err)}")
-        else:
-            host_ptr = int(cuda("cudaMallocHost", rt.cudaMallocHost(nbytes)))
-            try:
-                device_ptr = int(cuda("cudaMalloc", rt.cudaMalloc(nbytes)))
-            except EngineError:
-                rt.cudaFreeHost(host_ptr)
-                raise
-        raw = (ctypes.c_ubyte * nbytes).from_address(host_ptr)
-        host = np.frombuffer(memoryview(raw), dtype=np.uint8).view(dtype)
-        return _Buffer(name, is_input, dtype, count, host_ptr, device_ptr, mapped, host)
 
     # -- inference -----------------------------------------------------------------
     def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -444,14 +353,7 @@ class TensorRTEngine(Engine):
         if failed:
             raise EngineError(f"tensorrt backend: releasing {self.model.name} failed: {'; '.join(failed)}")
 
-    def _require_cuda(self) -> _Cuda:
+    def _require_cuda(self) -> Cuda:
         if self._cuda is None:
             raise EngineError(f"{self.model.name}: tensorrt engine is not open")
         return self._cuda
-
-
-def _text(value: Any) -> str:
-    """cudaDeviceProp.name arrives as bytes (a C char array) in cuda-python."""
-    if isinstance(value, bytes):
-        return value.split(b"\0", 1)[0].decode(errors="replace")
-    return str(value)

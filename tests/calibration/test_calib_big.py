@@ -14,7 +14,7 @@ from jetsplit.calibration.split import real_inputs, split_model, verify_split
 BIG = Path(jetsplit.demo.__file__).resolve().parent / "zoo" / "big.onnx"
 
 pytestmark = pytest.mark.skipif(
-    not BIG.is_file(), reason=f"{BIG} not built (python -m jetsplit.demo.build_zoo)"
+    not BIG.is_file(), reason=f"{BIG} not built (make zoo)"
 )
 
 

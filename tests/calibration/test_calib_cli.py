@@ -66,7 +66,7 @@ def test_split_writes_and_verifies(
     [
         (
             ["split", "{model}", "--at", "relu9", "--out", "{tmp}"],
-            "no tensor named 'relu9'; candidate cuts: stem_c",
+            "no tensor named 'relu9'; nearest: ",
         ),
         (["split", "{model}", "--at", "b1_relu1", "--out", "{tmp}"], "'b1_relu1' is not a cut"),
         (["split", "{tmp}/absent.onnx", "--at", "a", "--out", "{tmp}"], "no such file"),

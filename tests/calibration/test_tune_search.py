@@ -5,7 +5,7 @@ here, since the test machines are shared)."""
 
 from __future__ import annotations
 
-import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -19,17 +19,13 @@ from jetsplit.calibration.search import (
     search_thresholds,
 )
 from jetsplit.errors import ConfigError
-
-_BENCH = Path(__file__).resolve().parents[2] / "bench" / "search_speed.py"
-_spec = importlib.util.spec_from_file_location("search_speed", _BENCH)
-assert _spec and _spec.loader
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
+from jetsplit.tools.tune import main as tune_main
+from tests.support.traces import synthetic_trace, synthetic_tune_inputs
 
 
 @pytest.mark.parametrize("stages", [1, 2, 3])
 def test_grid_equals_brute_force(stages: int) -> None:
-    trace = bench.synthetic_trace(400, stages, seed=stages)
+    trace = synthetic_trace(400, stages, seed=stages)
     grid = evaluate_grid(trace, ("time", "bytes", "offload"), first_cloud=stages - 1, grid=5)
     cands = [candidate_thresholds(trace.score[:, s], 5) for s in range(stages - 1)]
     combos = np.array(np.meshgrid(*cands, indexing="ij")).reshape(stages - 1, -1).T if cands else np.zeros((1, 0))
@@ -43,7 +39,7 @@ def test_grid_equals_brute_force(stages: int) -> None:
 
 
 def test_budgets_are_met_and_impossible_ones_are_one_error() -> None:
-    trace = bench.synthetic_trace(2000, 3)
+    trace = synthetic_trace(2000, 3)
     res = search_thresholds(trace, cost="time", objective="max_accuracy", first_cloud=2,
                             budgets={"offload": 0.2, "bytes": 800.0})
     stats = trace.cascade(res.chosen.thresholds)
@@ -53,7 +49,7 @@ def test_budgets_are_met_and_impossible_ones_are_one_error() -> None:
 
 
 def test_curves_and_oracle() -> None:
-    trace = bench.synthetic_trace(1000, 2)
+    trace = synthetic_trace(1000, 2)
     res = search_thresholds(trace, cost="offload", first_cloud=1)
     curve = continue_curves(trace, res.chosen.thresholds)[0]
     assert curve is not None and curve[1] == sorted(curve[1]) and curve[1][0] == 0.0
@@ -63,5 +59,8 @@ def test_curves_and_oracle() -> None:
 
 
 def test_tune_command_on_10k_by_4(tmp_path: Path) -> None:
-    record = bench.run(10_000, 4)
-    assert record["tune_exit_code"] == 0 and record["threshold_sets"] > 10_000
+    calib, test = synthetic_tune_inputs(tmp_path, 10_000, 4)
+    out = tmp_path / "tuned"
+    assert tune_main([str(calib), "--test", str(test), "--out", str(out), "--objective", "seed", "--alpha", "0.5"]) == 0
+    summary = json.loads((out / "tuning.json").read_text())
+    assert summary["evaluated"] > 10_000

@@ -12,7 +12,7 @@ import pytest
 
 from jetsplit.cloud.config import load_cloud_config
 from jetsplit.cloud.health import HEALTHY, UNHEALTHY, USAGE, _parser, main
-from tests.system.daemons import curve_keys, start_worker
+from tests.support.daemons import curve_keys, start_worker
 
 
 def test_probe_of_a_live_worker(make_bundle, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

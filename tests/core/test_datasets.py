@@ -42,7 +42,7 @@ def test_folder_and_npz(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("imagenet", r"dataset spec 'imagenet': expected mnist, digits, folder:PATH or npz:PATH"),
+        ("imagenet", r"dataset spec 'imagenet': expected mnist, digits, folder:PATH, npz:PATH, corrupt:NAME:SEVERITY:SPEC"),
         ("folder:/nonexistent/x", r"not a directory"),
         ("npz:/nonexistent/x.npz", r"no such file"),
     ],

@@ -52,8 +52,10 @@ def test_dgate_distance_and_class(tmp_path: Path) -> None:
 
 
 def test_support_gate_logistic(tmp_path: Path) -> None:
+    # Parameters without a ``layout`` (bundles written before layout 2) keep reading
+    # layout 1: every sorted probability, margin, entropy.
     probs = softmax(np.array([[5.0, 0, 0], [0.1, 0, 0]], np.float32))
-    x = support_inputs(probs)
+    x = support_inputs(probs, layout=1)
     w = np.zeros((x.shape[1], 1), np.float32)
     w[3, 0] = 10.0  # weight on the margin column
     path = tmp_path / "s.npz"
@@ -70,3 +72,27 @@ def test_bad_gate_params(tmp_path: Path) -> None:
         load_gate("dgate", path)
     with pytest.raises(BundleError, match="expected weight"):
         DGate(np.zeros(3), np.zeros(3))
+
+
+def test_support_layout2_logit_gaps_and_activation_stats(tmp_path: Path) -> None:
+    # Two answers whose float32 top-1 probability has saturated at 1.0 still differ
+    # in their logit gap, which layout 2 reads.
+    probs = softmax(np.array([[40.0, 0, 0, 0, 0], [20.0, 0, 0, 0, 0]], np.float32))
+    assert probs[0, 0] == probs[1, 0] == 1.0
+    x = support_inputs(probs)
+    assert x.shape == (2, 4 + 3 + 2)
+    np.testing.assert_allclose(x[:, 4], [-40.0, -20.0], rtol=1e-4)
+    act = np.stack([np.zeros((2, 3, 3)), np.full((2, 3, 3), 2.0)]).astype(np.float32)
+    xc = support_inputs(probs, carry=act)
+    np.testing.assert_allclose(xc[:, -4:], [[0, 0, 0, 1], [2, 0, 2, 0]])
+    w = np.zeros((xc.shape[1], 1), np.float32)
+    w[4, 0] = 1.0
+    path = tmp_path / "s.npz"
+    np.savez(path, w0=w, b0=np.array([30.0], np.float32), use_features=np.array(0), use_carry=np.array(1),
+             layout=np.array(2))
+    gate = load_gate("support", path)
+    assert gate.needs_carry
+    s = gate.score(probs, carry=act)
+    assert s[1] > 0.99 and s[0] < 0.01
+    with pytest.raises(BundleError, match="reads the carried activation, but the stage carries none"):
+        gate.score(probs)

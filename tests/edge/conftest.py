@@ -109,7 +109,7 @@ def simulate(
             if kind == "reply" and breaker is not None:
                 breaker.record_success() if kw["ok"] else breaker.record_failure("timeout")
             if kind == "reply":
-                controller.observe_round_trip(kw["rtt"], ok=kw["ok"], now=t_done)
+                controller.observe_round_trip(kw["rtt"])
             else:
                 controller.observe_frame(**kw, now=t_done)
 

@@ -10,7 +10,7 @@ import pytest
 from jetsplit.edge.agent import EdgeAgent
 from jetsplit.edge.config import EdgeConfig
 from jetsplit.edge.sinks import QueueSink
-from tests.system.frames import digits_folder
+from tests.support.frames import digits_folder
 
 
 @pytest.fixture

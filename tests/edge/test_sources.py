@@ -104,7 +104,8 @@ def test_flat_folder_and_single_image(tmp_path: Path, digits: Any) -> None:
         ("file:///no/such/clip.mp4", "no such file"),
         ("/no/such/dir/", "no such file"),
         ("v4l2:///dev/video-none", "no such device"),
-        ("http://camera/stream", "unknown source scheme"),
+        ("ftp://camera/stream", "unknown source scheme"),
+        ("http://127.0.0.1:9/stream.mjpg", "cannot open the capture"),
         ("csi://front", "expected csi://N"),
         ("", "expected a URI"),
     ],
@@ -212,7 +213,12 @@ def test_grabber_passes_the_error_on_and_times_out() -> None:
     assert not grabber.alive
 
     stuck = threading.Event()
-    slow = Grabber(lambda: None if stuck.wait(5.0) else None).start()
+
+    def hung_read() -> None:
+        stuck.wait(5.0)  # a camera that hangs until released, then gives no frame
+        return None
+
+    slow = Grabber(hung_read).start()
     with pytest.raises(GrabberTimeout):
         slow.get(timeout=0.05)
     stuck.set()

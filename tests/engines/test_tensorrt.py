@@ -20,7 +20,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from jetsplit.engines import open_engine
-from jetsplit.engines.tensorrt import TensorRTEngine, _Cuda, use_mapped_memory
+from jetsplit.engines.tensorrt import TensorRTEngine
 from jetsplit.engines.tensorrt_cache import (
     BatchProfile,
     EngineKey,
@@ -32,6 +32,7 @@ from jetsplit.engines.tensorrt_cache import (
     timing_cache_path,
     validate_precision,
 )
+from jetsplit.engines.tensorrt_cuda import Cuda, use_mapped_memory
 from jetsplit.errors import EngineError
 
 # -- tiny models ----------------------------------------------------------------------
@@ -356,7 +357,7 @@ _FAKE_RT = types.SimpleNamespace(
 
 
 def test_cuda_errors_name_the_call() -> None:
-    cuda = _Cuda(_FAKE_RT)
+    cuda = Cuda(_FAKE_RT)
     ok = _FakeError("cudaSuccess")
     assert cuda("cudaMalloc", (ok, 1234)) == 1234
     assert cuda("cudaStreamSynchronize", (ok,)) is None

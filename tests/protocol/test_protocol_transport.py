@@ -49,6 +49,21 @@ def test_ping(client: Client, fingerprint: str) -> None:
     assert pong.max_message_bytes == Limits().max_message_bytes and pong.rtt_ms > 0
 
 
+def test_ping_without_waiting(client: Client, fingerprint: str) -> None:
+    """send_ping/take_pongs, the public hooks the worker pool's health checks use:
+    the pong is filed by whichever call receives it, and taken once."""
+    assert client.wait_ready()
+    rid = client.send_ping()
+    assert rid is not None
+    end = time.monotonic() + TIMEOUT_MS / 1000.0
+    pongs: dict[int, Any] = {}
+    while not pongs and time.monotonic() < end:
+        assert client.poll_replies(20) == []  # receives the pong and files it
+        pongs = client.take_pongs()
+    assert list(pongs) == [rid] and pongs[rid].bundles == [fingerprint]
+    assert client.take_pongs() == {}
+
+
 @pytest.mark.parametrize("encoding", ["raw", "f16", "i8", "raw+lz4", "i8+zstd"])
 def test_infer_roundtrip_through_sockets(client: Client, encoding: str) -> None:
     tensors = {
@@ -108,11 +123,18 @@ def test_expired_deadline_is_answered_expired(client: Client) -> None:
 def test_many_endpoints_round_robin(ipc_dir: Any, fingerprint: str) -> None:
     with EchoServer(f"ipc://{ipc_dir}/a.sock") as a, EchoServer(f"ipc://{ipc_dir}/b.sock") as b:
         with Client([a.endpoint, b.endpoint], fingerprint, timeout_ms=TIMEOUT_MS) as c:
-            c.ping()
-            c.ping()  # by now both connections are up (IMMEDIATE skips the others)
+            # IMMEDIATE sends only over connections that are up: wait until both
+            # have served a request (two pings once stood for this; under load the
+            # second connection could still be coming up).
+            end = time.monotonic() + TIMEOUT_MS / 1000
+            while not (a.requests and b.requests) and time.monotonic() < end:
+                c.infer(0, {})
+            a0, b0 = a.requests, b.requests
+            assert a0 and b0, "the second connection never came up"
             for _ in range(10):
                 c.infer(0, {})
-        assert a.requests > 0 and b.requests > 0 and a.requests + b.requests == 10
+        # Round robin over the two: each took its turn.
+        assert a.requests - a0 == 5 and b.requests - b0 == 5
 
 
 # ------------------------------------------------------------------ timeouts, reconnect
@@ -133,7 +155,8 @@ def test_timeout_against_a_silent_server(silent: str, fingerprint: str) -> None:
         start = time.monotonic()
         with pytest.raises(RequestTimeout):
             c.infer(1, {"x": np.ones(3)})
-        assert 0.15 < time.monotonic() - start < 2.0
+        # Not before the timeout; the upper bound only catches a wait far past it.
+        assert 0.15 < time.monotonic() - start < 10.0
         assert c.reconnects == 1 and c.pending == 0
         with pytest.raises(RequestTimeout):
             c.ping(timeout_ms=100)

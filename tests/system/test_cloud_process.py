@@ -16,8 +16,7 @@ import zmq
 
 from jetsplit.chain import Chain
 from jetsplit.protocol import Client, CurveClient, StatusCode, encode_infer
-
-from .daemons import curve_keys, rss_kib, start_worker
+from tests.support.daemons import curve_keys, rss_kib, start_worker
 
 
 def _valid_request(bundle: Any, offloads: Any) -> tuple[int, dict[str, np.ndarray], np.ndarray]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .daemons import Daemon, start_worker
-from .frames import digits_folder
-from .test_edge_outage import _read_jsonl
+from tests.support.daemons import Daemon, start_worker
+from tests.support.frames import digits_folder
+from tests.support.jsonl import read_jsonl
 
 
 def test_max_offload_rate_held_live(make_bundle, tmp_path: Path) -> None:
@@ -23,7 +23,7 @@ def test_max_offload_rate_held_live(make_bundle, tmp_path: Path) -> None:
         assert edge.proc.wait(90) == 0
     finally:
         worker.stop()
-    results = sorted(_read_jsonl(out), key=lambda r: r["frame"])
+    results = sorted(read_jsonl(out), key=lambda r: r["frame"])
     settled = results[len(results) // 2:]  # after the controller's warm-up
     rate = sum(r["bytes_up"] > 0 for r in settled) / len(settled)
     assert 0.16 <= rate <= 0.24, f"offload rate {rate:.3f} against a budget of 0.2"

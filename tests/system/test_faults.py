@@ -23,10 +23,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from .daemons import Daemon, NetnsDaemon, start_worker_in
-from .frames import digits_folder
+from tests.support.daemons import Daemon, start_worker_in
+from tests.support.frames import digits_folder
+from tests.support.jsonl import read_jsonl
+
 from .netns import Link, unavailable_reason
-from .test_edge_outage import _read_jsonl
 
 _REASON = unavailable_reason()
 pytestmark = pytest.mark.skipif(_REASON is not None, reason=f"fault injection: {_REASON}")
@@ -88,7 +89,7 @@ def _wait_for(out: Path, predicate: Any, timeout: float) -> float | None:
     """Poll the results file until ``predicate(results)`` holds; the time it did, or None."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if predicate(_read_jsonl(out)):
+        if predicate(read_jsonl(out)):
             return time.monotonic()
         time.sleep(0.05)  # polling a file another process writes
     return None
@@ -108,11 +109,12 @@ def run_scenario(bundle_root: Path, tmp_path: Path, sc: Scenario) -> dict[str, A
             link.start_proxy(PROXY_PORT, f"127.0.0.1:{WORKER_PORT}", seed=0)
             worker, _ = start_worker_in(link.exec_argv(link.cloud_ns, []), str(bundle_root),
                                         bind=f"tcp://127.0.0.1:{WORKER_PORT}")
-            edge = NetnsDaemon(link.exec_argv(link.edge_ns, []), "edge", "run", "--bundle", str(bundle_root),
-                               "--cloud", f"tcp://{link.cloud_ip}:{PROXY_PORT}", "--source", str(src),
-                               "--sink", f"jsonl:{out}", "--realtime", "--fps", str(sc.fps),
-                               "--deadline-ms", str(sc.deadline_ms),
-                               "--latency-budget-ms", str(sc.latency_budget_ms))
+            edge = Daemon("edge", "run", "--bundle", str(bundle_root),
+                          "--cloud", f"tcp://{link.cloud_ip}:{PROXY_PORT}", "--source", str(src),
+                          "--sink", f"jsonl:{out}", "--realtime", "--fps", str(sc.fps),
+                          "--deadline-ms", str(sc.deadline_ms),
+                          "--latency-budget-ms", str(sc.latency_budget_ms),
+                          prefix=link.exec_argv(link.edge_ns, []))
             # Clean: offloading works before anything is impaired.
             t = _wait_for(out, lambda rs: any(r["where"] == "cloud" for r in rs), 30.0)
             assert t is not None, "no cloud result on the clean link"
@@ -144,7 +146,7 @@ def run_scenario(bundle_root: Path, tmp_path: Path, sc: Scenario) -> dict[str, A
                 worker.stop()
     stderr = edge.proc.stderr.read() if edge.proc.stderr else ""
     summary = json.loads(stderr.strip().splitlines()[-1])["summary"]
-    return {"results": _read_jsonl(out), "summary": summary, "marks": marks, "mechanisms": mechanisms,
+    return {"results": read_jsonl(out), "summary": summary, "marks": marks, "mechanisms": mechanisms,
             "netem_error": netem_error, "n_frames": n_frames}
 
 
@@ -178,7 +180,7 @@ def _check(run: dict[str, Any], sc: Scenario, tmp_path: Path) -> None:
     # camera-paced source may drop a frame (counted, never delivered), nothing else.
     frames = [r["frame"] for r in results]
     assert len(frames) == len(set(frames)) == summary["frames"]
-    assert max(frames) + 1 == len(frames) + summary["dropped"]
+    assert max(frames) < len(frames) + summary["dropped"]  # the last frame read may be a drop
     # Drops are the grabber keeping the newest frame when the agent falls behind;
     # on a loaded 2-vCPU machine (tests running side by side) that reaches a few %.
     assert summary["dropped"] <= 0.1 * (len(frames) + summary["dropped"]), summary
@@ -192,9 +194,11 @@ def _check(run: dict[str, Any], sc: Scenario, tmp_path: Path) -> None:
     # Cut: local only, at the camera's rate, within the budget.
     assert cut.cloud == 0 and cut.frames >= 0.8 * sc.fps * sc.cut_s, report
     assert cut.p95_ms <= sc.latency_budget_ms, report
-    # Restored: cloud answers again within a few seconds.
+    # Restored: cloud answers again at the breaker's next probe. Its backoff doubles
+    # while the link is cut, up to max_backoff_s (10 s): 12 s bounds that on a
+    # loaded machine too (a few seconds when idle).
     assert back, f"offloading never resumed: {report}"
-    assert back[0] - marks["restored"] < 5.0, f"offloading resumed {back[0] - marks['restored']:.2f} s after the restore"
+    assert back[0] - marks["restored"] < 12.0, f"offloading resumed {back[0] - marks['restored']:.2f} s after the restore"
     # The controller offloads less on the impaired link than on the clean one:
     # offloads that miss their deadline count against the latency budget.
     assert late.threshold < clean.threshold and late.offloaded < clean.offloaded, report

@@ -23,10 +23,9 @@ from jetsplit.bundle import load_bundle
 from jetsplit.cloud.loadgen import Load, Tally, offload_sample
 from jetsplit.demo import BUNDLES_DIR
 from jetsplit.handoff import wire_encodings
-
-from .daemons import Daemon, rss_kib, start_worker
-from .frames import digits_folder
-from .test_edge_outage import _read_jsonl
+from tests.support.daemons import Daemon, rss_kib, start_worker
+from tests.support.frames import digits_folder
+from tests.support.jsonl import read_jsonl
 
 needs_demo = pytest.mark.skipif(not (BUNDLES_DIR / "split").is_dir(), reason="demo:split is not built (make bundles)")
 
@@ -187,7 +186,7 @@ def test_edges_back_off_from_an_overloaded_worker_and_come_back(make_bundle, tmp
     tally = json.loads(flood_out)
     flood_start, flood_end = tally["started"], tally["started"] + tally["seconds"]
     assert tally["overloaded"] > 0 and tally["unanswered"] == 0 and tally["duplicates"] == 0
-    results = _read_jsonl(out)
+    results = read_jsonl(out)
     summary = json.loads(edge.proc.stderr.read().strip().splitlines()[-1])["summary"] if edge.proc.stderr else {}
     # Exactly one result per frame the source delivered (a camera-paced source
     # drops what the loop could not take in time, and counts it).
@@ -216,6 +215,6 @@ def test_edges_back_off_from_an_overloaded_worker_and_come_back(make_bundle, tmp
 
 def _wait_results(path: Path, n: int, timeout: float = 60.0) -> None:
     end = time.monotonic() + timeout
-    while len(_read_jsonl(path)) < n:
+    while len(read_jsonl(path)) < n:
         assert time.monotonic() < end, f"fewer than {n} results in {timeout} s"
         time.sleep(0.05)

@@ -15,10 +15,9 @@ from typing import Any
 import numpy as np
 
 from jetsplit.edge.pool import WorkerPool
-
-from .daemons import Daemon, start_worker
-from .frames import digits_folder
-from .test_edge_outage import _read_jsonl, _wait_lines
+from tests.support.daemons import Daemon, start_worker
+from tests.support.frames import digits_folder
+from tests.support.jsonl import read_jsonl, wait_lines
 
 
 def drive(pool: WorkerPool, stage: int, tensors: list[dict[str, np.ndarray]], n: int, *, window: int,
@@ -89,7 +88,7 @@ def test_edge_daemon_with_two_workers_one_killed(make_bundle, tmp_path: Path) ->
                   "--source", str(src), "--sink", f"jsonl:{out}", "--realtime", "--fps", "200",
                   "--deadline-ms", "300")
     try:
-        _wait_lines(out, 300)
+        wait_lines(out, 300)
         workers[1].proc.kill()
         t_kill = time.monotonic()
         assert edge.proc.wait(60) == 0
@@ -100,7 +99,7 @@ def test_edge_daemon_with_two_workers_one_killed(make_bundle, tmp_path: Path) ->
         if edge.proc.poll() is None:
             edge.proc.kill()
     stderr = edge.proc.stderr.read() if edge.proc.stderr else ""
-    results = _read_jsonl(out)
+    results = read_jsonl(out)
     frames = [r["frame"] for r in results]
     summary = json.loads(stderr.strip().splitlines()[-1])["summary"]
     assert len(frames) == len(set(frames)) == summary["frames"]

@@ -11,7 +11,6 @@ several, or for a DNS name), so both are soaked. The short version runs in
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import threading
 import time
@@ -23,21 +22,12 @@ import pytest
 
 from jetsplit.edge.pool import WorkerPool
 from jetsplit.protocol import Client
-
-from .daemons import rss_kib, start_worker
+from tests.support.daemons import rss_kib, start_worker
+from tests.support.machine import describe
 
 CLIENTS = 8
 WINDOW = 4
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results" / "soak.json"
-
-
-def _machine() -> dict[str, Any]:
-    """bench/machine.py's description (the bench folder is not a package)."""
-    spec = importlib.util.spec_from_file_location("_jetsplit_bench_machine", RESULTS.parents[1] / "machine.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return dict(module.describe())
 
 
 class _EdgeClient(threading.Thread):
@@ -132,7 +122,7 @@ def test_soak_8_clients_x_20000(make_bundle, offloads, tmp_path: Path) -> None:
     growth = peak / base - 1.0
     result = {
         "benchmark": "soak",
-        "machine": _machine(),
+        "machine": describe(),
         "settings": {"clients": CLIENTS, "requests_per_client": per_client, "window_per_client": WINDOW,
                      "deadline_ms": 5000, "client_kinds": [c.kind for c in r["clients"]],
                      "worker": "jetsplit cloud serve (defaults), ipc://", "warmup_fraction": warmup,

@@ -35,9 +35,8 @@ from jetsplit.edge.config import load_edge_config
 from jetsplit.edge.pool import PoolConfig
 from jetsplit.handoff import pack
 from jetsplit.protocol import Client
-
-from .daemons import JETSPLIT, Daemon, start_worker
-from .frames import digits_folder
+from tests.support.daemons import JETSPLIT, Daemon, start_worker
+from tests.support.frames import digits_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = ROOT / "systemd"

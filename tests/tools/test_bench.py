@@ -1,4 +1,4 @@
-"""``jetsplit bench`` on the tiny real bundles (tests/conftest.py) and scikit-learn's digits."""
+"""``jetsplit bench`` on the tiny real bundles (tests/support/tiny.py) and scikit-learn's digits."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from jetsplit.edge.config import EdgeConfig
 from jetsplit.edge.sinks import QueueSink
 from jetsplit.errors import JetsplitError
 from jetsplit.tools.bench import PREPROCESS, bench, load_frames
-from tests.system.frames import digits_folder
+from tests.support.frames import digits_folder
 
 
 def test_every_stage_at_every_batch_size(make_bundle: Any) -> None:

@@ -15,9 +15,9 @@ import zmq
 
 from jetsplit.cli import main
 from jetsplit.edge.sinks import FrameResult, ZmqPubSink
-from jetsplit.tools.top import Subscriber, summarize
-from tests.system.daemons import Daemon
-from tests.system.frames import digits_folder
+from jetsplit.tools.top import Subscriber, format_window, summarize
+from tests.support.daemons import Daemon
+from tests.support.frames import digits_folder
 
 _MARKER = -1  # frame index of the records sent until the subscriber is connected
 
@@ -77,6 +77,27 @@ def test_window_of_published_results(tmp_path: Path) -> None:
     assert w.energy_mj_per_frame == pytest.approx((12 * 10 + 8 * 40) / 20)
     assert w.exits == {"head": 15, "tail": 5}
     assert w.fallback_reasons == {"deadline": 2, "circuit open": 1}
+
+
+def test_rates_per_source() -> None:
+    rs = []
+    for i in range(30):  # "gate" 20 frames, 5 offloaded; "dock" 10 frames, 1 fell back
+        sid = "gate" if i % 3 else "dock"
+        r = _result(i, "cloud" if i % 4 == 1 else "edge", float(i), bytes_up=100 if i % 4 == 1 else 0)
+        r.source_id = sid
+        rs.append(r)
+    rs[0].where, rs[0].reason = "fallback", "circuit open"
+    w = summarize(rs, seconds=2.0)
+    assert set(w.sources) == {"gate", "dock"}
+    gate, dock = w.sources["gate"], w.sources["dock"]
+    assert (gate.frames, gate.fps, dock.frames, dock.fps) == (20, 10.0, 10, 5.0)
+    assert gate.offload_rate == pytest.approx(sum(1 for i in range(30) if i % 3 and i % 4 == 1) / 20)
+    assert dock.fallback == pytest.approx(0.1) and gate.fallback == 0.0
+    text = format_window(w)
+    rows = {line.split()[0]: line.split() for line in text.splitlines()[-3:]}
+    assert rows["source"] == ["source", "frames/s", "offload", "cloud", "fallback", "p95", "ms"]
+    assert rows["gate"][1] == "10.0" and rows["dock"][1] == "5.0" and rows["dock"][4] == "10.0%"
+    assert json.loads(json.dumps(w.to_json()))["sources"]["dock"]["frames"] == 10
 
 
 def test_no_energy_and_empty_windows() -> None:

@@ -7,7 +7,7 @@ exactly once: answered (:meth:`InFlight.deliver`; a later reply, such as the fir
 worker's after a re-send, then finds nothing and is a duplicate), lost with no
 re-send possible (:meth:`InFlight.abandon`, reported at once by the pool's next
 ``expire``), or past its deadline (:meth:`InFlight.expire`). Which member a request goes to, and
-whether it is re-sent, is the pool's decision (edge/pool.py).
+whether it is re-sent, is the pool's decision (edge/pool/workerpool.py).
 """
 
 from __future__ import annotations
@@ -16,16 +16,14 @@ import dataclasses
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from jetsplit.edge.members import Member
+from jetsplit.edge.pool.members import Member
+from jetsplit.edge.pool.stats import PoolStats
 from jetsplit.protocol.client import Reply
 from jetsplit.protocol.codec import Encodings
-
-if TYPE_CHECKING:
-    from jetsplit.edge.pool import PoolStats
 
 __all__ = ["InFlight", "Request"]
 

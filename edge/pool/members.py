@@ -1,11 +1,10 @@
 """One member of the worker pool: its client and what the pool knows about it.
 
 :class:`MemberClient` is a :class:`~jetsplit.protocol.Client` of one worker with
-what the pool needs on top: pings that do not wait, the pongs received, and a
-socket monitor that reports connects and disconnects (a crashed worker is seen at
+a socket monitor on top that reports connects and disconnects (a crashed worker is seen at
 once, not at a deadline). :class:`Member` is the pool's record of it: its state,
 the requests routed to it, its pings and the health bookkeeping
-(:mod:`jetsplit.edge.membership` decides on it).
+(:mod:`jetsplit.edge.pool.membership` decides on it).
 """
 
 from __future__ import annotations
@@ -18,8 +17,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from jetsplit.protocol import Client
-from jetsplit.protocol.codec import encode_message, ping_for
-from jetsplit.protocol.transport import dealer_socket, send_frames
+from jetsplit.protocol.transport import dealer_socket
 
 __all__ = ["Member", "MemberClient", "MemberState"]
 
@@ -29,29 +27,27 @@ _MONITOR_IDS = itertools.count()
 
 
 class MemberClient(Client):
-    """A ``Client`` of one worker, plus what the pool needs: pings that do not wait,
-    the pongs received, when the worker was last heard from, and a socket monitor
-    that reports connects and disconnects. It extends ``Client`` through its
-    internals: ``_open`` (which must set ``_socket``; it is also called by
-    ``reconnect``), ``close``, ``_sock``, ``_new_id``, ``_pongs`` (filled by
-    ``_receive_one``) and ``_last_recv``; tests/edge/test_pool.py exercises that
-    contract against real and scripted workers."""
+    """A ``Client`` of one worker, plus a socket monitor that reports connects and
+    disconnects. It extends ``Client`` only through its public hooks:
+    :meth:`open_socket` (called again by every reconnect) and :meth:`close_socket`;
+    pings that do not wait and the pongs received are ``Client``'s own
+    (``send_ping``, ``take_pongs``)."""
 
     def __init__(self, endpoint: str, fingerprint: str, **kw: Any) -> None:
         self.monitor: zmq.Socket[Any] | None = None
         super().__init__([endpoint], fingerprint, **kw)
 
-    def _open(self) -> None:
+    def open_socket(self) -> zmq.Socket[Any]:
         # A reconnect (lazy pirate) opens a new socket: it gets a new monitor too.
         self._close_monitor()
-        sock = dealer_socket(self._context, [], limits=self.limits, options=self._options, curve=self._curve)
+        sock = dealer_socket(self.context, [], limits=self.limits, options=self.options, curve=self.curve)
         try:
             if "[" in self.endpoints[0]:
                 sock.setsockopt(zmq.IPV6, 1)  # a resolved IPv6 address: tcp://[::1]:5555
             # Our own unique address: a closed socket's monitor may still hold pyzmq's default one.
             addr = f"inproc://jetsplit-pool-monitor-{next(_MONITOR_IDS)}"
             sock.monitor(addr, zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
-            monitor = self._context.socket(zmq.PAIR)
+            monitor = self.context.socket(zmq.PAIR)
             monitor.setsockopt(zmq.LINGER, 0)
             monitor.connect(addr)
             self.monitor = monitor
@@ -60,36 +56,20 @@ class MemberClient(Client):
             sock.close(linger=0)
             self._close_monitor()
             raise
-        self._socket = sock
+        return sock
+
+    def close_socket(self, sock: zmq.Socket[Any]) -> None:
+        try:
+            sock.disable_monitor()
+        except zmq.ZMQError:
+            pass
+        super().close_socket(sock)
+        self._close_monitor()
 
     def _close_monitor(self) -> None:
         if self.monitor is not None:
             self.monitor.close(linger=0)
             self.monitor = None
-
-    def close(self) -> None:
-        if self._socket is not None:
-            try:
-                self._socket.disable_monitor()
-            except zmq.ZMQError:
-                pass
-        super().close()
-        self._close_monitor()
-
-    @property
-    def socket(self) -> zmq.Socket[Any]:
-        return self._sock()
-
-    def send_ping(self) -> int | None:
-        """Queue a ``ping`` without waiting; its id, or None if no connection takes it."""
-        rid = self._new_id()
-        return rid if send_frames(self._sock(), encode_message(ping_for(rid)), 0) else None
-
-    def take_pongs(self) -> dict[int, list[str]]:
-        """Pongs received since the last call: ping id -> bundle fingerprints served."""
-        out = {rid: pong.bundles for rid, pong in self._pongs.items()}
-        self._pongs.clear()
-        return out
 
     def connection_events(self) -> list[int]:
         """Monitor events (``zmq.EVENT_CONNECTED`` / ``EVENT_DISCONNECTED``) since the last call."""

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 __all__ = ["NameWatch", "Resolver", "is_dns_endpoint", "resolve_endpoint"]
 
-# One logger for the whole pool (edge/pool.py and its parts): what operators filter on.
+# One logger for the whole pool (edge/pool/workerpool.py and its parts): what operators filter on.
 _log = logging.getLogger("jetsplit.edge.pool")
 
 #: ``resolver("tcp://name:port") -> ["tcp://10.0.0.7:port", ...]``; raises OSError when

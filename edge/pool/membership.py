@@ -2,7 +2,7 @@
 
 - **Members.** Each configured ``tcp://`` endpoint whose host is a name is resolved
   with ``getaddrinfo`` at start and again every ``resolve_interval_s`` on a
-  background thread (:class:`~jetsplit.edge.resolver.NameWatch`: a slow DNS server
+  background thread (:class:`~jetsplit.edge.pool.resolver.NameWatch`: a slow DNS server
   never stalls the edge loop); addresses that appear join, addresses that vanish
   retire (no new requests; their replies are still taken until their requests are
   answered or expire). A failed look-up keeps the members a name has. Literal
@@ -25,7 +25,7 @@
 
 :class:`Membership` applies these rules on the pool's thread; :class:`PoolConfig`
 (``[pool]`` in edge.toml) holds the timings. Which requests a member holds is the
-pool's business (edge/pool.py, edge/inflight.py): it tells the membership when a
+pool's business (edge/pool/workerpool.py, edge/pool/inflight.py): it tells the membership when a
 request timed out on a member, and is told when a member goes down so that it can
 re-send what the member held.
 """
@@ -37,24 +37,22 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import zmq
 
-from jetsplit.edge.inflight import Request
-from jetsplit.edge.members import Member, MemberClient
-from jetsplit.edge.resolver import NameWatch, Resolver, is_dns_endpoint
+from jetsplit.edge.pool.inflight import Request
+from jetsplit.edge.pool.members import Member, MemberClient
+from jetsplit.edge.pool.resolver import NameWatch, Resolver, is_dns_endpoint
+from jetsplit.edge.pool.stats import PoolStats
 from jetsplit.errors import ConfigError
 from jetsplit.manifest import TableReader
 from jetsplit.protocol.client import Reply
 from jetsplit.protocol.errors import Unavailable
 
-if TYPE_CHECKING:
-    from jetsplit.edge.pool import PoolStats
-
 __all__ = ["Membership", "PoolConfig"]
 
-# One logger for the whole pool (edge/pool.py and its parts): what operators filter on.
+# One logger for the whole pool (edge/pool/workerpool.py and its parts): what operators filter on.
 _log = logging.getLogger("jetsplit.edge.pool")
 
 
@@ -264,9 +262,9 @@ class Membership:
             m.probe_since = None
         if replies:
             m.replied = now
-        for rid, bundles in pongs.items():
+        for rid, pong in pongs.items():
             if m.pings.pop(rid, None) is not None and now >= m.hold_until:
-                self._mark_up(m, bundles)
+                self._mark_up(m, pong.bundles)
         return replies
 
     def wait(self, wait_s: float) -> None:

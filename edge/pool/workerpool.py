@@ -17,15 +17,15 @@ worker. :class:`WorkerPool` has the interface the edge agent uses from ``Client`
 
 How it decides (docs/ARCHITECTURE.md, "Scale-out"):
 
-- **Members, health, spreading** (edge/membership.py; names resolved by
-  edge/resolver.py, each member's client in edge/members.py): who is in the pool,
+- **Members, health, spreading** (edge/pool/membership.py; names resolved by
+  edge/pool/resolver.py, each member's client in edge/pool/members.py): who is in the pool,
   which members are up (pongs, a socket monitor, timeouts in a row), and which up
   member takes a request (the fewest in flight, ties round-robin).
 - **Re-send once.** When a member goes down, each of its requests in flight whose
   deadline still allows it is re-sent, once, to a live member with the remaining
   deadline; one that cannot be re-sent is reported by the next :meth:`expire` at
   once (the edge falls back now rather than at the deadline).
-- **De-duplication** (the table in edge/inflight.py). Callers only see the pool's
+- **De-duplication** (the table in edge/pool/inflight.py). Callers only see the pool's
   own request ids. The first reply to arrive for an id is delivered and the id is
   forgotten, so a late reply from the first worker after a re-send is dropped
   (``stats.duplicates``); an error reply from an attempt that has been superseded
@@ -40,16 +40,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import zmq
 
-from jetsplit.edge.inflight import InFlight, Request
-from jetsplit.edge.members import Member, MemberState
-from jetsplit.edge.membership import Membership, PoolConfig
-from jetsplit.edge.resolver import Resolver, is_dns_endpoint, resolve_endpoint
+from jetsplit.edge.pool.inflight import InFlight, Request
+from jetsplit.edge.pool.members import Member, MemberState
+from jetsplit.edge.pool.membership import Membership, PoolConfig
+from jetsplit.edge.pool.resolver import Resolver, is_dns_endpoint, resolve_endpoint
+from jetsplit.edge.pool.stats import PoolStats
 from jetsplit.protocol import CurveClient, StatusCode
 from jetsplit.protocol.client import Reply
 from jetsplit.protocol.codec import DEFAULT_LIMITS, Encodings, Limits
@@ -67,27 +67,12 @@ _log = logging.getLogger("jetsplit.edge.pool")
 _MIN_RESEND_MS = 1.0
 
 
-@dataclass
-class PoolStats:
-    """What the pool did, for logs, tests and benchmarks."""
-
-    submitted: int = 0
-    replies: int = 0
-    expired: int = 0
-    resent: int = 0
-    abandoned: int = 0  # lost with a member and not re-sendable: reported by expire() at once
-    duplicates: int = 0  # replies dropped because the request was already answered
-    member_downs: int = 0
-    joins: int = 0
-    leaves: int = 0
-
-
 class WorkerPool:
     """Requests spread over many workers, each through its own ``Client``.
 
     ``endpoints``: ``tcp://host:port`` (a name is resolved, see the module docstring),
     ``tcp://10.0.0.7:5555``, ``ipc:///run/jetsplit/w0``. ``heartbeat_ms`` to
-    ``resolve_interval_s`` are the health and membership timings (edge/membership.py;
+    ``resolve_interval_s`` are the health and membership timings (edge/pool/membership.py;
     defaults: :class:`PoolConfig`'s). ``resolver`` replaces DNS (tests inject one).
     The other arguments are ``Client``'s, given to every member.
     """
