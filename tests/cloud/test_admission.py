@@ -50,7 +50,7 @@ def test_batcher_counts_ahead_and_bytes_and_drops_the_stale_head() -> None:
     dropped = b.drop_stale(now[0], lambda key, size: 1.0)
     assert dropped == [("k", ["a", "b"])]
     assert b.queued("k") == (2, 20) and b.pending == 2
-    batch = b.take(0)
+    batch = b.take()
     assert batch is not None and batch.items == ["c", "d"]
     b.done(2)
     assert b.queued("k") == (0, 0) and b.pending == 0 and b.keys() == []
