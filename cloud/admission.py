@@ -23,14 +23,16 @@ while no means little to the edge (it answers the frame locally at once):
   work). If ``now + wait`` is past its deadline the request is refused
   ``OVERLOADED`` (reason ``deadline``) at once: the client learns in a round trip,
   not at its deadline. Until the first batch has been measured only the bounds
-  apply, and while less than a full batch per engine waits in the key's queue
-  nothing is refused for its deadline: the engines must not run partial batches
-  for want of requests refused as late (a request that does turn out late is
-  dropped from the head instead, below).
+  apply. While less than a full batch per engine waits in the key's queue, a
+  request is judged by the batch it would join (the batches running, then a
+  batch of its queue's size), not at full-batch rates: refusing there on a
+  pessimistic rate would starve the engines into small batches.
 - **Stale requests leave from the head.** Before batches are formed, requests
   whose deadline falls before ``now + t(b)`` (they would finish late even if
   their batch started now) are removed, most urgent first, and answered
-  ``EXPIRED`` (:meth:`~jetsplit.cloud.batcher.Batcher.drop_stale`).
+  ``EXPIRED`` (:meth:`~jetsplit.cloud.batcher.Batcher.drop_stale`). When a formed
+  batch starts on its engine, what would finish past its deadline by the
+  batch's expected end is answered ``EXPIRED`` too, and not run (the worker).
 
 All of it is decided from the header alone (:meth:`Admission.screen` is the
 server's screen, called before any tensor is decoded), on the socket thread.
