@@ -17,6 +17,7 @@ _packages = [
     "jetsplit.engines",
     "jetsplit.cli",
     "jetsplit.demo",
+    "jetsplit.edge.power",
     "jetsplit.edge.pool",
 ] + [f"jetsplit.{part}" for part in _PARTS]
 

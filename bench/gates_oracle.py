@@ -77,7 +77,8 @@ def _cell(f: dict[str, Any]) -> str:
         return "not reached"
     ratio = f["offload_over_oracle"]
     miss = "" if f["reaches"] else f" ({f['accuracy_vs_big_pt']:+.1f})"
-    return f"{100 * f['test_offload']:.1f}% ({'-' if ratio is None else f'{ratio:.1f}x'}){miss}"
+    shown = "-" if ratio is None else ("no oracle case" if ratio == float("inf") else f"{ratio:.1f}x")
+    return f"{100 * f['test_offload']:.1f}% ({shown}){miss}"
 
 
 def table(record: dict[str, Any]) -> str:

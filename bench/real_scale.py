@@ -58,6 +58,7 @@ from jetsplit.tools.realzoo import build_model  # noqa: E402
 from jetsplit.tools.wirecost import encoding_costs  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "real_scale.json"
+ALL = {"frames", "wire", "int8", "edge_loop"}
 CAMERA = (1280, 720)
 # ResNet-50's third stage ends here (1024x14x14); SqueezeNet's fire5 output.
 RESNET_CUT = "r139"
@@ -328,7 +329,7 @@ def bench_edge_loop(zoo: Path, work: Path, frames_n: int, reps: int) -> dict[str
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    p.add_argument("--only", default="frames,wire,int8,edge_loop")
+    p.add_argument("--only", default=",".join(sorted(ALL)))
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--frames", type=int, default=40, help="frames per edge-loop repetition")
     p.add_argument("--zoo", type=Path, default=Path(tempfile.gettempdir()) / "jetsplit-realzoo")
@@ -340,21 +341,25 @@ def main(argv: list[str] | None = None) -> int:
         print(bundle.root)
         return 0
     parts = set(args.only.split(","))
-    result: dict[str, Any] = {"machine": describe(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    # A partial run (--only) updates its sections of the recorded file; each
+    # section keeps the machine and load it was measured under.
+    result: dict[str, Any] = json.loads(args.out.read_text()) if args.out.is_file() and parts != ALL else {}
+    result.update({"machine": describe(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     with tempfile.TemporaryDirectory(prefix="jetsplit-real-scale-") as tmp:
         work = Path(tmp)
         if "frames" in parts:
-            result["frames"] = bench_frames(args.reps)
+            result["frames"] = {**bench_frames(args.reps), "loadavg": describe()["loadavg_1_5_15"]}
             print("frames", json.dumps(result["frames"])[:600], flush=True)
         if "wire" in parts:
-            result["wire"] = bench_wire(args.zoo)
+            result["wire"] = {**bench_wire(args.zoo), "loadavg": describe()["loadavg_1_5_15"]}
             print("wire done", flush=True)
         if "int8" in parts:
-            result["int8"] = bench_int8(args.zoo, max(args.reps * 4, 20))
+            result["int8"] = {**bench_int8(args.zoo, max(args.reps * 4, 20)), "loadavg": describe()["loadavg_1_5_15"]}
             print("int8", json.dumps(result["int8"]), flush=True)
         if "edge_loop" in parts:
-            result["edge_loop"] = bench_edge_loop(args.zoo, work, args.frames, args.reps)
-            print("edge_loop", json.dumps({k: v["median"] for k, v in result["edge_loop"].items()}), flush=True)
+            loops = bench_edge_loop(args.zoo, work, args.frames, args.reps)
+            print("edge_loop", json.dumps({k: v["median"] for k, v in loops.items()}), flush=True)
+            result["edge_loop"] = {**loops, "loadavg": describe()["loadavg_1_5_15"]}
     result["machine_after"] = describe()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

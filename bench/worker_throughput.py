@@ -106,6 +106,7 @@ class Tail:
     shape: tuple[int, ...]  # one sample, batch axis of 1
     dtype: str
     encoding: str
+    classes: int = 10  # scores in every reply (the bundle's labels)
 
 
 def find_tail(spec: str) -> Tail:
@@ -132,7 +133,8 @@ def find_tail(spec: str) -> Tail:
     encoding = bundle.wire.activation
     if bundle.wire.compression != "none":
         encoding += f"+{bundle.wire.compression}"
-    return Tail(spec, bundle.name, bundle.fingerprint, stage, str(model), inp.name, (1, *dims), dtype, encoding)
+    return Tail(spec, bundle.name, bundle.fingerprint, stage, str(model), inp.name, (1, *dims), dtype, encoding,
+                bundle.num_classes)
 
 
 def _sample(tail: Tail, rows: int, seed: int = 0) -> np.ndarray:
@@ -248,7 +250,7 @@ def _load_sockets(tail: Tail, endpoint: str, clients: int, load: _Load) -> None:
                 if frames is None:
                     continue
                 msg, _ = decode_message([f.buffer for f in frames])
-                if waiting[i] and isinstance(msg, Result) and msg.id == i + 1 and len(msg.scores) == 10:
+                if waiting[i] and isinstance(msg, Result) and msg.id == i + 1 and len(msg.scores) == tail.classes:
                     load.ok += 1
                     load.rtt_ms.append((time.perf_counter() - sent_at[i]) * 1000.0)
                 else:

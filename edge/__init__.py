@@ -5,8 +5,10 @@ The library parts the edge agent is built from, one role per module:
 - :mod:`~jetsplit.edge.sources`: ``open_source(uri)`` -> :class:`Source` of
   :class:`Frame` (files, image folders, V4L2, CSI, RTSP, GStreamer);
 - :mod:`~jetsplit.edge.grabber`: the newest-frame grabber thread live sources use;
-- :mod:`~jetsplit.edge.power`: power readers (jtop, INA3221 sysfs, a model) and
-  the :class:`EnergyMeter` that attributes energy to frames;
+- :mod:`~jetsplit.edge.power`: power readers (jtop, INA3221 sysfs, a model), the
+  :class:`EnergyMeter` that attributes energy to frames, and the power budget's
+  loop;
+- :mod:`~jetsplit.edge.early`: early offload from an earlier edge gate;
 - :mod:`~jetsplit.edge.sinks`: :class:`FrameResult` and ``open_sink(spec)``;
 - :mod:`~jetsplit.edge.controller`: the :class:`BudgetController`;
 - :mod:`~jetsplit.edge.breaker`: the :class:`CircuitBreaker` for the offload path;

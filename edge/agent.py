@@ -51,7 +51,7 @@ from jetsplit.edge.frame import Frame
 from jetsplit.edge.monitor import FieldMonitor
 from jetsplit.edge.muxer import Muxer
 from jetsplit.edge.offload import Offloader, Pending
-from jetsplit.edge.power import EnergyMeter, detect_power
+from jetsplit.edge.power import EnergyMeter, describe_board, detect_power
 from jetsplit.edge.sinks import FrameResult, Sink, open_sinks
 from jetsplit.edge.sources import Source, is_live, open_source
 from jetsplit.edge.stats import AgentStats
@@ -77,6 +77,7 @@ class _Ran:
     audit: list[bool]  # frames the shadow audit also sends if their gate accepts them
     t0: float
     t1: float
+    early: np.ndarray | None = None  # rows stopped at the early gate to be offloaded
 
 
 def _row(res: ChainResult, i: int) -> ChainResult:
@@ -116,7 +117,15 @@ class EdgeAgent:
             self.offloader = Offloader(config, self.bundle, self.breaker, self.controller, self._fallback)
         else:
             _log.info("local only: %s", self.offload_block)
-        self.meter = EnergyMeter(detect_power(config.power))
+        self.meter = EnergyMeter(detect_power(config.power), fallback=config.power.model())
+        if self.controller is not None:
+            self.controller.watch_power(lambda: self.meter.average_watts(config.power.average_s))
+            if self.controller.early is not None and config.budgets.power_w is not None:
+                _log.info("power budget: may offload early at stage %r",
+                          self.bundle.stages[self.controller.early.gate].name)
+        _log.info("power: %s; %s", self.meter.reader.description, describe_board(self.meter.reader.board_state()))
+        # The agent owns the meter: its sampler runs from here to close().
+        self.meter.start(config.power.interval_ms / 1000.0)
         self.source = source
         self.sinks = sinks
         self.muxer: Muxer | None = None
@@ -233,6 +242,9 @@ class EdgeAgent:
             if feed.error is not None:
                 self.stats.errors[feed.source_id] = feed.error
         self.stats.dropped = sum(f.dropped for f in mux.feeds)
+        self.stats.power = self.meter.status()
+        if self.controller is not None:
+            self.stats.budget = self.controller.summary()
         if not self.stop_event.is_set() and all(f.opens == 0 and f.error for f in mux.feeds):
             # Nothing could be read at all (a wrong path, a typo): that is the
             # operator's error, not an empty stream.
@@ -259,13 +271,18 @@ class EdgeAgent:
                board: float | None, mine: list[float | None], audit: list[bool]) -> _Ran:
         """The edge stages on a batch (the engine thread's part: no Python state is touched)."""
         t0 = time.monotonic()
+        early_rows = None
+        early = self.controller.early if self.controller is not None else None
         try:
             x = self.chain.preprocess([f.image for f in frames]) if inputs is None else inputs
-            res: ChainResult | JetsplitError = self.chain.run_from(0, x, stop_at=self.first_cloud,
-                                                                   thresholds=thresholds)
+            res: ChainResult | JetsplitError
+            if early is not None:
+                res, early_rows = early.run(self.chain, x, thresholds)
+            else:
+                res = self.chain.run_from(0, x, stop_at=self.first_cloud, thresholds=thresholds)
         except JetsplitError as exc:
             res = exc
-        return _Ran(frames, res, board, mine, audit, t0, time.monotonic())
+        return _Ran(frames, res, board, mine, audit, t0, time.monotonic(), early_rows)
 
     def _judge(self, ran: _Ran) -> Iterator[FrameResult]:
         """Gate each frame of a batch the engine ran: its result, or its offload."""
@@ -297,7 +314,10 @@ class EdgeAgent:
                 self.monitor.observe(frame.index, frame.source_id, float(res.score[i]))
             own = ran.mine[i]
             p = Pending(frame, _row(res, i), score, own, ran.board, energy_mj=share_mj)
-            if res.accepted[i] or (own is not None and score >= own):
+            if ran.early is not None and ran.early[i]:
+                p.early = True
+                yield from self._offload(p)
+            elif res.accepted[i] or (own is not None and score >= own):
                 if ran.audit[i] and reached:
                     self._send_audit(p)
                 yield self._finish(self._result(p, "edge"), p, False)
@@ -338,7 +358,8 @@ class EdgeAgent:
             t = time.monotonic()
             reason = self.offloader.submit(p, p.edge.next_stage)
             if reason is None:
-                p.energy_mj += self.meter.frame_energy_j(t, t, {}, p.bytes_up) * 1000.0
+                p.radio_mj = self.meter.frame_energy(t, t, {}, p.bytes_up).radio_j * 1000.0
+                p.energy_mj += p.radio_mj
                 self.stats.count_offload(p.frame.source_id)
                 return
         yield self._finish(self._result(p, "fallback", reason=reason), p, False)
@@ -384,7 +405,7 @@ class EdgeAgent:
             where=where,  # type: ignore[arg-type]
             latency_ms=(time.monotonic() - frame.t_capture) * 1000.0, bytes_up=p.bytes_up, energy_mj=p.energy_mj,
             truth=frame.truth, t_capture=frame.t_capture, source_id=frame.source_id, threshold=p.threshold,
-            reason=reason, alarm=self.monitor.alarm,
+            reason=reason, radio_mj=p.radio_mj, alarm=self.monitor.alarm,
         )
 
     def _fallback(self, p: Pending, reason: str) -> FrameResult:
@@ -402,6 +423,7 @@ class EdgeAgent:
             # which this frame's score would have been judged (fairness shares it out).
             self.controller.observe_frame(p.score, offloaded, result.latency_ms, result.bytes_up, result.energy_mj,
                                           threshold=p.board_threshold,
-                                          missed=offloaded and result.where == "fallback")
+                                          missed=offloaded and result.where == "fallback",
+                                          radio_mj=result.radio_mj, early=p.early, stage=int(p.edge.stage[0]))
             self.controller.update()
         return result

@@ -14,6 +14,9 @@ goes to stderr at the end. SIGTERM or SIGINT finishes the frames in flight, then
 exits 0; so does the end of the input (every file source read; cameras are
 retried until the agent is stopped). A source that cannot be read is logged and
 the others go on; when none can be read at all, one line says why, exit 2.
+SIGHUP re-reads the budgets (``[budget]`` of ``--config``, then the environment
+and the flags, as at start) and applies them from the controller's next update;
+a file that no longer parses is logged in one line and the budgets in force stay.
 """
 
 from __future__ import annotations
@@ -31,8 +34,10 @@ from types import FrameType
 
 from jetsplit.config import setup_logging
 from jetsplit.edge.agent import EdgeAgent
-from jetsplit.edge.config import OFFLOAD_MODES, load_edge_config
+from jetsplit.edge.config import OFFLOAD_MODES, EdgeConfig, load_edge_config
+from jetsplit.edge.power import parse_source
 from jetsplit.edge.streams import MuxConfig, SourceSpec
+from jetsplit.errors import JetsplitError
 
 __all__ = ["main"]
 
@@ -49,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--latency-budget-ms", type=float)
     r.add_argument("--max-offload-rate", type=float)
     r.add_argument("--power-budget-w", type=float)
+    r.add_argument("--power-source", help="auto | jtop | sysfs[:ROOT] | model (overrides [power] source)")
     r.add_argument("--offload", choices=OFFLOAD_MODES)
     r.add_argument("--deadline-ms", type=float)
     r.add_argument("--window", type=int)
@@ -67,6 +73,12 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _with_power_source(config: EdgeConfig, spec: str | None) -> EdgeConfig:
+    if spec is None:
+        return config
+    return dataclasses.replace(config, power=parse_source(spec, config.power, "--power-source"))
+
+
 def main(argv: Sequence[str]) -> int:
     args = _parser().parse_args(list(argv))
     setup_logging(args.log_level)
@@ -80,7 +92,7 @@ def main(argv: Sequence[str]) -> int:
     }
     budgets = {"latency_ms": args.latency_budget_ms, "max_offload_rate": args.max_offload_rate,
                "power_w": args.power_budget_w}
-    config = load_edge_config(args.config, os.environ, flags, budgets)
+    config = _with_power_source(load_edge_config(args.config, os.environ, flags, budgets), args.power_source)
     monitor = {k: v for k, v in (("shadow_rate", args.shadow_rate), ("field_trace", args.field_trace),
                                  ("field_frames", args.field_frames)) if v is not None}
     if monitor:
@@ -99,8 +111,21 @@ def main(argv: Sequence[str]) -> int:
         log.info("signal %d: finishing the frames in flight", signum)
         agent.stop()
 
+    def on_reload(signum: int, frame: FrameType | None) -> None:
+        try:
+            new = load_edge_config(args.config, os.environ, flags, budgets).budgets
+        except JetsplitError as exc:
+            log.error("reload: %s (the budgets in force stay)", exc)
+            return
+        if agent.controller is None:
+            log.warning("reload: no budget controller (nothing is offloaded): budgets not applied")
+            return
+        agent.controller.set_budgets(new)
+        log.info("reload: budgets %s", json.dumps(new.__dict__))
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_reload)
     notifier.ready(f"bundle {agent.bundle.name}")
     try:
         agent.run()

@@ -14,7 +14,7 @@ threshold -> continue-fraction curve (:class:`ThresholdCurve`)::
     r_bytes = g_B * B / (fps * mean_bytes_per_offload)   # uplink bytes/s B
     r_lat   = g_L * (1 - p) * margin / q                 # p95 latency budget L
     r_E     = g_E * (E - E_local) / (E_off - E_local)    # energy per frame E
-    r_P     = r_obs + (P - P_obs) / (fps * (E_off - E_local))   # power P
+    r_P     = the power loop's rate limit                 # average power P
     r_C     = AIMD on the cloud's OVERLOADED refusals (below)       # congestion
     r*      = clip(min(r_max, r_bytes, r_lat, r_E, r_P, r_C), 0, 1)  # 1 if no budget
 
@@ -41,6 +41,16 @@ the offloads answered in the last interval that the worker refused ``OVERLOADED`
 
 so many edges sharing a worker settle at what it accepts, and offload again as
 before once the load goes.
+
+Power is held by its own loop (:mod:`jetsplit.edge.power.budget`): integral
+action on the board's measured average power (``watch_power``; without a meter,
+the frames' energy times the frame rate), moving ``r_P`` down where offloads
+cost the board more than local answers, or, where edge stages run after an
+earlier gate, the early-offload fraction up (``early``,
+:mod:`jetsplit.edge.early`) where skipping them saves more than sending costs.
+Early offload adds uplink bytes: it is not raised while an uplink budget is
+over, and the power budget is then reported unmet (``power_unmet``; the uplink
+binds).
 
 Feed-forward, then feedback on the rate itself: the threshold comes from
 inverting the curve, corrected by ``b``, the bias of the curve seen in
@@ -88,6 +98,8 @@ from typing import Any
 import numpy as np
 
 from jetsplit.bundle import Bundle, GateSpec
+from jetsplit.edge.early import EarlyOffload
+from jetsplit.edge.power.budget import PowerLoop
 from jetsplit.errors import ConfigError
 from jetsplit.manifest import TableReader
 
@@ -201,6 +213,7 @@ class ControllerConfig:
     gain_min: float = 0.05
     congestion_threshold: float = 0.02
     congestion_recover: float = 0.02
+    power_gain: float = 0.3
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any], where: str = "[controller]") -> ControllerConfig:
@@ -235,11 +248,15 @@ class ControllerState:
     refused_fraction: float = 0.0  # offloads the cloud refused OVERLOADED (EWMA)
     curve: str = "calibrated"
     updates: int = 0
+    early_fraction: float = 0.0
+    power_knob: str = ""
+    power_unmet: bool = False
 
 
 class _Ewma:
     def __init__(self, alpha: float) -> None:
         self.alpha, self.value, self.count = alpha, 0.0, 0
+        self.last = 0.0
 
     def add(self, x: float) -> None:
         self.count += 1
@@ -293,6 +310,13 @@ class BudgetController:
         self._target = 1.0
         self._floor: float | None = None
         self.updates = 0
+        self.early: EarlyOffload | None = None
+        # Always there, learning what frames cost, so a power budget set by a
+        # reload acts on its first update.
+        self._power = PowerLoop(budgets.power_w, gain=cfg.power_gain, max_step_down=cfg.max_step_down,
+                                max_step_up=cfg.max_step_up)
+        self._power_source: Callable[[], float] | None = None
+        self._pending_budgets: Budgets | None = None
 
     @classmethod
     def for_bundle(cls, bundle: Bundle, budgets: Budgets, config: ControllerConfig | None = None,
@@ -305,7 +329,29 @@ class BudgetController:
         gate = bundle.stages[first_cloud - 1].gate
         if gate is None:
             raise ConfigError(f"bundle {bundle.name!r}: stage {bundle.stages[first_cloud - 1].name!r} has no gate")
-        return cls(ThresholdCurve.from_gate(gate), gate.threshold, budgets, config, clock, gate_stage=first_cloud - 1)
+        ctl = cls(ThresholdCurve.from_gate(gate), gate.threshold, budgets, config, clock, gate_stage=first_cloud - 1)
+        # Always there (at fraction 0 it is the calibrated chain), so a power
+        # budget set by a reload can use it too.
+        ctl.early = EarlyOffload.for_bundle(bundle)
+        ctl._power.early_available = ctl.early is not None
+        return ctl
+
+    def set_budgets(self, budgets: Budgets) -> None:
+        """New budgets from the next update on (the agent's config reloaded;
+        safe from a signal handler). A power budget keeps its loop's state, so
+        a relaxed one gives the work back at the loop's pace, not in one jump."""
+        self._pending_budgets = budgets
+
+    def _apply_budgets(self, budgets: Budgets) -> None:
+        self.budgets = budgets
+        self._power.set_budget(budgets.power_w)
+        if budgets.power_w is None and self.early is not None:
+            self.early.fraction = 0.0
+
+    def watch_power(self, source: Callable[[], float]) -> None:
+        """Where the board's average power comes from (the agent's meter),
+        read at each update."""
+        self._power_source = source
 
     # -- what the agent uses ------------------------------------------------------
     def thresholds(self, base: Sequence[float | None]) -> tuple[float | None, ...]:
@@ -318,22 +364,31 @@ class BudgetController:
 
     def observe_frame(self, score: float, offloaded: bool, latency_ms: float, bytes_up: int = 0,
                       energy_mj: float = 0.0, threshold: float | None = None, now: float | None = None,
-                      missed: bool = False) -> None:
+                      missed: bool = False, radio_mj: float = 0.0, early: bool = False,
+                      stage: int | None = None) -> None:
         """One frame's outcome, when its result is out: its gate ``score`` at the
         controlled gate, whether it was sent to the cloud, its capture-to-result
         latency, the bytes sent and energy used for it, and the ``threshold`` it
         was gated with (default: the current one). ``missed``: it was sent, but
         the cloud's answer did not come by the deadline (a fallback); for the
         latency budget it counts as late, since the answer the frame was sent
-        for came later than allowed, whatever latency the fallback had."""
+        for came later than allowed, whatever latency the fallback had. For the
+        power budget: ``radio_mj``, the share of ``energy_mj`` sending cost;
+        ``early``, sent from the early gate (its score is that gate's, not this
+        one's); ``stage``, the edge stage that answered it locally."""
         now = self._clock() if now is None else now
         thr = self.threshold if threshold is None else float(threshold)
         wanted = bool(score < thr)
-        if math.isfinite(score):
-            self._scores.append(float(score))
-        curve = self._curve
-        self._sent.append(float(wanted) - (curve.rate(thr) if curve is not None else float(wanted)))
-        self._wanted.append(wanted)
+        # The power loop learns what frames cost, budget or not.
+        first = stage is not None and self.gate_stage is not None and stage < self.gate_stage
+        path = "early" if early else "offload" if offloaded else "first" if first else "local"
+        self._power.observe_frame(path, energy_mj, radio_mj)
+        if not early:
+            if math.isfinite(score):
+                self._scores.append(float(score))
+            curve = self._curve
+            self._sent.append(float(wanted) - (curve.rate(thr) if curve is not None else float(wanted)))
+            self._wanted.append(wanted)
         self._latency.append(float(latency_ms))
         self._times.append(now)
         self._bytes.append(int(bytes_up))
@@ -389,6 +444,7 @@ class BudgetController:
     def observe_power(self, watts: float, now: float | None = None) -> None:
         """The board's measured average power."""
         self._watts.add(float(watts))
+        self._watts.last = float(watts)
 
     # -- the loop -----------------------------------------------------------------
     def _fps(self) -> float:
@@ -410,7 +466,7 @@ class BudgetController:
         self._gains[name] = g = min(1.0, max(cfg.gain_min, g))
         return g
 
-    def _compute_limits(self, fps: float, r_obs: float) -> dict[str, float]:
+    def _compute_limits(self, fps: float, r_obs: float, ceiling: float = 1.0) -> dict[str, float]:
         b, cfg = self.budgets, self.config
         k = cfg.feedback_frames
         recent_wanted = list(self._wanted)[-k:]
@@ -443,15 +499,19 @@ class BudgetController:
             elif measured > b.energy_per_frame_mj:
                 # Offloading does not look costlier than local answers: nothing to cut.
                 limits["energy"] = 1.0
-        if b.power_w is not None:
-            watts = self._watts.value if self._watts.count else (
+        if self._power.budget_w is not None:
+            if self._power_source is not None:
+                self.observe_power(self._power_source())
+            # Without a meter: the frames' energy at the frame rate.
+            watts = self._watts.last if self._watts.count else (
                 sum(self._energy) / len(self._energy) / 1000.0 * fps if self._energy else 0.0)
-            slope = fps * delta_e / 1000.0  # W per unit of offload rate
-            if slope > 0:
-                # A Newton step from where we are: feedback by construction.
-                limits["power"] = r_obs + (b.power_w - watts) / slope
-            elif watts > b.power_w:
-                limits["power"] = r_obs * b.power_w / watts
+            recent_bytes = list(self._bytes)[-k:]
+            uplink_over = b.uplink_bytes_per_s is not None and bool(recent_bytes) and \
+                sum(recent_bytes) / len(recent_bytes) * fps > b.uplink_bytes_per_s
+            self._power.early_available = self.early is not None and not uplink_over
+            limits["power"], fraction = self._power.update(watts, fps, r_recent, ceiling)
+            if self.early is not None:
+                self.early.fraction = fraction
         return {name: min(1.0, max(0.0, v)) for name, v in limits.items()}
 
     def update(self, now: float | None = None, force: bool = False) -> float:
@@ -465,6 +525,9 @@ class BudgetController:
             return self.threshold
         self._last_update = now
         self.updates += 1
+        pending, self._pending_budgets = self._pending_budgets, None
+        if pending is not None:
+            self._apply_budgets(pending)
         if not self._calibrated and len(self._scores) >= cfg.warmup_frames:
             # No calibrated curve: the stream's own scores are the curve.
             self._curve = ThresholdCurve.from_scores(self._scores)
@@ -473,12 +536,12 @@ class BudgetController:
             return self.threshold
         fps = self._fps()
         r_obs = sum(self._wanted) / len(self._wanted)
-        self._limits = self._compute_limits(fps, r_obs)
-        self._binding, self._target = min(self._limits.items(), key=lambda kv: kv[1]) if self._limits else ("none", 1.0)
         bias = sum(self._sent) / len(self._sent) if self._calibrated else 0.0
         # The curve's rate at the bundle threshold is the most the gate may send:
         # calibration chose that threshold, budgets only take offloads away.
         base_rate = ceiling = curve.rate(self.base_threshold)
+        self._limits = self._compute_limits(fps, r_obs, min(1.0, max(0.0, base_rate + bias)))
+        self._binding, self._target = min(self._limits.items(), key=lambda kv: kv[1]) if self._limits else ("none", 1.0)
         if self._floor is not None:
             # An unreliable edge: a floor on the observed rate, the bias turning
             # it into a command on the curve; budgets (the target) still cap it.
@@ -486,6 +549,8 @@ class BudgetController:
         want = min(ceiling, max(0.0, self._target - bias))
         if want >= ceiling:
             self._binding = "calibration" if ceiling <= base_rate else "drift"
+            if self._binding == "calibration" and self.early is not None and self.early.fraction > 0:
+                self._binding = "power"  # held by offloading early, not by the last gate
         # What the curve says the threshold in force sends on (the observed
         # curve changes under a fixed threshold as scores come in).
         predicted = curve.rate(self.threshold)
@@ -500,6 +565,21 @@ class BudgetController:
                 self.threshold = self.base_threshold if want >= base_rate else min(curve.threshold_for(want),
                                                                                    self.base_threshold)
         return self.threshold
+
+    def summary(self) -> dict[str, Any]:
+        """What binds and the figures it binds on, for the agent's end-of-run
+        summary: ``binding`` names the budget that limits the offload (or
+        ``calibration``); with a power budget, its measured watts, the early
+        fraction, the early offloads sent, and whether it went unmet."""
+        snap = self.snapshot()
+        out: dict[str, Any] = {"binding": snap.binding, "offload_rate": round(snap.observed_rate, 4),
+                               "limits": {k: round(v, 4) for k, v in snap.limits.items()}}
+        if self._power.budget_w is not None:
+            out.update(power_w=self._power.budget_w, watts=round(self._power.watts, 3), power_knob=snap.power_knob,
+                       early_fraction=round(snap.early_fraction, 4), power_unmet=snap.power_unmet)
+        if self.early is not None:
+            out["early_offloads"] = self.early.sent
+        return out
 
     def snapshot(self) -> ControllerState:
         b = self.budgets
@@ -524,4 +604,7 @@ class BudgetController:
             refused_fraction=self._refused_ewma.value,
             curve="calibrated" if self._calibrated else ("observed" if self._curve is not None else "none"),
             updates=self.updates,
+            early_fraction=self.early.fraction if self.early is not None else 0.0,
+            power_knob=self._power.knob,
+            power_unmet=self._power.unmet,
         )

@@ -55,6 +55,8 @@ class Pending:
     energy_mj: float = 0.0
     bytes_up: int = 0
     deadline_at: float = 0.0
+    radio_mj: float = 0.0  # of energy_mj, what sending it cost
+    early: bool = False  # sent from the early gate (edge/early.py), skipping edge stages
 
 
 class SideRequests(Protocol):
@@ -196,6 +198,7 @@ class Offloader:
                 where="cloud", latency_ms=(time.monotonic() - f.t_capture) * 1000.0,
                 bytes_up=pending.bytes_up, energy_mj=pending.energy_mj, truth=f.truth,
                 t_capture=f.t_capture, source_id=f.source_id, threshold=pending.threshold,
+                radio_mj=pending.radio_mj,
             )
         if reply.status == StatusCode.UNKNOWN_BUNDLE:
             if not self._mismatch_reported:

@@ -70,7 +70,8 @@ class FrameResult:
     accepted), ``cloud`` (the cloud answered in time) or ``fallback`` (it should
     have gone to the cloud but did not answer in time, or could not be asked: the
     best edge answer; ``reason`` says why). ``latency_ms`` is capture to result;
-    ``bytes_up`` what was sent for it; ``energy_mj`` the energy attributed to it;
+    ``bytes_up`` what was sent for it; ``energy_mj`` the energy attributed to it,
+    of which ``radio_mj`` sending it (shown when not 0);
     ``truth`` the label when the source has one; ``t_capture`` is
     ``time.monotonic()`` at capture; ``alarm`` names the field monitor's alarms
     active at the time (``drift:STAGE@SOURCE``, ``audit``), else None.
@@ -90,6 +91,7 @@ class FrameResult:
     source_id: str = ""
     threshold: float | None = None
     reason: str | None = None
+    radio_mj: float = 0.0
     alarm: str | None = None  # field-monitor alarms active when it was answered (drift, audit)
 
     def __post_init__(self) -> None:
@@ -117,6 +119,10 @@ class FrameResult:
                 del d[key]
         if not self.source_id:
             del d["source_id"]
+        if d["radio_mj"]:
+            d["radio_mj"] = float(d["radio_mj"])
+        else:
+            del d["radio_mj"]
         return d
 
     def to_json(self) -> str:
@@ -125,6 +131,8 @@ class FrameResult:
         d["score"] = round(float(d["score"]), 6)
         d["latency_ms"] = round(float(d["latency_ms"]), 3)
         d["energy_mj"] = round(float(d["energy_mj"]), 3)
+        if "radio_mj" in d:
+            d["radio_mj"] = round(d["radio_mj"], 3)
         d["t_capture"] = round(float(d["t_capture"]), 6)
         if "source_id" in d:
             # First, so that a ZeroMQ subscriber can take one camera's results by

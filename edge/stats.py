@@ -30,6 +30,9 @@ class AgentStats:
     # Per source, by source_id (the board's figures above are their sums).
     sources: dict[str, AgentStats] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)  # the last failure of each source that had one
+    radio_mj: float = 0.0  # of energy_mj, what sending cost
+    power: dict[str, Any] = field(default_factory=dict)  # the board's: the meter's status, at the end
+    budget: dict[str, Any] = field(default_factory=dict)  # the board's: what the controller held, at the end
 
     def source(self, source_id: str) -> AgentStats:
         """The counters of one source (made on first use)."""
@@ -47,6 +50,7 @@ class AgentStats:
         setattr(self, r.where, getattr(self, r.where) + 1)
         self.bytes_up += r.bytes_up
         self.energy_mj += r.energy_mj
+        self.radio_mj += r.radio_mj
         self.exits[r.stage] = self.exits.get(r.stage, 0) + 1
         self.latencies_ms.append(r.latency_ms)
         if r.truth is not None:
@@ -62,6 +66,10 @@ class AgentStats:
     def summary(self) -> dict[str, Any]:
         """The board's figures, and under ``sources`` each source's (when there are several)."""
         out = self._summary()
+        if self.power:
+            out["power"] = dict(self.power)
+        if self.budget:
+            out["budget"] = dict(self.budget)
         if len(self.sources) > 1 or self.errors:
             out["sources"] = {sid: s._summary() for sid, s in self.sources.items()}
             for sid, error in self.errors.items():
@@ -83,5 +91,6 @@ class AgentStats:
             "p99_ms": float(np.percentile(lat, 99)),
             "bytes_up_per_frame": self.bytes_up / n,
             "energy_mj_per_frame": self.energy_mj / n,
+            "radio_mj_per_frame": self.radio_mj / n,
             "fallback_reasons": dict(self.fallback_reasons),
         }

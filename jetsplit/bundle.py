@@ -287,7 +287,10 @@ def _parse_stage(table: dict[str, Any], index: int) -> StageSpec:
         gate=_parse_gate(r.table("gate", None), name),
     )
     if not 0.0 <= spec.combine_weight <= 1.0:
-        raise BundleError(f"[[stage]] {name!r} combine_weight: expected a number in 0..1, got {spec.combine_weight}")
+        raise BundleError(f"[[stage]] {name!r}.combine_weight: expected a number in 0..1, got {spec.combine_weight}")
+    if "combine_weight" in table and spec.combine != "weighted":
+        raise BundleError(f"[[stage]] {name!r}.combine_weight: only with combine = \"weighted\", "
+                          f"got combine = {spec.combine!r}")
     r.done()
     return spec
 

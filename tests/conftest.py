@@ -61,76 +61,19 @@ def worker_thread(tmp_path: Path) -> Iterator[Any]:
 
 
 # -- Jetson power monitors in sysfs ---------------------------------------------
-# Trees laid out as on the boards (file names, units, symlinks), for the power
-# readers and ``jetsplit power``.
-
-
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text + "\n")
-
-
-def _orin_nano(root: Path) -> None:
-    """/sys/bus/i2c/drivers/ina3221/1-0040 on an Orin Nano/NX (JetPack 6): the
-    mainline hwmon driver; mV and mA; in7 is the sum of shunt voltages. On the
-    board devices/1-0040 is a symlink to the same device."""
-    dev = root / "bus/i2c/drivers/ina3221/1-0040"
-    _write(dev / "name", "ina3221")
-    _write(dev / "uevent", "DRIVER=ina3221\nOF_NAME=ina3221")
-    hw = dev / "hwmon/hwmon1"
-    _write(hw / "name", "ina3221")
-    for n, (label, mv, ma) in enumerate([("VDD_IN", 5072, 1248), ("VDD_CPU_GPU_CV", 5064, 296), ("VDD_SOC", 5064, 392)], 1):
-        _write(hw / f"in{n}_label", label)
-        _write(hw / f"in{n}_input", str(mv))
-        _write(hw / f"curr{n}_input", str(ma))
-        _write(hw / f"in{n}_enable", "1")
-        _write(hw / f"curr{n}_max", "32760")
-        _write(hw / f"shunt{n}_resistor", "5000")
-        _write(hw / f"in{n + 3}_input", "6240")  # shunt voltages, uV: not rails
-    _write(hw / "in7_label", "sum of shunt voltages")
-    _write(hw / "in7_input", "9680")
-    (root / "bus/i2c/devices").mkdir(parents=True, exist_ok=True)
-    (root / "bus/i2c/devices/1-0040").symlink_to(dev)
-
-
-def _agx_orin(root: Path) -> None:
-    """AGX Orin: two monitors, the second with NC (not connected) channels."""
-    for dev_name, chans in {
-        "1-0040": [("VDD_GPU_SOC", 19968, 680), ("VDD_CPU_CV", 19968, 160), ("VIN_SYS_5V0", 5048, 608)],
-        "1-0041": [("NC", 0, 0), ("VDDQ_VDD2_1V8AO", 5040, 184), ("NC", 0, 0)],
-    }.items():
-        dev = root / f"bus/i2c/drivers/ina3221/{dev_name}"
-        _write(dev / "name", "ina3221")
-        hw = dev / ("hwmon/hwmon2" if dev_name == "1-0040" else "hwmon/hwmon3")
-        for n, (label, mv, ma) in enumerate(chans, 1):
-            _write(hw / f"in{n}_label", label)
-            _write(hw / f"in{n}_input", str(mv))
-            _write(hw / f"curr{n}_input", str(ma))
-
-
-def _nano(root: Path) -> None:
-    """Jetson Nano (JetPack 4): NVIDIA's ina3221x IIO driver; power in mW."""
-    iio = root / "bus/i2c/drivers/ina3221x/6-0040/iio:device0"
-    _write(iio.parent / "name", "ina3221x")
-    for n, (label, mw, mv, ma) in enumerate([("POM_5V_IN", 3412, 5008, 680), ("POM_5V_GPU", 80, 5008, 16), ("POM_5V_CPU", 802, 5008, 160)]):
-        _write(iio / f"rail_name_{n}", label)
-        _write(iio / f"in_power{n}_input", str(mw))
-        _write(iio / f"in_voltage{n}_input", str(mv))
-        _write(iio / f"in_current{n}_input", str(ma))
-        _write(iio / f"crit_current_limit_{n}", "32760 ma")
-
-
-JETSON_BOARDS: dict[str, Callable[[Path], None]] = {"orin-nano": _orin_nano, "agx-orin": _agx_orin, "nano": _nano}
+# Trees laid out as on the boards (file names, units, symlinks), written by the
+# simulated board (``jetsplit simboard``) at its idle readings.
 
 
 @pytest.fixture
 def jetson_sysfs(tmp_path: Path) -> Callable[..., Path]:
     """jetson_sysfs(board, root=tmp_path) -> root, with ``board``'s INA3221
     monitors written under ``root/bus/i2c`` (boards: orin-nano, agx-orin, nano)."""
+    from jetsplit.tools.simboard import SimBoard
 
     def make(board: str, root: Path | None = None) -> Path:
         root = tmp_path if root is None else root
-        JETSON_BOARDS[board](root)
+        SimBoard(root, board).create()
         return root
 
     return make

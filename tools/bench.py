@@ -1,7 +1,8 @@
 """``jetsplit bench``: time each stage of a bundle on this device, and size its hand-offs.
 
     jetsplit bench BUNDLE [--batch 1 8 ...] [--runs 30] [--backend onnxruntime|tensorrt]
-                   [--threads 1] [--data SPEC] [--json]
+                   [--threads 1] [--data SPEC] [--power auto|jtop|sysfs[:ROOT]|none]
+                   [--power-interval-ms 20] [--json]
 
 Every stage runs as the chain runs it (``Stage.run``: engine, probabilities, gate)
 on its real input: the preprocessed frames, or the tensor the stage before it
@@ -18,6 +19,14 @@ the bundle's ``[wire]`` encodings into a real request message, header included,
 which is how the edge agent counts ``bytes_up``. The boundary before the first
 cloud stage is the one the edge actually pays; the others say what a cut there
 would cost.
+
+Where the board has power rails (``--power``, default ``auto``: jtop or the
+INA3221 in sysfs; ``none`` to skip), an :class:`~jetsplit.edge.power.EnergyMeter`
+samples them while the stages run (bench starts its sampler and stops it at the
+end) and each row also gives the board's mean power over its timed runs and the
+energy per call, integrated as the agent integrates a frame's; the power mode and
+clocks are recorded where jtop gives them. Without rails nothing is estimated:
+the columns stay empty.
 
 Frames come from ``--data`` (a dataset spec; its calib split), else from the data
 the bundle was tuned on (``[meta].tuned_on``), else from scikit-image's bundled
@@ -40,6 +49,14 @@ import numpy as np
 from jetsplit.bundle import Bundle, load_bundle
 from jetsplit.chain import Chain, ChainState, StageOutput
 from jetsplit.datasets import DATA_HELP, load_dataset
+from jetsplit.edge.power import (
+    EnergyMeter,
+    ModelPower,
+    PowerConfig,
+    describe_board,
+    detect_power,
+    parse_source,
+)
 from jetsplit.errors import ConfigError, JetsplitError
 from jetsplit.handoff import needed, pack, wire_encodings
 from jetsplit.protocol import encode_infer
@@ -68,6 +85,8 @@ class StageTiming:
     p95_ms: float
     engine_ms: float | None
     samples_per_s: float
+    watts: float | None = None  # the board's mean power over the timed runs
+    energy_mj: float | None = None  # per call
 
 
 @dataclass(frozen=True)
@@ -96,6 +115,7 @@ class BenchResult:
     # what each activation encoding would cost at the edge-to-cloud hand-off
     encodings: list[EncodingCost] = field(default_factory=list)
     encoding_samples: int = 0
+    power: dict[str, Any] | None = None  # the meter's source, interval and the board's mode
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -142,29 +162,45 @@ def _take(frames: Sequence[np.ndarray], n: int) -> list[np.ndarray]:
     return [frames[i % len(frames)] for i in range(n)]
 
 
-def _time_calls(call: Any, runs: int) -> tuple[list[float], Any]:
+@dataclass(frozen=True)
+class _Timed:
+    times: list[float]  # ms per call
+    start: float  # monotonic seconds around the timed calls
+    end: float
+
+
+def _time_calls(call: Any, runs: int) -> tuple[_Timed, Any]:
     for _ in range(_WARMUP):
         out = call()
     times = []
+    start = time.monotonic()
     for _ in range(runs):
         t0 = time.perf_counter()
         out = call()
         times.append((time.perf_counter() - t0) * 1000.0)
-    return times, out
+    return _Timed(times, start, time.monotonic()), out
 
 
-def _timing(stage: str, where: str, batch: int, times: list[float], engine_ms: float | None) -> StageTiming:
+def _timing(stage: str, where: str, batch: int, timed: _Timed, engine_ms: float | None,
+            meter: EnergyMeter | None) -> StageTiming:
+    times = timed.times
     median = float(statistics.median(times))
+    watts = energy = None
+    if meter is not None and timed.end > timed.start:
+        joules = meter.energy_j(timed.start, timed.end)
+        watts, energy = joules / (timed.end - timed.start), joules * 1000.0 / len(times)
     return StageTiming(stage, where, batch, median, float(np.percentile(times, 95)), engine_ms,
-                       batch / (median / 1000.0) if median > 0 else float("inf"))
+                       batch / (median / 1000.0) if median > 0 else float("inf"), watts, energy)
 
 
-def time_stages(chain: Chain, frames: Sequence[np.ndarray], batch: int, runs: int) -> list[StageTiming]:
-    """Preprocessing and every stage of ``chain`` at one batch size."""
+def time_stages(chain: Chain, frames: Sequence[np.ndarray], batch: int, runs: int,
+                meter: EnergyMeter | None = None) -> list[StageTiming]:
+    """Preprocessing and every stage of ``chain`` at one batch size (with the
+    board's power and energy per call where ``meter`` samples a sensor)."""
     bundle = chain.bundle
     batch_frames = _take(frames, batch)
-    times, x = _time_calls(lambda: chain.preprocess(batch_frames), runs)
-    out = [_timing(PREPROCESS, "edge", batch, times, None)]
+    timed, x = _time_calls(lambda: chain.preprocess(batch_frames), runs)
+    out = [_timing(PREPROCESS, "edge", batch, timed, None, meter)]
     state: ChainState | None = None
     carry: np.ndarray | None = None
     for i, spec in enumerate(bundle.stages):
@@ -173,9 +209,9 @@ def time_stages(chain: Chain, frames: Sequence[np.ndarray], batch: int, runs: in
         if inp is None:  # the chain checked this when it opened; a bundle bug if it happens
             raise ConfigError(f"stage {spec.name!r} takes a carried tensor, but the stage before it carried none")
         outputs: list[StageOutput] = []
-        times, _ = _time_calls(lambda: outputs.append(st.run(inp, state)), runs)  # noqa: B023 (called at once)
+        timed, _ = _time_calls(lambda: outputs.append(st.run(inp, state)), runs)  # noqa: B023 (called at once)
         engine = float(statistics.median(so.time_ms for so in outputs[_WARMUP:]))
-        out.append(_timing(spec.name, spec.where, batch, times, engine))
+        out.append(_timing(spec.name, spec.where, batch, timed, engine, meter))
         state, carry = outputs[-1].state, outputs[-1].carry
     return out
 
@@ -210,9 +246,22 @@ def handoffs(chain: Chain, frames: Sequence[np.ndarray]) -> list[Handoff]:
     return result
 
 
+def open_meter(power: PowerConfig | None) -> EnergyMeter | None:
+    """A meter on the board's sensor, or None: no config, or ``auto`` found no
+    rails (bench never passes a model off as a measurement)."""
+    if power is None:
+        return None
+    reader = detect_power(power)
+    if isinstance(reader, ModelPower):
+        return None
+    return EnergyMeter(reader)
+
+
 def bench(bundle: Bundle, batches: Sequence[int], runs: int = 30, backend: str = "onnxruntime",
-          threads: int = 1, data: str | None = None, progress: bool = False) -> BenchResult:
-    """Time every stage of ``bundle`` at each batch size and size its hand-offs."""
+          threads: int = 1, data: str | None = None, progress: bool = False,
+          power: PowerConfig | None = None) -> BenchResult:
+    """Time every stage of ``bundle`` at each batch size and size its hand-offs;
+    with ``power``, measure the board while they run (module docstring)."""
     if not batches or min(batches) < 1:
         raise ConfigError(f"--batch: expected sizes >= 1, got {list(batches)}")
     if runs < 1:
@@ -225,19 +274,30 @@ def bench(bundle: Bundle, batches: Sequence[int], runs: int = 30, backend: str =
         else {"max_batch": max(8, *batches)}
     )
     timings: list[StageTiming] = []
+    meter = open_meter(power)
     with Chain.open(bundle, backend=backend, **options) as chain:
         iterator: Any = batches
         if progress:
             from tqdm import tqdm
 
             iterator = tqdm(batches, desc="bench", unit="batch size", leave=False, file=sys.stderr)
-        for batch in iterator:
-            timings += time_stages(chain, frames, batch, runs)
+        if meter is not None:
+            assert power is not None
+            meter.start(power.interval_ms / 1000.0)
+        try:
+            for batch in iterator:
+                timings += time_stages(chain, frames, batch, runs, meter)
+        finally:
+            status = meter.status() if meter is not None else None
+            if meter is not None:
+                meter.stop()
         boundaries = handoffs(chain, frames)
         costs, samples = activation_costs(chain, frames)
+    if meter is not None and meter.error is not None:
+        raise ConfigError(f"power: {meter.reader.description}: the sensor failed during the bench: {meter.error}")
     return BenchResult(str(bundle.root), bundle.fingerprint, backend,
                        threads if backend == "onnxruntime" else None, runs, frames_from, timings, boundaries,
-                       costs, samples)
+                       costs, samples, status)
 
 
 def activation_costs(chain: Chain, frames: Sequence[np.ndarray],
@@ -272,7 +332,14 @@ def format_result(result: BenchResult, name: str) -> str:
     rows = [[t.stage, t.where, str(t.batch), f"{t.median_ms:.3f}", f"{t.p95_ms:.3f}",
              "" if t.engine_ms is None else f"{t.engine_ms:.3f}", f"{t.samples_per_s:,.0f}"]
             for t in result.timings]
+    if result.power is not None:
+        header += ["board W", "mJ/call"]
+        for row, t in zip(rows, result.timings):
+            row += ["" if t.watts is None else f"{t.watts:.2f}", "" if t.energy_mj is None else f"{t.energy_mj:.3f}"]
     lines += _table(header, rows, text={0, 1})
+    if result.power is not None:
+        lines.append(f"power: {result.power['description']}, sampled every {result.power.get('interval_ms', 0):g} ms; "
+                     f"{describe_board(result.power.get('board', {}))}")
     if result.handoffs:
         lines += ["", "hand-off per sample (what a stage sends so the chain resumes at the next one):"]
         header = ["after", "to", "tensors", "raw B", "wire B", "encoding", ""]
@@ -301,12 +368,19 @@ def main(argv: Sequence[str]) -> int:
     p.add_argument("--backend", default="onnxruntime", help="onnxruntime (default) | tensorrt")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1, as the edge)")
     p.add_argument("--data", help=f"frames from a dataset: {DATA_HELP}")
+    p.add_argument("--power", default="auto", help="power rails to measure: auto (default) | jtop | sysfs[:ROOT] | none")
+    p.add_argument("--power-interval-ms", type=float, default=20.0, help="sampling interval (default 20)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(list(argv))
     if args.threads < 1:
         raise ConfigError(f"--threads: expected at least 1, got {args.threads}")
+    if not args.power_interval_ms > 0:
+        raise ConfigError(f"--power-interval-ms: expected a number > 0, got {args.power_interval_ms:g}")
+    power = None
+    if args.power != "none":
+        power = parse_source(args.power, PowerConfig(interval_ms=args.power_interval_ms), "--power")
     bundle = load_bundle(args.bundle)
     result = bench(bundle, args.batch, args.runs, args.backend, args.threads, args.data,
-                   progress=not args.json and sys.stderr.isatty())
+                   progress=not args.json and sys.stderr.isatty(), power=power)
     print(json.dumps(result.to_json(), indent=2) if args.json else format_result(result, args.bundle))
     return 0

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from jetsplit.calibration.search import Grid
+from jetsplit.errors import ConfigError
 from jetsplit.trace import Trace
 
 __all__ = ["plot_margins", "plot_tradeoffs", "write_plots"]
@@ -149,7 +150,10 @@ def write_plots(trace: Trace, grid: Grid, chosen: int, out_dir: Path, title: str
                 oracle: Mapping[str, float] | None = None) -> list[Path]:
     """Both plots into ``out_dir``; returns their paths. ``oracle`` is
     :func:`~jetsplit.calibration.search.oracle_comparison`'s result, if any."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"plots: cannot create the folder {str(out_dir)!r}: {exc.strerror}") from None
     thr = tuple(None if np.isnan(t) else float(t) for t in grid.thresholds[chosen])
     full = trace.full()
     ref = {"accuracy": full.accuracy, "time": full.mean_time_ms, "energy": full.mean_energy_mj,

@@ -5,9 +5,12 @@
 
 Reads the rails with the edge agent's own readers (``jetsplit.edge.power``), so it
 shows what the agent will measure: per rail the mean, min and max watts over the
-window, the board's total (its input rail where it has one, else the sum of rails)
-and the energy that total amounts to, integrated as the agent integrates it
-(:class:`~jetsplit.edge.power.EnergyMeter`).
+window, the board's total (its input rail where it has one, else the sum of rails),
+the share of the compute rails (CPU, GPU, SoC: the rest of the board is memory,
+I/O and the radio) and the energy the total amounts to, sampled and integrated by
+the agent's own :class:`~jetsplit.edge.power.EnergyMeter`, whose sampler the
+command runs for the window. The power mode (nvpmodel) and clocks are shown where
+jtop gives them.
 
 ``auto`` tries jtop, then the INA3221 rails under ``/sys``; where neither is there
 the command says so and exits 2 rather than print the configured power model as if
@@ -24,7 +27,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +37,10 @@ from jetsplit.edge.power import (
     ModelPower,
     PowerConfig,
     PowerReader,
+    compute_watts,
+    describe_board,
     detect_power,
+    parse_source,
     total_watts,
 )
 from jetsplit.errors import ConfigError
@@ -65,6 +71,8 @@ class PowerWindow:
     total_label: str
     energy_j: float
     read_errors: int
+    compute: RailStats | None = None
+    board: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -103,25 +111,20 @@ def sample_power(
     test can step time and change the rails between samples."""
     check_window(seconds, interval_s)
     recording = _Recording(reader)
-    # History longer than the window: the meter drops older samples.
+    # History longer than the window: the meter drops older samples. Three
+    # failed reads in a row end the window: a sensor that fails is said so.
     meter = EnergyMeter(recording, clock=clock, history_s=seconds + interval_s + 60.0)
-    t0 = clock()
-    times = []
-    k = 0
-    while True:
-        meter.sample()
-        times.append(clock())
-        k += 1
-        due = t0 + k * interval_s  # a fixed schedule: slow reads do not stretch it
-        if due > t0 + seconds + 1e-9:
-            break
-        sleep(max(0.0, due - clock()))
+    meter.sample_for(seconds, interval_s, sleep)
+    times = [t for t, _ in meter.samples()]
+    if meter.error is not None:
+        raise ConfigError(f"power: {reader.description}: the sensor failed: {meter.error}")
     rails: dict[str, RailStats] = {}
     for name in dict.fromkeys(n for r in recording.readings for n in r):
         rails[name] = _stats([r[name] for r in recording.readings if name in r])
     totals = [total_watts(r) for r in recording.readings if r]
     if not totals:
         raise ConfigError(f"power: {reader.description}: every reading failed")
+    computes = [c for r in recording.readings if r and (c := compute_watts(r)) is not None]
     return PowerWindow(
         source=reader.kind,
         description=reader.description,
@@ -132,6 +135,8 @@ def sample_power(
         total_label="configured model" if reader.kind == "model" else _total_label(rails),
         energy_j=meter.energy_j(times[0], times[-1]),
         read_errors=int(getattr(reader, "read_errors", 0)),
+        compute=_stats(computes) if computes else None,
+        board=reader.board_state() or None,
     )
 
 
@@ -156,18 +161,6 @@ def _total_label(rails: dict[str, RailStats]) -> str:
     return f"input rail {rail}" if rail else "sum of rails"
 
 
-def parse_source(spec: str, base: PowerConfig) -> PowerConfig:
-    """``auto | jtop | sysfs[:ROOT] | model`` -> the config ``detect_power`` takes."""
-    kind, sep, root = spec.partition(":")
-    if kind == "sysfs":
-        if sep and not root:
-            raise ConfigError(f"--source: expected sysfs or sysfs:ROOT, got {spec!r}")
-        return replace(base, source="ina3221", sysfs_root=root or base.sysfs_root)
-    if kind in ("auto", "jtop", "model") and not sep:
-        return replace(base, source=kind)
-    raise ConfigError(f"--source: expected auto, jtop, sysfs, sysfs:ROOT or model, got {spec!r}")
-
-
 def _config(path: Path | None) -> PowerConfig:
     if path is None:
         return PowerConfig()
@@ -187,19 +180,25 @@ def open_reader(config: PowerConfig) -> PowerReader:
 
 
 def format_window(window: PowerWindow) -> str:
-    width = max([len(n) for n in window.rails] + [len("total"), len("rail")])
+    width = max([len(n) for n in window.rails] + [len("compute"), len("rail")])
     lines = [
         f"power: {window.description}",
+        f"board: {describe_board(window.board or {})}",
         f"{window.samples} samples over {window.seconds:.2f} s"
         + (f" ({window.read_errors} failed channel reads left out)" if window.read_errors else ""),
         "",
         f"{'rail'.ljust(width)}  {'mean W':>8}  {'min W':>8}  {'max W':>8}",
     ]
     rows = [*window.rails.items(), ("total", window.total)]
+    if window.compute is not None:
+        rows.append(("compute", window.compute))
     for name, s in rows:
         lines.append(f"{name.ljust(width)}  {s.mean_w:8.3f}  {s.min_w:8.3f}  {s.max_w:8.3f}")
     lines.append("")
     lines.append(f"total: the board's {window.total_label}; energy {window.energy_j:.3f} J over {window.seconds:.2f} s")
+    if window.compute is not None:
+        rest = window.total.mean_w - window.compute.mean_w
+        lines.append(f"compute: the CPU/GPU/SoC rails; the other {rest:.3f} W are memory, I/O and the radio")
     if window.source == "model":
         lines.append("(a configured model, not a measurement)")
     return "\n".join(lines)

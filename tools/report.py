@@ -31,7 +31,7 @@ from jetsplit.trace import Trace
 
 from .document import Block, Code, Figure, Heading, Items, Para, Pre, Table, to_html, to_markdown
 from .plots import write_plots
-from .tune import split_stats
+from .tune import check_same_models, split_stats
 
 __all__ = ["main", "render"]
 
@@ -119,6 +119,7 @@ def render(bundle: Bundle, traces: Sequence[Path], out: Path) -> tuple[list[Bloc
         trace = Trace.load(path)
         if trace.stage_names != stages:
             raise ConfigError(f"trace {str(path)!r} has stages {list(trace.stage_names)}, the bundle {list(stages)}")
+        check_same_models(trace, bundle.files, f"trace {str(path)!r}")
         blocks += _on_trace(bundle, trace, out)
     images = [b.path for b in blocks if isinstance(b, Figure)]
     return blocks, images
@@ -133,7 +134,10 @@ def main(argv: Sequence[str]) -> int:
     if args.out.suffix not in (".md", ".html"):
         raise ConfigError(f"--out: expected a .md or .html file, got {str(args.out)!r}")
     bundle = load_bundle(args.bundle)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out: cannot create the folder {str(args.out.parent)!r}: {exc.strerror}") from None
     blocks, _ = render(bundle, args.trace, args.out)
     tuning = bundle.root / "tuning.json"
     if tuning.is_file() and not args.trace:

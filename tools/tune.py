@@ -51,7 +51,7 @@ from jetsplit.fieldtrace import read_any_trace
 from jetsplit.manifest import read_toml
 from jetsplit.trace import Trace
 
-__all__ = ["main", "split_stats", "tune"]
+__all__ = ["check_same_models", "main", "split_stats", "tune"]
 
 _BUDGET_FLAGS = (("max_latency_ms", "time"), ("max_energy_mj", "energy"), ("max_offload", "offload"),
                  ("max_bytes", "bytes"))
@@ -95,7 +95,8 @@ def split_stats(trace: Trace, thresholds: Sequence[float | None], first_cloud: i
     }
 
 
-def _check_same_models(trace: Trace, files: dict[str, str], what: str) -> None:
+def check_same_models(trace: Trace, files: dict[str, str], what: str) -> None:
+    """ConfigError if ``trace`` was collected on other model files than ``files``."""
     traced = trace.meta.get("files")
     if isinstance(traced, dict) and traced:
         models = {k: v for k, v in traced.items()}
@@ -125,7 +126,7 @@ def tune(args: argparse.Namespace) -> tuple[dict[str, Any], SearchResult, Trace]
     bundle = load_bundle(str(source))
     if tuple(s.name for s in bundle.stages) != calib.stage_names:
         raise ConfigError(f"bundle {bundle.name!r} has stages {[s.name for s in bundle.stages]}, the trace {list(calib.stage_names)}")
-    _check_same_models(calib, bundle.files, str(args.trace))
+    check_same_models(calib, bundle.files, str(args.trace))
     first_cloud = bundle.first_cloud_stage()
     if calib.meta.get("field"):
         _check_field_tunable(bundle, first_cloud, args)
@@ -154,7 +155,7 @@ def tune(args: argparse.Namespace) -> tuple[dict[str, Any], SearchResult, Trace]
         test = read_any_trace(args.test)
         if test.stage_names != calib.stage_names:
             raise ConfigError(f"{args.test}: stages {list(test.stage_names)} differ from the calib trace's")
-        _check_same_models(test, bundle.files, str(args.test))
+        check_same_models(test, bundle.files, str(args.test))
         summary["test"] = split_stats(test, thresholds, first_cloud)
         same = test.meta.get("split") == calib.meta.get("split") and test.meta.get("data") == calib.meta.get("data")
         summary["held_out"] = not same

@@ -184,3 +184,43 @@ def test_profile_at_scale_from_one_profiled_run(real_zoo: Path, capsys: pytest.C
     # Post-ReLU activations entropy-code below their i8 size; the bytes are measured.
     assert data["wire_bytes_measured"] and all(o["send_bytes"] < o["bytes"]["i8"] for o in cuts)
     assert len(data["heads_timed_alone_ms"]) == 3
+
+
+def test_an_nhwc_input_is_cut_and_checked_as_it_comes(real_zoo: Path, tmp_path: Path) -> None:
+    # SqueezeNet as a TensorFlow-style export: the image comes in NHWC and a
+    # Transpose makes it NCHW inside the graph.
+    model = onnx.load(str(build_model("squeezenet", real_zoo)))
+    inits = {t.name for t in model.graph.initializer}
+    data = next(v for v in model.graph.input if v.name not in inits)  # IR 3 lists weights first
+    nchw_name = data.name
+    data.name = "image_nhwc"
+    dims = data.type.tensor_type.shape.dim
+    sides = [d.dim_value for d in dims]
+    for d, v in zip(dims, [sides[0], sides[2], sides[3], sides[1]]):
+        d.dim_value = v
+    model.graph.node.insert(0, helper.make_node("Transpose", ["image_nhwc"], [nchw_name], perm=[0, 3, 1, 2]))
+    path = tmp_path / "squeezenet_nhwc.onnx"
+    onnx.save(model, str(path))
+    inputs = real_inputs(path, count=3)
+    assert inputs["image_nhwc"].shape == (3, 224, 224, 3)
+    res = split_model(path, ["r32"], tmp_path / "out")
+    assert verify_split(path, res, inputs).max_abs_diff <= 1e-4
+    from jetsplit.calibration.builder import input_defaults
+
+    assert input_defaults(path)["layout"] == "nhwc"
+
+
+def test_several_outputs_need_scores_named(real_zoo: Path, tmp_path: Path) -> None:
+    from jetsplit.calibration.builder import scores_output
+    from jetsplit.errors import ConfigError
+
+    model = onnx.load(str(build_model("squeezenet_opset17", real_zoo)))
+    model.graph.output.append(helper.make_tensor_value_info("r64", TensorProto.FLOAT, None))  # a feature map too
+    path = tmp_path / "two_outputs.onnx"
+    onnx.save(model, str(path), save_as_external_data=True, location="two_outputs.onnx.data")
+    with pytest.raises(ConfigError, match="name one with --scores"):
+        scores_output(path)
+    with pytest.raises(ConfigError, match="--scores 'softmax': no such output"):
+        scores_output(path, "softmax")
+    # The version converter wraps the zoo's Softmax in shape nodes: still probabilities.
+    assert scores_output(path, "softmaxout_1") == ("softmaxout_1", "probs")

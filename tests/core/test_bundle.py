@@ -88,6 +88,11 @@ def _edit_stage(key: str, value: Any, stage: int = 0) -> Any:
         ("split", _edit_stage("input", "carry", 0), r"'carry' needs the previous stage"),
         ("little-big", lambda m: m["stage"][0].pop("gate"), r"every stage but the last needs a gate"),
         ("ensemble", _edit_stage("where", "edge", 2), r"edge stages must be a prefix"),
+        ("little-big", lambda m: m["stage"][1].update(combine="weighted", combine_weight=1.5),
+         r"\[\[stage\]\] 'big'.combine_weight: expected a number in 0..1, got 1.5"),
+        ("little-big", _edit_stage("combine_weight", 0.5, 1),
+         r"'big'.combine_weight: only with combine = \"weighted\", got combine = 'replace'"),
+        ("little-big", lambda m: m["stage"][1].update(combine="weighted", combine_weight=0.5), None),
     ],
 )
 def test_chain_rules(make_bundle, mode: str, edit: Any, message: str | None) -> None:

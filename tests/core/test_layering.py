@@ -105,3 +105,12 @@ def test_tests_and_bench_share_only_support(path: Path) -> None:
     if path != Path(__file__):
         loads = [name for name in _LOADERS if name in path.read_text()]
         assert not loads, f"{_id(path)} loads a file by path ({loads}): import tests.support instead"
+
+
+@pytest.mark.parametrize("path", TESTS + BENCH, ids=_id)
+def test_no_bare_readline_on_a_process(path: Path) -> None:
+    """A process's output is read through tests/support/daemons.Lines, whose waits
+    have a timeout: a bare ``stdout.readline()`` hangs the run when the process
+    hangs without printing."""
+    if path != Path(__file__):
+        assert "stdout.readline()" not in path.read_text(), f"{_id(path)}: use tests.support.daemons.Lines"

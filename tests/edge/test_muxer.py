@@ -19,6 +19,7 @@ from jetsplit.edge.muxer import Muxer
 from jetsplit.edge.sources import Source, is_live, open_source
 from jetsplit.edge.streams import SourceSpec
 from jetsplit.errors import ConfigError, SourceError
+from tests.support.daemons import Lines
 from tests.support.frames import digits_folder
 from tests.system.test_multisource import _CAMERA
 
@@ -106,8 +107,7 @@ def _wait_for(cond, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-d
 
 def test_live_camera_comes_back_and_numbers_go_on(tmp_path: Path) -> None:
     server = subprocess.Popen([sys.executable, "-c", _CAMERA], stdout=subprocess.PIPE, text=True)
-    assert server.stdout is not None
-    port = int(server.stdout.readline())
+    port = int(Lines(server.stdout).expect("", 30.0) or "0")  # its port, read with a timeout
     spec = SourceSpec(f"http://127.0.0.1:{port}/video.mjpg", name="door")
     mux = Muxer([spec], _open, is_live, max_batch=4, max_wait_ms=5.0, backoff_s=0.05, max_backoff_s=0.2).start()
     feed = mux.feeds[0]

@@ -10,7 +10,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+__all__ = ["JETSPLIT", "Daemon", "Lines", "curve_keys", "rss_kib", "start_worker", "start_worker_in"]
 
 JETSPLIT = str(Path(sys.executable).with_name("jetsplit"))
 
@@ -22,12 +24,46 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
+class Lines:
+    """A process's output, line by line, read by a thread so that waiting for a
+    line keeps its timeout even when the process hangs without printing one (a
+    bare ``readline()`` would block forever)."""
+
+    def __init__(self, stream: IO[str] | None) -> None:
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+
+    def _read(self, stream: IO[str] | None) -> None:
+        try:
+            for line in stream or ():  # ends when the process closes it or exits
+                self._queue.put(line.rstrip("\n"))
+        finally:
+            self._queue.put(None)
+
+    def expect(self, prefix: str, timeout: float, seen: list[str] | None = None) -> str | None:
+        """The next line starting with ``prefix`` (every line read goes to
+        ``seen``); None once the output has ended; TimeoutError after ``timeout`` s."""
+        end = time.monotonic() + timeout
+        while (left := end - time.monotonic()) > 0:
+            try:
+                line = self._queue.get(timeout=left)
+            except queue.Empty:
+                break
+            if line is None:
+                self._queue.put(None)  # later calls see the end too
+                return None
+            if seen is not None:
+                seen.append(line)
+            if line.startswith(prefix):
+                return line
+        raise TimeoutError(f"no line starting with {prefix!r} within {timeout}s: {(seen or [])[-20:]}")
+
+
 class Daemon:
     """A ``jetsplit ...`` process whose stdout lines are read until a marker.
 
-    A thread reads stdout into a queue, so :meth:`wait_for` keeps its timeout even
-    when the daemon hangs without printing a line (a bare ``readline()`` would
-    block forever). ``prefix`` runs the command through another (``ip netns exec
+    Its stdout is read through :class:`Lines`, so :meth:`wait_for` keeps its
+    timeout even when the daemon hangs without printing a line. ``prefix`` runs the command through another (``ip netns exec
     NS``); ``preexec_fn`` runs in the child before exec (CPU pinning); stderr is
     a pipe the caller may read once the process has ended, unless ``stderr`` says
     otherwise.
@@ -40,34 +76,16 @@ class Daemon:
             env={**os.environ, **(env or {})}, preexec_fn=preexec_fn,
         )
         self.lines: list[str] = []
-        self._out: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        try:
-            for line in self.proc.stdout:
-                self._out.put(line.rstrip("\n"))
-        finally:
-            self._out.put(None)  # end of output: the process closed stdout or exited
+        self._out = Lines(self.proc.stdout)
 
     def wait_for(self, prefix: str, timeout: float = 60.0) -> str:
         """The first stdout line starting with ``prefix`` (the daemon's own report)."""
-        end = time.monotonic() + timeout
-        while (left := end - time.monotonic()) > 0:
-            try:
-                line = self._out.get(timeout=left)
-            except queue.Empty:
-                break
-            if line is None:
-                self._out.put(None)  # later calls see the end too
-                code = self.proc.wait(10)
-                err = self.proc.stderr.read() if self.proc.stderr else ""
-                raise RuntimeError(f"daemon exited {code} before {prefix!r}: {err[-2000:]}")
-            self.lines.append(line)
-            if line.startswith(prefix):
-                return line
-        raise TimeoutError(f"no line starting with {prefix!r} within {timeout}s: {self.lines}")
+        line = self._out.expect(prefix, timeout, self.lines)
+        if line is None:
+            code = self.proc.wait(10)
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            raise RuntimeError(f"daemon exited {code} before {prefix!r}: {err[-2000:]}")
+        return line
 
     def stop(self, timeout: float = 30.0) -> int:
         if self.proc.poll() is None:

@@ -41,18 +41,15 @@ import argparse
 import asyncio
 import json
 import os
-import queue
 import random
 import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import IO
 
 __all__ = ["DelayProxy", "Link", "cleanup_stale", "probe_netem", "unavailable_reason"]
 
@@ -360,32 +357,22 @@ class DelayProxy:
     def __init__(self, argv: Sequence[str], timeout: float = 10.0) -> None:
         self.proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, bufsize=1)
-        # A thread reads its stdout so that waiting for a line has a timeout.
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True).start()
+        # Imported here: this file also runs alone as the proxy process itself.
+        from tests.support.daemons import Lines
+
+        self._lines = Lines(self.proc.stdout)  # waiting for a line keeps its timeout
         self.listening = self._expect("listening", timeout)
 
-    def _read(self, stream: IO[str] | None) -> None:
-        try:
-            for line in stream or ():  # ends when the proxy exits
-                self._lines.put(line)
-        finally:
-            self._lines.put(None)
-
     def _expect(self, word: str, timeout: float) -> str:
-        end = time.monotonic() + timeout
-        while (left := end - time.monotonic()) > 0:
-            try:
-                line = self._lines.get(timeout=left)
-            except queue.Empty:
-                break
-            if line is None:
-                self.proc.wait(5)
-                err = self.proc.stderr.read() if self.proc.stderr else ""
-                raise RuntimeError(f"delay proxy exited {self.proc.returncode}: {err}")
-            if line.startswith(word):
-                return line.strip()
-        raise TimeoutError(f"delay proxy: no {word!r} line within {timeout} s")
+        try:
+            line = self._lines.expect(word, timeout)
+        except TimeoutError:
+            raise TimeoutError(f"delay proxy: no {word!r} line within {timeout} s") from None
+        if line is None:
+            self.proc.wait(5)
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            raise RuntimeError(f"delay proxy exited {self.proc.returncode}: {err}")
+        return line.strip()
 
     def set_delay(self, delay_ms: float, jitter_ms: float) -> None:
         assert self.proc.stdin is not None

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.support.daemons import Daemon, start_worker_in
+from tests.support.daemons import Daemon, Lines, start_worker_in
 from tests.support.frames import digits_folder
 from tests.support.jsonl import read_jsonl
 
@@ -267,7 +267,7 @@ def test_harness_impairs_the_link() -> None:
         echo = subprocess.Popen(link.exec_argv(link.cloud_ns, [sys.executable, "-c", _ECHO, str(WORKER_PORT)]),
                                 stdout=subprocess.PIPE, text=True)
         try:
-            assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
+            assert (Lines(echo.stdout).expect("ready", 30.0) or "").strip() == "ready"
             link.start_proxy(PROXY_PORT, f"127.0.0.1:{WORKER_PORT}", seed=0)
             clean = _probe(link, 20)
             assert np.median(clean["rtt_ms"]) < 20, clean

@@ -16,8 +16,9 @@ import cv2
 import numpy as np
 
 from jetsplit.datasets import load_dataset
-from tests.support.daemons import Daemon, start_worker
+from tests.support.daemons import Daemon, Lines, start_worker
 from tests.support.frames import digits_folder
+from tests.support.jsonl import read_jsonl
 
 _CAMERA = textwrap.dedent('''
     import http.server, socketserver, sys, time
@@ -64,13 +65,6 @@ def truncated_video(path: Path, frames: int, keep: float) -> Path:
     return path
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    complete = path.read_text().split("\n")[:-1]  # lines the writer has finished
-    return [json.loads(line) for line in complete if line.strip()]
-
-
 def _wait(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -95,7 +89,7 @@ def test_four_sources_one_agent_every_frame_once(make_bundle, tmp_path: Path) ->
         assert edge.proc.wait(120) == 0, edge.proc.stderr.read() if edge.proc.stderr else ""
     finally:
         worker.stop()
-    results = _read_jsonl(out)
+    results = read_jsonl(out)
     by_source: dict[str, list[dict]] = {}
     for r in results:
         by_source.setdefault(r["source_id"], []).append(r)
@@ -121,8 +115,7 @@ def test_live_camera_that_goes_away_does_not_stop_the_others(make_bundle, tmp_pa
     bundle = make_bundle("split")
     folder = digits_folder(tmp_path / "replay", 300)
     camera = subprocess.Popen([sys.executable, "-c", _CAMERA], stdout=subprocess.PIPE, text=True)
-    assert camera.stdout is not None
-    port = int(camera.stdout.readline())
+    port = int(Lines(camera.stdout).expect("", 30.0) or "0")  # its port, read with a timeout
     endpoint = f"ipc://{tmp_path}/worker.sock"
     out = tmp_path / "results.jsonl"
     config = tmp_path / "edge.toml"
@@ -147,7 +140,7 @@ def test_live_camera_that_goes_away_does_not_stop_the_others(make_bundle, tmp_pa
     edge = Daemon("edge", "run", "--config", str(config))
     try:
         def count(sid: str) -> int:
-            return sum(1 for r in _read_jsonl(out) if r["source_id"] == sid)
+            return sum(1 for r in read_jsonl(out) if r["source_id"] == sid)
 
         _wait(lambda: count("door") >= 20 and count("replay") >= 20, 60, "both sources answered")
         camera.kill()  # the camera goes away mid-stream
@@ -160,7 +153,7 @@ def test_live_camera_that_goes_away_does_not_stop_the_others(make_bundle, tmp_pa
         # The replay ends on its own; the camera, live, is retried until the agent
         # is stopped, and then it exits 0.
         # (its last frame is never stale: nothing comes after it to replace it).
-        _wait(lambda: any(r["source_id"] == "replay" and r["frame"] == 299 for r in _read_jsonl(out)), 60,
+        _wait(lambda: any(r["source_id"] == "replay" and r["frame"] == 299 for r in read_jsonl(out)), 60,
               "the replay reached its end")
         assert edge.stop() == 0
     finally:
@@ -169,7 +162,7 @@ def test_live_camera_that_goes_away_does_not_stop_the_others(make_bundle, tmp_pa
         worker.stop()
         if edge.proc.poll() is None:
             edge.proc.kill()
-    results = _read_jsonl(out)
+    results = read_jsonl(out)
     replay = [r["frame"] for r in results if r["source_id"] == "replay"]
     door = [r["frame"] for r in results if r["source_id"] == "door"]
     assert len(replay) == len(set(replay)) and len(door) == len(set(door))
@@ -209,7 +202,7 @@ def test_tight_offload_budget_is_shared_fairly(tmp_path: Path) -> None:
         assert edge.proc.wait(300) == 0, edge.proc.stderr.read() if edge.proc.stderr else ""
     finally:
         worker.stop()
-    results = _read_jsonl(out)
+    results = read_jsonl(out)
     assert len(results) == 4 * n
     # After the controller has settled (each source's first 250 frames left out).
     sent = {str(f): sum(1 for r in results if r["source_id"] == str(f) and r["frame"] >= 250 and r["bytes_up"] > 0)

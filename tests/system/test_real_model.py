@@ -20,9 +20,8 @@ from jetsplit.cli import main
 from jetsplit.datasets import load_dataset
 from jetsplit.preprocess import Preprocess
 from jetsplit.tools.realzoo import build_model, fit_classifier
-
-from .daemons import Daemon, start_worker
-from .frames import digits_folder
+from tests.support.daemons import Daemon, start_worker
+from tests.support.frames import digits_folder
 
 CUT = ("r89", "r99")  # a ShuffleNet unit's branch and skip: no single tensor there is a cut
 FRAMES = 40

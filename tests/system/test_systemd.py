@@ -35,7 +35,7 @@ from jetsplit.edge.config import load_edge_config
 from jetsplit.edge.pool import PoolConfig
 from jetsplit.handoff import pack
 from jetsplit.protocol import Client
-from tests.support.daemons import JETSPLIT, Daemon, start_worker
+from tests.support.daemons import JETSPLIT, Daemon, Lines, start_worker
 from tests.support.frames import digits_folder
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -330,12 +330,12 @@ def test_worker_serves_under_memory_deny_write_execute(make_bundle, tmp_path: Pa
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
+        lines = Lines(proc.stdout)  # read with a timeout: a hung worker fails, not hangs
+        line = lines.expect("", 60.0) or ""
         if proc.poll() == 77 or line.startswith("no PR_SET_MDWE"):
             pytest.skip("this kernel has no PR_SET_MDWE (Linux >= 6.3) to stand in for MemoryDenyWriteExecute=")
-        while line and not line.startswith("serving "):
-            line = proc.stdout.readline()
+        if not line.startswith("serving "):
+            line = lines.expect("serving ", 60.0) or ""
         assert line.startswith("serving "), proc.stderr.read() if proc.stderr else ""
         assert Path(f"/proc/{proc.pid}/status").read_text().count("MemoryDenyWriteExecute") <= 1
         data = load_dataset("digits", "test")

@@ -15,7 +15,7 @@ from jetsplit.edge.agent import EdgeAgent
 from jetsplit.edge.config import EdgeConfig
 from jetsplit.edge.sinks import QueueSink
 from jetsplit.errors import JetsplitError
-from jetsplit.tools.bench import PREPROCESS, bench, load_frames
+from jetsplit.tools.bench import PREPROCESS, bench, format_result, load_frames
 from tests.support.frames import digits_folder
 
 
@@ -123,3 +123,29 @@ def test_tensorrt_missing_is_one_line(make_bundle: Any, capsys: pytest.CaptureFi
     assert main(["bench", str(make_bundle("split").root), "--backend", "tensorrt", "--data", "digits"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "tensorrt" in err
+
+
+def test_bench_measures_the_board_while_it_times(make_bundle: Any, tmp_path: Path) -> None:
+    from jetsplit.edge.power import PowerConfig
+    from jetsplit.tools.simboard import SimBoard
+
+    SimBoard(tmp_path / "sys", "nano").create().set(7.0)
+    power = PowerConfig(source="ina3221", sysfs_root=str(tmp_path / "sys"), interval_ms=5)
+    result = bench(make_bundle("split"), [1], runs=20, data="digits", power=power)
+    assert result.power is not None and result.power["source"] == "ina3221" and result.power["interval_ms"] == 5.0
+    for t in result.timings:
+        assert t.watts == pytest.approx(7.0, abs=0.01)
+        # Energy per call is the board's 7 W over the calls' share of the window.
+        assert t.energy_mj is not None and 0 < t.energy_mj <= 7.0 * t.p95_ms * 1.5 + 1.0
+    assert "board W" in format_result(result, "split")
+    # Without rails nothing is estimated: no columns, no figures.
+    plain = bench(make_bundle("split", name="b2"), [1], runs=2, data="digits",
+                  power=PowerConfig(sysfs_root=str(tmp_path / "none"), jtop_socket=str(tmp_path / "no.sock")))
+    assert plain.power is None and all(t.watts is None for t in plain.timings)
+
+
+def test_bench_power_flag_mistakes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "demo:split", "--power", "sysfs:"]) == 2
+    assert "--power: expected sysfs or sysfs:ROOT" in capsys.readouterr().err
+    assert main(["bench", "demo:split", "--power-interval-ms", "0"]) == 2
+    assert "--power-interval-ms" in capsys.readouterr().err

@@ -130,3 +130,16 @@ def test_report_refuses_a_trace_of_another_bundle(tuned: dict[str, Path], tmp_pa
     code = jetsplit(["report", str(tuned["tuned"]), "--trace", str(other), "--out", str(tmp_path / "r.html")])
     err = capsys.readouterr().err
     assert code == 2 and "has stages" in err and len(err.strip().splitlines()) == 1
+
+
+def test_report_refuses_a_trace_of_other_models(tuned: dict[str, Path], tmp_path: Path, capsys: Any) -> None:
+    from jetsplit.trace import Trace
+
+    trace = Trace.load(tuned["test"])
+    files = dict(trace.meta["files"])  # type: ignore[call-overload]
+    files["little.onnx"] = "0" * 64  # as if collected on another little model
+    Trace(**{**trace.__dict__, "meta": {**trace.meta, "files": files}}).save(tmp_path / "other.npz")
+    code = jetsplit(["report", str(tuned["tuned"]), "--trace", str(tmp_path / "other.npz"),
+                     "--out", str(tmp_path / "r.html")])
+    err = capsys.readouterr().err
+    assert code == 2 and "other model files" in err and "little.onnx" in err
