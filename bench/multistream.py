@@ -13,15 +13,16 @@ be compared frame by frame):
   640x480 BGR frames (MNIST test digits, enlarged, one class sub-folder each so
   results carry their truth);
 - ``squeezenet``: SqueezeNet 1.0 at 224x224 (the onnx wheel's light model-zoo
-  copy, its ConstantOfShape weight fills replaced by seeded He-normal weights,
-  batch axis made free), on 640x480 crops of scikit-learn's sample photos. Its
+  copy with seeded weights in place of its ConstantOfShape fills, from
+  ``jetsplit.tools.realzoo``; batch axis made free), on 640x480 crops of
+  scikit-learn's sample photos. Its
   weights are not trained: "equal accuracy" is then the two set-ups giving the
   same answers.
 
-Each set-up is configured as an operator would: the one agent's engine gets the
-machine's cores (``intra_op_threads`` = usable cores: its single ONNX Runtime
-session runs every stream's batches), each of the eight agents keeps the default
-of one thread (eight processes already share the cores).
+Both set-ups run with the same settings (one ONNX Runtime intra-op thread per
+agent, the default); ``--multi-threads N`` gives the one agent's engine N threads
+instead (its one session runs every stream's batches; ONNX Runtime's threads spin
+between runs, which costs CPU time on a machine others share).
 
 Frames are uncompressed BMP files (a camera hands over raw frames: the codec is
 not what is measured); every source is read on demand, so every frame is answered
@@ -29,7 +30,11 @@ in both set-ups. Throughput is measured in steady state: results completed while
 all processes run (from each result's ``t_capture + latency_ms``, on the shared
 monotonic clock), over that window's length. Memory is the sum of VmRSS (and of
 PSS, which counts shared pages once) over the processes, sampled every 0.2 s;
-the median of the samples taken in steady state. Repetitions alternate the two
+the median of the samples taken in steady state. Frames per CPU-second (the
+processes' user + system time) is recorded beside frames/s: on a machine other
+work shares, how much of the cores each set-up gets depends on the scheduler as
+much as on the set-up, and frames per CPU-second is what a dedicated board's
+cores would turn into frames/s when the work is CPU-bound. Repetitions alternate the two
 set-ups; medians of the per-repetition ratios are reported. The machine is
 shared: its load average is recorded before and after.
 
@@ -42,6 +47,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -57,7 +63,6 @@ from machine import describe
 
 RESULTS = Path(__file__).resolve().parent / "results" / "multistream.json"
 JETSPLIT = str(Path(sys.executable).with_name("jetsplit"))
-SQUEEZENET = Path(cv2.__file__).parents[1] / "onnx" / "backend" / "test" / "data" / "light" / "light_squeezenet.onnx"
 TARGET_FPS, TARGET_MEM = 1.5, 0.35
 
 
@@ -101,42 +106,28 @@ def photo_frames(root: Path, streams: int, n: int) -> list[Path]:
 
 
 def squeezenet_bundle(out: Path) -> Path:
-    """SqueezeNet 1.0 as a one-stage edge bundle: seeded weights for the fills, the
-    final softmax replaced by a flatten (the chain takes logits), batch axis free."""
+    """SqueezeNet 1.0 (``jetsplit.tools.realzoo``: the onnx wheel's light copy with
+    seeded weights in place of its fills) as a one-stage edge bundle: the final
+    softmax replaced by a flatten (the chain takes logits), batch axis free."""
     import onnx
-    from onnx import helper, numpy_helper
+    from onnx import helper
 
     from jetsplit.bundle import write_bundle
+    from jetsplit.tools.realzoo import build_model
 
-    model = onnx.load(str(SQUEEZENET))
+    model = onnx.load(str(build_model("squeezenet", out / "zoo", seed=14)))  # IR 3, opset 9
     g = model.graph
-    shapes = {i.name: numpy_helper.to_array(i) for i in g.initializer if i.name.endswith("__SHAPE")}
-    rng = np.random.default_rng(14)
-    weights = []
-    keep = []
-    for node in g.node:
-        if node.op_type != "ConstantOfShape":
-            keep.append(node)
-            continue
-        shape = tuple(int(d) for d in shapes[node.input[0]])
-        if len(shape) == 4:  # a conv's weight: He-normal over its fan-in
-            w = rng.normal(0.0, np.sqrt(2.0 / np.prod(shape[1:])), shape).astype(np.float32)
-        else:
-            w = np.zeros(shape, np.float32)
-        weights.append(numpy_helper.from_array(w, node.output[0]))
-    softmax = next(n for n in keep if n.op_type == "Softmax")
-    keep[keep.index(softmax)] = helper.make_node("Flatten", [softmax.input[0]], ["logits"], axis=1)
-    others = [i for i in g.initializer if not i.name.endswith("__SHAPE")]
-    init_names = {i.name for i in [*others, *weights]}
-    data = next(i for i in g.input if i.name not in init_names)
-    data.type.tensor_type.shape.dim[0].dim_param = "N"
+    softmax = next(n for n in g.node if n.op_type == "Softmax")
+    flatten = helper.make_node("Flatten", [softmax.input[0]], ["logits"], axis=1)
+    nodes = [flatten if n is softmax else n for n in g.node]
+    inputs = [i for i in g.input if i.name not in {t.name for t in g.initializer}]
+    inputs[0].type.tensor_type.shape.dim[0].dim_param = "N"
     logits = helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["N", 1000])
-    graph = helper.make_graph(keep, "squeezenet", [data], [logits], [*others, *weights])
+    graph = helper.make_graph(nodes, "squeezenet", inputs, [logits], list(g.initializer))
     fixed = helper.make_model(graph, opset_imports=list(model.opset_import), producer_name="jetsplit-bench")
     fixed.ir_version = 10  # onnx 1.23 would write IR 14, which ONNX Runtime refuses
     onnx.checker.check_model(fixed)
     path = out / "squeezenet.onnx"
-    out.mkdir(parents=True, exist_ok=True)
     onnx.save(fixed, str(path))
     manifest = {
         "schema": 1, "name": "squeezenet-seeded", "mode": "custom",
@@ -169,16 +160,20 @@ def _memory_kib(pid: int) -> tuple[int, int]:
     return rss, pss
 
 
-def run_agents(bundle: str, groups: list[list[Path]], out: Path) -> dict[str, Any]:
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_agents(bundle: str, groups: list[list[Path]], out: Path, multi_threads: int = 1) -> dict[str, Any]:
     """One agent per group of sources, all started together; their results and memory."""
     procs = []
     for k, group in enumerate(groups):
         args = [JETSPLIT, "edge", "run", "--bundle", bundle, "--offload", "none", "--log-level", "WARNING",
                 "--sink", f"jsonl:{out / f'agent{k}.jsonl'}"]
-        if len(group) > 1:
-            # The one agent's one engine gets the cores; eight agents already share them.
+        if len(group) > 1 and multi_threads != 1:
             toml = out / "edge.toml"
-            toml.write_text(f"[edge]\nintra_op_threads = {len(os.sched_getaffinity(0))}\n")
+            toml.write_text(f"[edge]\nintra_op_threads = {multi_threads}\n")
             args += ["--config", str(toml)]
         for folder in group:
             args += ["--source", str(folder)]
@@ -193,8 +188,10 @@ def run_agents(bundle: str, groups: list[list[Path]], out: Path) -> dict[str, An
                 samples.append((time.monotonic(), sum(m[0] for m in mem), sum(m[1] for m in mem)))
 
     sampler = threading.Thread(target=sample, daemon=True)
+    cpu0 = _children_cpu_s()
     sampler.start()
     errors = [p.communicate(timeout=1800)[1] for p in procs]
+    cpu_s = _children_cpu_s() - cpu0
     done.set()
     sampler.join()
     for p, err in zip(procs, errors):
@@ -215,6 +212,9 @@ def run_agents(bundle: str, groups: list[list[Path]], out: Path) -> dict[str, An
     return {
         "agents": len(groups), "frames": len(results),
         "fps": in_window / (t1 - t0) if t1 > t0 else float("nan"), "window_s": t1 - t0,
+        # Frames per CPU-second (user + system, start-up included): what the cores
+        # buy, whatever share of them the shared machine gave each set-up.
+        "frames_per_cpu_s": len(results) / cpu_s, "cpu_s": cpu_s,
         "rss_mib": statistics.median(r for r, _ in steady) / 1024.0,
         "pss_mib": statistics.median(p for _, p in steady) / 1024.0,
         "accuracy": sum(r["label"] == r["truth"] for r in labelled) / len(labelled) if labelled else None,
@@ -222,7 +222,7 @@ def run_agents(bundle: str, groups: list[list[Path]], out: Path) -> dict[str, An
     }
 
 
-def workload(name: str, root: Path, streams: int, frames: int, reps: int) -> dict[str, Any]:
+def workload(name: str, root: Path, streams: int, frames: int, reps: int, multi_threads: int) -> dict[str, Any]:
     if name == "demo-split":
         bundle, folders = "demo:split", digit_frames(root / "frames", streams, frames)
     else:
@@ -235,18 +235,20 @@ def workload(name: str, root: Path, streams: int, frames: int, reps: int) -> dic
             out = root / f"{setup}{rep}"
             out.mkdir()
             groups = [folders] if setup == "multi" else [[f] for f in folders]
-            pair[setup] = run_agents(bundle, groups, out)
+            pair[setup] = run_agents(bundle, groups, out, multi_threads)
         a, b = pair["multi"].pop("answers"), pair["single"].pop("answers")
         assert set(a) == set(b) and len(a) == streams * frames, "a frame was lost or duplicated"
         pair["same_answers"] = sum(a[k] == b[k] for k in a) / len(a)
         pair["fps_ratio"] = pair["multi"]["fps"] / pair["single"]["fps"]
+        pair["cpu_efficiency_ratio"] = pair["multi"]["frames_per_cpu_s"] / pair["single"]["frames_per_cpu_s"]
         pair["rss_ratio"] = pair["multi"]["rss_mib"] / pair["single"]["rss_mib"]
         pair["pss_ratio"] = pair["multi"]["pss_mib"] / pair["single"]["pss_mib"]
         print(name, rep, json.dumps({k: v for k, v in pair.items()}, default=float), flush=True)
         runs.append(pair)
-    med = {k: statistics.median(r[k] for r in runs) for k in ("fps_ratio", "rss_ratio", "pss_ratio", "same_answers")}
+    med = {k: statistics.median(r[k] for r in runs)
+           for k in ("fps_ratio", "cpu_efficiency_ratio", "rss_ratio", "pss_ratio", "same_answers")}
     return {
-        "bundle": bundle, "streams": streams, "frames_per_stream": frames,
+        "bundle": bundle, "streams": streams, "frames_per_stream": frames, "multi_intra_op_threads": multi_threads,
         "multi_fps": statistics.median(r["multi"]["fps"] for r in runs),
         "single_fps": statistics.median(r["single"]["fps"] for r in runs),
         "multi_rss_mib": statistics.median(r["multi"]["rss_mib"] for r in runs),
@@ -264,6 +266,7 @@ def main() -> int:
     p.add_argument("--streams", type=int, default=8)
     p.add_argument("--frames", type=int, default=0, help="frames per stream (default: 300 demo, 100 squeezenet)")
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--multi-threads", type=int, default=1, help="intra-op threads of the one agent's engine")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
     machine = describe()
@@ -272,12 +275,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="jetsplit-multistream-") as tmp:
         for name in args.workloads.split(","):
             frames = args.frames or (300 if name == "demo-split" else 100)
-            report["workloads"][name] = workload(name, Path(tmp) / name, args.streams, frames, args.reps)
+            report["workloads"][name] = workload(name, Path(tmp) / name, args.streams, frames, args.reps,
+                                                 args.multi_threads)
     report["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     for name, w in report["workloads"].items():
-        print(f"{name}: {w['multi_fps']:.0f} vs {w['single_fps']:.0f} frames/s (x{w['fps_ratio']:.2f}), "
+        print(f"{name}: {w['multi_fps']:.0f} vs {w['single_fps']:.0f} frames/s (x{w['fps_ratio']:.2f}; "
+              f"per CPU-second x{w['cpu_efficiency_ratio']:.2f}), "
               f"RSS {w['multi_rss_mib']:.0f} vs {w['single_rss_mib']:.0f} MiB (x{w['rss_ratio']:.2f}), "
               f"same answers {100 * w['same_answers']:.1f}%")
     print(f"wrote {args.out}")

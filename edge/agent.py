@@ -19,9 +19,15 @@ gate before the first cloud stage for the board; :mod:`jetsplit.edge.fairness`
 shares what it allows between the sources; the circuit breaker stops offloading
 to a failing cloud and probes it back with real requests.
 
-Where to hook in: :meth:`EdgeAgent._finish` sees every result once (per-frame
-path); :meth:`EdgeAgent._offload` every frame the gate sends on (per-offload path);
-:meth:`EdgeAgent.process_batch` every batch of frames (per-batch path).
+Threads: each source's feed reads and prepares its frames; one engine thread
+runs the edge stages on a batch (:meth:`EdgeAgent._infer`) while the loop thread
+gates the batch before it (:meth:`EdgeAgent._judge`), offloads, and writes results.
+
+Where to hook in (all on the loop thread): :meth:`EdgeAgent._finish` sees every
+result once (per-frame path); :meth:`EdgeAgent._offload` every frame the gate
+sends on (per-offload path); :meth:`EdgeAgent._judge` every batch the engine ran
+(per-batch path); :meth:`EdgeAgent._prepare` runs on the feed threads, per frame
+(a frame resize belongs there).
 
     >>> agent = EdgeAgent(config)                      # doctest: +SKIP
     >>> for result in agent.results():                 # doctest: +SKIP
@@ -36,13 +42,13 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from jetsplit.bundle import load_bundle
 from jetsplit.chain import Chain, ChainResult
+from jetsplit.edge.batch import Ran, row
 from jetsplit.edge.breaker import CircuitBreaker
 from jetsplit.edge.config import EdgeConfig
 from jetsplit.edge.controller import BudgetController
@@ -50,42 +56,18 @@ from jetsplit.edge.fairness import FairShare
 from jetsplit.edge.frame import Frame
 from jetsplit.edge.monitor import FieldMonitor
 from jetsplit.edge.muxer import Muxer
-from jetsplit.edge.offload import Offloader, Pending
+from jetsplit.edge.offload import Offloader, Pending, offload_block
 from jetsplit.edge.power import EnergyMeter, describe_board, detect_power
 from jetsplit.edge.sinks import FrameResult, Sink, open_sinks
 from jetsplit.edge.sources import Source, is_live, open_source
 from jetsplit.edge.stats import AgentStats
 from jetsplit.edge.streams import SourceSpec
 from jetsplit.errors import ConfigError, JetsplitError, SourceError
-from jetsplit.handoff import FRAME, needed, pack
-from jetsplit.protocol.errors import Unavailable
 from jetsplit.systemd import Notifier
 
 __all__ = ["AgentStats", "EdgeAgent"]
 
 _log = logging.getLogger("jetsplit.edge")
-
-
-@dataclass(frozen=True)
-class _Ran:
-    """A batch the engine ran (or failed on), with the thresholds it was gated by."""
-
-    frames: Sequence[Frame]
-    res: ChainResult | JetsplitError
-    board: float | None
-    mine: list[float | None]
-    audit: list[bool]  # frames the shadow audit also sends if their gate accepts them
-    t0: float
-    t1: float
-    early: np.ndarray | None = None  # rows stopped at the early gate to be offloaded
-
-
-def _row(res: ChainResult, i: int) -> ChainResult:
-    """Row ``i`` of a batch's chain result, as a batch of one."""
-    sl = slice(i, i + 1)
-    return ChainResult(res.stage[sl], res.accepted[sl], res.probs[sl], res.pred[sl], res.score[sl], res.next_stage,
-                       None if res.carry is None else res.carry[sl],
-                       None if res.state is None else res.state.take(np.arange(i, i + 1)), res.stage_time_ms)
 
 
 class EdgeAgent:
@@ -106,7 +88,7 @@ class EdgeAgent:
         self.breaker = CircuitBreaker(config.breaker)
         self.controller: BudgetController | None = None
         self.fair = FairShare()
-        self.offload_block = self._offload_block()
+        self.offload_block = offload_block(config, self.bundle)
         if self.offload_block is None and self.first_cloud is not None:
             try:
                 self.controller = BudgetController.for_bundle(self.bundle, config.budgets, config.controller)
@@ -142,19 +124,6 @@ class EdgeAgent:
     def client(self) -> object:
         """The cloud client (a Client or a WorkerPool), None when local only."""
         return None if self.offloader is None else self.offloader.client
-
-    def _offload_block(self) -> str | None:
-        """Why nothing may be offloaded, or None."""
-        if self.first_cloud is None:
-            return "the bundle has no cloud stages"
-        if not self.config.cloud:
-            return "no cloud endpoint configured"
-        if self.config.offload == "none":
-            return "offload = none"
-        if self.config.offload == "activations" and FRAME in needed(self.bundle, self.first_cloud):
-            return (f"offload = activations, but the cloud stage {self.bundle.stages[self.first_cloud].name!r} "
-                    "needs the frame (set offload = frames to allow frames to leave the board)")
-        return None
 
     def summary(self) -> dict[str, Any]:
         """The run's figures (:meth:`AgentStats.summary`) with the field monitor's
@@ -217,7 +186,7 @@ class EdgeAgent:
         # The engine runs batch k+1 on its thread (ONNX Runtime releases the GIL)
         # while this thread gates batch k and writes its results: at most two
         # batches out, judged in order.
-        running: deque[Future[_Ran]] = deque()
+        running: deque[Future[Ran]] = deque()
         while running or (not self.stop_event.is_set() and not mux.finished):
             self.notifier.tick()
             if len(running) < 2 and not self.stop_event.is_set():
@@ -268,7 +237,7 @@ class EdgeAgent:
         return self._judge(self._infer(frames, inputs, *self._thresholds(frames)))
 
     def _infer(self, frames: Sequence[Frame], inputs: np.ndarray | None, thresholds: tuple[float | None, ...] | None,
-               board: float | None, mine: list[float | None], audit: list[bool]) -> _Ran:
+               board: float | None, mine: list[float | None], audit: list[bool]) -> Ran:
         """The edge stages on a batch (the engine thread's part: no Python state is touched)."""
         t0 = time.monotonic()
         early_rows = None
@@ -282,9 +251,9 @@ class EdgeAgent:
                 res = self.chain.run_from(0, x, stop_at=self.first_cloud, thresholds=thresholds)
         except JetsplitError as exc:
             res = exc
-        return _Ran(frames, res, board, mine, audit, t0, time.monotonic(), early_rows)
+        return Ran(frames, res, board, mine, audit, t0, time.monotonic(), early_rows)
 
-    def _judge(self, ran: _Ran) -> Iterator[FrameResult]:
+    def _judge(self, ran: Ran) -> Iterator[FrameResult]:
         """Gate each frame of a batch the engine ran: its result, or its offload."""
         frames, res = ran.frames, ran.res
         if isinstance(res, JetsplitError):
@@ -313,7 +282,7 @@ class EdgeAgent:
                 # Drift is watched with or without a controller (a local-only agent too).
                 self.monitor.observe(frame.index, frame.source_id, float(res.score[i]))
             own = ran.mine[i]
-            p = Pending(frame, _row(res, i), score, own, ran.board, energy_mj=share_mj)
+            p = Pending(frame, row(res, i), score, own, ran.board, energy_mj=share_mj)
             if ran.early is not None and ran.early[i]:
                 p.early = True
                 yield from self._offload(p)
@@ -372,18 +341,13 @@ class EdgeAgent:
                 or self.monitor.audits_in_flight >= max(1, self.config.window // 2):
             self.monitor.skip_audit()
             return
-        deadline_ms = max(self.config.deadline_ms - (time.monotonic() - p.frame.t_capture) * 1000.0, 0.0)
-        try:
-            tensors = pack(self.bundle, stage, p.frame.image, p.edge.carry, p.edge.state)
-            rid = off.client.submit(stage, tensors, deadline_ms=deadline_ms, encodings=off.encodings)
-        except Unavailable:
+        rid = off.send(p, stage)
+        if rid is None:
             self.monitor.skip_audit()
             return
-        p.bytes_up = off.client.last_sent_bytes
         p.energy_mj += self.meter.frame_energy_j(0.0, 0.0, {}, p.bytes_up) * 1000.0
         self.monitor.audit_sent(rid, p.frame.index, p.frame.source_id, int(p.edge.pred[0]), p.score,
-                                sum(p.edge.stage_time_ms), p.bytes_up, time.monotonic() + deadline_ms / 1000.0,
-                                p.frame.truth, p.frame.image)
+                                sum(p.edge.stage_time_ms), p.bytes_up, p.deadline_at, p.frame.truth, p.frame.image)
 
     def _paced(self) -> bool:
         """True when frames arrive at their sources' own rate (cameras, realtime files)."""

@@ -56,7 +56,7 @@ class Feed:
 
     def __init__(self, spec: SourceSpec, opener: Opener, *, live: bool, notify: Callable[[], None] = lambda: None,
                  prepare: Prepare | None = None, backoff_s: float = 0.5, max_backoff_s: float = 30.0,
-                 read_slice_s: float = 0.25) -> None:
+                 read_slice_s: float = 0.25, alone: bool = False) -> None:
         self.spec = spec
         self.source_id = spec.source_id
         self.live = live
@@ -64,6 +64,7 @@ class Feed:
         self._open = opener
         self._notify = notify
         self._prepare = prepare
+        self._alone = alone  # the agent's only source (no "others" to go on)
         self._backoff_s = backoff_s
         self._max_backoff_s = max_backoff_s
         self._slice_s = read_slice_s
@@ -157,9 +158,6 @@ class Feed:
             self._failed(str(exc))
             return False
         self.opens += 1
-        if self.error is not None:
-            _log.info("%s: source back after %d failure(s)", self.source_id, self.failures)
-            self.error = None
         self._source = src
         base = self._next_index
         got = False
@@ -173,6 +171,11 @@ class Feed:
                     if self.live and not self._stop.is_set():
                         self._failed("the stream ended")
                     return got
+                if not got and self.error is not None:
+                    # Back only once it delivers: a camera that opens and stalls again
+                    # is still the same failure, logged once.
+                    _log.info("%s: source back after %d failure(s)", self.source_id, self.failures)
+                    self.error = None
                 got = True
                 self._next_index = base + frame.index + 1
                 self._put(dataclasses.replace(frame, index=base + frame.index, source_id=self.source_id))
@@ -187,7 +190,8 @@ class Feed:
     def _failed(self, why: str) -> None:
         self.failures += 1
         if self.error is None:
-            what = "retrying with backoff" if self.live else "this source ends here; the others go on"
+            what = "retrying with backoff" if self.live else \
+                "this source ends here" + ("" if self._alone else "; the others go on")
             # The message names the URI already; the name is added when it differs.
             named = why if why.startswith(self.source_id) else f"{self.source_id}: {why}"
             _log.warning("%s (%s)", named, what)

@@ -48,7 +48,7 @@ class Muxer:
         self.max_wait_s = max_wait_ms / 1000.0
         self._cond = threading.Condition()
         self.feeds = [Feed(s, opener, live=is_live(s.uri), notify=self.wake, prepare=prepare,
-                           backoff_s=backoff_s, max_backoff_s=max_backoff_s) for s in specs]
+                           backoff_s=backoff_s, max_backoff_s=max_backoff_s, alone=len(specs) == 1) for s in specs]
         self._start = 0
         self.batches = 0
 

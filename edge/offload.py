@@ -32,12 +32,12 @@ from jetsplit.edge.frame import Frame
 from jetsplit.edge.offload_client import OffloadClient
 from jetsplit.edge.pool import WorkerPool, is_dns_endpoint
 from jetsplit.edge.sinks import FrameResult
-from jetsplit.handoff import pack, wire_encodings
+from jetsplit.handoff import FRAME, needed, pack, wire_encodings
 from jetsplit.protocol import Client, CurveClient, StatusCode
 from jetsplit.protocol.client import Reply
 from jetsplit.protocol.errors import Unavailable
 
-__all__ = ["Offloader", "Pending", "SideRequests"]
+__all__ = ["Offloader", "Pending", "SideRequests", "offload_block"]
 
 _log = logging.getLogger("jetsplit.edge")
 
@@ -71,6 +71,22 @@ class SideRequests(Protocol):
         ...
 
     def expire(self, rids: list[int], now: float) -> None: ...
+
+
+def offload_block(config: EdgeConfig, bundle: Bundle) -> str | None:
+    """Why nothing may be offloaded (no cloud stage, no endpoint, the privacy
+    switch), or None."""
+    first_cloud = bundle.first_cloud_stage()
+    if first_cloud is None:
+        return "the bundle has no cloud stages"
+    if not config.cloud:
+        return "no cloud endpoint configured"
+    if config.offload == "none":
+        return "offload = none"
+    if config.offload == "activations" and FRAME in needed(bundle, first_cloud):
+        return (f"offload = activations, but the cloud stage {bundle.stages[first_cloud].name!r} "
+                "needs the frame (set offload = frames to allow frames to leave the board)")
+    return None
 
 
 def open_client(config: EdgeConfig, fingerprint: str) -> OffloadClient:
@@ -122,18 +138,28 @@ class Offloader:
 
     def submit(self, pending: Pending, stage: int) -> str | None:
         """Send ``pending`` resuming at ``stage``; None when sent, else why not."""
+        rid = self.send(pending, stage)
+        if rid is None:
+            self.breaker.record_failure("unavailable")
+            return "cloud unavailable"
+        self.inflight[rid] = pending
+        return None
+
+    def send(self, pending: Pending, stage: int) -> int | None:
+        """Send ``pending``'s hand-off with what is left of its deadline, setting its
+        ``bytes_up`` and ``deadline_at``; the request id, or None if the cloud is
+        unavailable. Not tracked here: :meth:`submit` tracks offloads; a side
+        request (the shadow audit's) is tracked by whoever sent it."""
         deadline_ms = max(self.config.deadline_ms - (time.monotonic() - pending.frame.t_capture) * 1000.0, 0.0)
         res = pending.edge
         tensors = pack(self.bundle, stage, pending.frame.image, res.carry, res.state)
         try:
             rid = self.client.submit(stage, tensors, deadline_ms=deadline_ms, encodings=self.encodings)
         except Unavailable:
-            self.breaker.record_failure("unavailable")
-            return "cloud unavailable"
+            return None
         pending.bytes_up = self.client.last_sent_bytes
         pending.deadline_at = time.monotonic() + deadline_ms / 1000.0
-        self.inflight[rid] = pending
-        return None
+        return rid
 
     def soonest(self) -> float | None:
         """The earliest deadline in flight (time.monotonic()), or None."""

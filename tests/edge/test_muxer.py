@@ -4,8 +4,6 @@ camera served by a real process), and the fair-share arithmetic."""
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,9 +17,8 @@ from jetsplit.edge.muxer import Muxer
 from jetsplit.edge.sources import Source, is_live, open_source
 from jetsplit.edge.streams import SourceSpec
 from jetsplit.errors import ConfigError, SourceError
-from tests.support.daemons import Lines
+from tests.support.camera import start_camera
 from tests.support.frames import digits_folder
-from tests.system.test_multisource import _CAMERA
 
 
 def _open(spec: SourceSpec) -> Source:
@@ -106,8 +103,7 @@ def _wait_for(cond, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-d
 
 
 def test_live_camera_comes_back_and_numbers_go_on(tmp_path: Path) -> None:
-    server = subprocess.Popen([sys.executable, "-c", _CAMERA], stdout=subprocess.PIPE, text=True)
-    port = int(Lines(server.stdout).expect("", 30.0) or "0")  # its port, read with a timeout
+    server, port = start_camera()
     spec = SourceSpec(f"http://127.0.0.1:{port}/video.mjpg", name="door")
     mux = Muxer([spec], _open, is_live, max_batch=4, max_wait_ms=5.0, backoff_s=0.05, max_backoff_s=0.2).start()
     feed = mux.feeds[0]
@@ -119,7 +115,7 @@ def test_live_camera_comes_back_and_numbers_go_on(tmp_path: Path) -> None:
         _wait_for(lambda: feed.failures >= 2)  # (the stall, then a refused reopening)
         assert not mux.finished
         # ...and comes back on its address: the feed reopens it and goes on.
-        server = subprocess.Popen([sys.executable, "-c", _CAMERA, str(port)], stdout=subprocess.PIPE, text=True)
+        server, _ = start_camera(port)
         _collect(mux, seen, lambda: feed.opens >= 2 and len(seen) >= 20)
     finally:
         mux.stop()

@@ -6,8 +6,6 @@ HTTP MJPEG camera (a real server process) that goes away mid-run."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -16,39 +14,10 @@ import cv2
 import numpy as np
 
 from jetsplit.datasets import load_dataset
-from tests.support.daemons import Daemon, Lines, start_worker
+from tests.support.camera import start_camera
+from tests.support.daemons import Daemon, start_worker
 from tests.support.frames import digits_folder
 from tests.support.jsonl import read_jsonl
-
-_CAMERA = textwrap.dedent('''
-    import http.server, socketserver, sys, time
-    import cv2, numpy as np
-    from jetsplit.datasets import load_dataset
-    digits = load_dataset("digits", "test")
-
-    class Camera(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-            self.end_headers()
-            i = 0
-            while True:
-                jpg = cv2.imencode(".jpg", digits.images[i % len(digits.images)])[1].tobytes()
-                self.wfile.write(b"--frame\\r\\nContent-Type: image/jpeg\\r\\nContent-Length: %d\\r\\n\\r\\n" % len(jpg))
-                self.wfile.write(jpg + b"\\r\\n")
-                self.wfile.flush()
-                i += 1
-                time.sleep(0.02)
-
-        def log_message(self, *args):
-            pass
-
-    socketserver.ThreadingTCPServer.allow_reuse_address = True  # a camera that comes back on its port
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", int(sys.argv[1]) if len(sys.argv) > 1 else 0), Camera)
-    server.daemon_threads = True
-    print(server.server_address[1], flush=True)
-    server.serve_forever()
-''')
 
 
 def truncated_video(path: Path, frames: int, keep: float) -> Path:
@@ -114,8 +83,7 @@ def test_four_sources_one_agent_every_frame_once(make_bundle, tmp_path: Path) ->
 def test_live_camera_that_goes_away_does_not_stop_the_others(make_bundle, tmp_path: Path) -> None:
     bundle = make_bundle("split")
     folder = digits_folder(tmp_path / "replay", 300)
-    camera = subprocess.Popen([sys.executable, "-c", _CAMERA], stdout=subprocess.PIPE, text=True)
-    port = int(Lines(camera.stdout).expect("", 30.0) or "0")  # its port, read with a timeout
+    camera, port = start_camera()
     endpoint = f"ipc://{tmp_path}/worker.sock"
     out = tmp_path / "results.jsonl"
     config = tmp_path / "edge.toml"
