@@ -15,7 +15,8 @@ threshold -> continue-fraction curve (:class:`ThresholdCurve`)::
     r_lat   = g_L * (1 - p) * margin / q                 # p95 latency budget L
     r_E     = g_E * (E - E_local) / (E_off - E_local)    # energy per frame E
     r_P     = the power loop's rate limit                 # average power P
-    r*      = clip(min(r_max, r_bytes, r_lat, r_E, r_P), 0, 1)     # 1 if no budget
+    r_C     = AIMD on the cloud's OVERLOADED refusals (below)       # congestion
+    r*      = clip(min(r_max, r_bytes, r_lat, r_E, r_P, r_C), 0, 1)  # 1 if no budget
 
 ``q`` is the fraction of offloaded frames whose latency (edge + round trip, or
 the deadline when the cloud is late) exceeded ``L``, or whose cloud answer missed
@@ -29,6 +30,17 @@ measurement is over budget (and the recent rate already obeys the feed-forward
 limit: anti-windup), by ``grow`` while it is under ``relax`` x budget (integral
 action in the log domain, for what the feed-forward models miss). For latency,
 ``1 - p`` is first reduced by the late fraction of frames answered locally.
+
+Congestion is feedback from the cloud, not a budget: with ``f`` the fraction of
+the offloads answered in the last interval that the worker refused ``OVERLOADED``
+(it could not have served them in time), ``r_C`` is cut multiplicatively when
+``f > congestion_threshold`` and restored additively otherwise, as TCP does::
+
+    r_C = min(r_C, r_recent) * (1 - f) * shrink      # congested (r_C starts at r_recent)
+    r_C = r_C + congestion_recover                    # not: until it reaches 1 and lapses
+
+so many edges sharing a worker settle at what it accepts, and offload again as
+before once the load goes.
 
 Power is held by its own loop (:mod:`jetsplit.edge.power.budget`): integral
 action on the board's measured average power (``watch_power``; without a meter,
@@ -199,6 +211,8 @@ class ControllerConfig:
     grow: float = 1.02
     relax: float = 0.9
     gain_min: float = 0.05
+    congestion_threshold: float = 0.02
+    congestion_recover: float = 0.02
     power_gain: float = 0.3
 
     @classmethod
@@ -231,6 +245,7 @@ class ControllerState:
     bytes_per_s: float = 0.0
     energy_per_frame_mj: float = 0.0
     watts: float = 0.0
+    refused_fraction: float = 0.0  # offloads the cloud refused OVERLOADED (EWMA)
     curve: str = "calibrated"
     updates: int = 0
     early_fraction: float = 0.0
@@ -287,6 +302,9 @@ class BudgetController:
         self._e_off = _Ewma(cfg.ewma)
         self._watts = _Ewma(cfg.ewma)
         self._gains = {"latency": 1.0, "bytes": 1.0, "energy": 1.0}
+        self._r_congestion: float | None = None  # r_C while congestion binds
+        self._replies = self._refused = 0  # cloud replies in this interval, and those refused
+        self._refused_ewma = _Ewma(cfg.ewma)
         self._limits: dict[str, float] = {}
         self._binding = "calibration"
         self._target = 1.0
@@ -394,6 +412,28 @@ class BudgetController:
         way, as the deadline it took)."""
         self._rtt.append(float(rtt_ms))
 
+    def observe_congestion(self, refused: bool) -> None:
+        """A cloud reply to an offload; ``refused``: the worker answered
+        ``OVERLOADED`` (congestion, module docstring)."""
+        self._replies += 1
+        self._refused += int(refused)
+        self._refused_ewma.add(float(refused))
+
+    def _congestion_limit(self, r_recent: float) -> float | None:
+        """``r_C`` after this interval's replies (None: no congestion to answer)."""
+        cfg = self.config
+        r = self._r_congestion
+        if self._replies and self._refused / self._replies > cfg.congestion_threshold:
+            f = self._refused / self._replies
+            r = (r_recent if r is None else min(r, r_recent)) * (1.0 - f) * cfg.shrink
+        elif r is not None:
+            r += cfg.congestion_recover
+            if r >= 1.0:
+                r = None
+        self._replies = self._refused = 0
+        self._r_congestion = r
+        return r
+
     def set_floor(self, rate: float | None) -> None:
         """Offload at least ``rate`` of the frames (observed on the stream, not as
         the curve predicts), within the budgets, even above the calibrated
@@ -434,6 +474,9 @@ class BudgetController:
         limits: dict[str, float] = {}
         if b.max_offload_rate is not None:
             limits["offload_rate"] = b.max_offload_rate
+        r_congestion = self._congestion_limit(r_recent)
+        if r_congestion is not None:
+            limits["congestion"] = r_congestion
         if b.uplink_bytes_per_s is not None and fps > 0 and self._bytes_off.count and self._bytes_off.value > 0:
             recent = list(self._bytes)[-k:]
             measured = sum(recent) / len(recent) * fps
@@ -558,6 +601,7 @@ class BudgetController:
             bytes_per_s=sum(self._bytes) / len(self._bytes) * self._fps() if self._bytes else 0.0,
             energy_per_frame_mj=sum(self._energy) / len(self._energy) if self._energy else 0.0,
             watts=self._watts.value,
+            refused_fraction=self._refused_ewma.value,
             curve="calibrated" if self._calibrated else ("observed" if self._curve is not None else "none"),
             updates=self.updates,
             early_fraction=self.early.fraction if self.early is not None else 0.0,

@@ -292,7 +292,8 @@ def _version_error(version: int, request_id: int | None) -> DecodeError:
 
 
 def decode_message(
-    frames: Sequence[ReadableBuffer], limits: Limits = DEFAULT_LIMITS, *, keep_f16: bool = False
+    frames: Sequence[ReadableBuffer], limits: Limits = DEFAULT_LIMITS, *, keep_f16: bool = False,
+    screen: Callable[[Message, int], None] | None = None,
 ) -> Decoded:
     """Decode ``[header, *payloads]`` with every limit checked before allocating.
 
@@ -302,6 +303,11 @@ def decode_message(
     arrays viewing the frames (no copy) instead of being widened one by one: for
     a receiver that stacks many requests and widens the batch at once
     (:mod:`jetsplit.halfcast`, the cloud worker).
+
+    ``screen(header, payload_bytes)`` is called once the header is decoded and
+    before any payload is: a server's admission control raises a
+    :class:`DecodeError` from it (``OVERLOADED``) to refuse the request at the cost
+    of its header alone.
     """
     if not frames:
         raise DecodeError("empty message: no header frame")
@@ -314,6 +320,8 @@ def decode_message(
             views[0], f"message of {total} bytes exceeds {limits.max_message_bytes}", StatusCode.TOO_LARGE
         )
     msg = decode_header(views[0], limits)
+    if screen is not None:
+        screen(msg, total - views[0].nbytes)
     kind = type(msg)
     descs = msg.tensors if kind is InferRequest or kind is Result else ()  # type: ignore[union-attr]
     if not descs and len(views) == 1:

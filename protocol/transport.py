@@ -137,8 +137,11 @@ class Server:
     a :meth:`recv` in progress.
 
     ``bundles`` and ``name`` are reported in ``pong`` replies; assign to
-    ``server.bundles`` when the set of loaded bundles changes. ``keep_f16`` is
-    :func:`~.codec.decode_message`'s: requests' ``f16`` tensors stay float16.
+    ``server.bundles`` when the set of loaded bundles changes. ``keep_f16`` and
+    ``screen`` are :func:`~.codec.decode_message`'s: requests' ``f16`` tensors stay
+    float16; ``screen(header, payload_bytes)`` may refuse a request from its header
+    alone by raising a :class:`DecodeError` (admission control), which is answered
+    at once like any malformed request.
 
     ``state`` (``serving`` or ``draining``) and ``load()`` (requests held, queued or
     running) go into every ``pong``; ``describe()`` returns the bundles part of the
@@ -158,9 +161,11 @@ class Server:
         context: zmq.Context[Any] | None = None,
         answer_pings: bool = True,
         keep_f16: bool = False,
+        screen: Callable[[Message, int], None] | None = None,
     ) -> None:
         eps = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         self.keep_f16 = keep_f16
+        self.screen = screen
         self.bundles: list[str] = list(bundles)
         self.state: Literal["serving", "draining"] = "serving"
         self.load: Callable[[], int] = lambda: 0
@@ -255,7 +260,8 @@ class Server:
             route, body = (*route, b""), body[1:]
         try:
             # zmq.Frame exports the buffer protocol (pyzmq's stubs do not say so).
-            msg, tensors = decode_message(body, self.limits, keep_f16=self.keep_f16)  # type: ignore[arg-type]
+            msg, tensors = decode_message(body, self.limits, keep_f16=self.keep_f16,  # type: ignore[arg-type]
+                                          screen=self.screen)
         except DecodeError as exc:
             _log.debug("bad request from %r: %s", route[0], exc)
             version = exc.version if exc.version in SUPPORTED_VERSIONS else 1

@@ -100,3 +100,4 @@ class Member:
     strikes: int = 0
     hold_until: float = 0.0
     reconnects_seen: int = 0
+    overloaded_until: float = 0.0  # it refused a request OVERLOADED: others are preferred until then

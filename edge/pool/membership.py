@@ -20,7 +20,10 @@
   next ``pong``.
 - **Choosing.** A request goes to the up member with the fewest requests in
   flight, ties broken round-robin; members whose ``pong`` does not list our bundle
-  are used only if no member serves it (so the caller hears ``unknown bundle``).
+  are used only if no member serves it (so the caller hears ``unknown bundle``). A
+  member that refused a request ``OVERLOADED`` is passed over for
+  ``overload_hold_ms`` while another can take the request (it is up, so it stays a
+  candidate: when every member is overloaded they share what is sent).
 
 :class:`Membership` applies these rules on the pool's thread; :class:`PoolConfig`
 (``[pool]`` in edge.toml) holds the timings. Which requests a member holds is the
@@ -66,9 +69,10 @@ class PoolConfig:
     timeout_strikes: int = 3
     hold_down_s: float = 1.0
     resolve_interval_s: float = 5.0
+    overload_hold_ms: float = 500.0
 
     def __post_init__(self) -> None:
-        for name in ("heartbeat_ms", "dead_after_ms", "resolve_interval_s"):
+        for name in ("heartbeat_ms", "dead_after_ms", "resolve_interval_s", "overload_hold_ms"):
             value = getattr(self, name)
             if not 0 < value < math.inf:
                 raise ConfigError(f"[pool].{name}: expected a finite number > 0, got {value}")
@@ -86,6 +90,7 @@ class PoolConfig:
             timeout_strikes=r.integer("timeout_strikes", cls.timeout_strikes, minimum=1),
             hold_down_s=r.number("hold_down_s", cls.hold_down_s),
             resolve_interval_s=r.number("resolve_interval_s", cls.resolve_interval_s),
+            overload_hold_ms=r.number("overload_hold_ms", cls.overload_hold_ms),
         )
         r.done()
         return cfg
@@ -111,8 +116,10 @@ class Membership:
         hold_down_s: float,
         resolve_interval_s: float,
         resolver: Resolver,
+        overload_hold_s: float = PoolConfig.overload_hold_ms / 1000.0,
     ) -> None:
         self.configured = list(configured)
+        self.overload_hold_s = overload_hold_s
         self.fingerprint = fingerprint
         self.heartbeat_s = heartbeat_s
         self.dead_after_s = dead_after_s
@@ -221,6 +228,10 @@ class Membership:
             if m.strikes >= self.timeout_strikes:
                 self.mark_down(m, f"{m.strikes} requests in a row timed out", now, hold=True)
 
+    def overloaded(self, m: Member, now: float) -> None:
+        """``m`` refused a request ``OVERLOADED``: prefer other members for a while."""
+        m.overloaded_until = now + self.overload_hold_s
+
     def heartbeat(self, now: float) -> None:
         """Apply DNS results, take connection events, declare silent members down,
         ping where needed, and let retired members without requests leave."""
@@ -299,8 +310,9 @@ class Membership:
         # Least in flight, ties round-robin: rotate, then take the first minimum.
         self._rr = (self._rr + 1) % len(candidates)
         order = candidates[self._rr:] + candidates[:self._rr]
-        order.sort(key=lambda m: len(m.routes))  # stable: keeps the rotation among ties
         now = time.monotonic()
+        # Not overloaded first, then the fewest in flight; stable: keeps the rotation among ties.
+        order.sort(key=lambda m: (m.overloaded_until > now, len(m.routes)))
         for m in order:
             try:
                 return m, m.client.submit(req.stage, req.tensors, deadline_ms, encodings=req.encodings,
