@@ -54,6 +54,7 @@ from typing import Any, NamedTuple
 from jetsplit.errors import ConfigError
 from jetsplit.protocol.errors import DecodeError, StatusCode
 from jetsplit.protocol.messages import InferRequest, Message
+from jetsplit.protocol.tensors import DEFAULT_LIMITS, Limits
 
 __all__ = [
     "PER_REQUEST_BYTES", "Admission", "QueueLimits", "Refusal", "ServiceModel", "held_bytes",
@@ -123,6 +124,19 @@ def held_bytes(header: InferRequest, wire_bytes: int) -> int:
         if desc.encoding not in _VIEW_ENCODINGS or desc.compression != "none":
             extra += math.prod(desc.shape) * _ITEMSIZE.get(desc.dtype, 8)
     return wire_bytes + extra
+
+
+def _over_wire_limits(header: InferRequest, wire: Limits) -> bool:
+    """Whether the header's descriptors alone break a limit of SPEC.md section 7."""
+    if len(header.tensors) > wire.max_tensors:
+        return True
+    decoded = 0
+    for desc in header.tensors:
+        elements = math.prod(desc.shape)
+        if len(desc.shape) > wire.max_rank or elements > wire.max_elements:
+            return True
+        decoded += elements * _ITEMSIZE.get(desc.dtype, 8)
+    return decoded > wire.max_decoded_bytes
 
 
 class Refusal(NamedTuple):
@@ -219,6 +233,9 @@ class Admission:
         self.keys = set(keys or ())
         self._on_refuse = on_refuse
         self._clock = clock
+        # The wire limits the decoder enforces after the screen: a request over
+        # them is TOO_LARGE (SPEC.md 6.1 step 4), never hidden by OVERLOADED.
+        self.wire_limits: Limits = DEFAULT_LIMITS
 
     # -- deciding ----------------------------------------------------------------
     def check(self, key: Hashable, deadline_at: float, nbytes: int, now: float) -> Refusal | None:
@@ -269,7 +286,13 @@ class Admission:
         if key not in self.keys:
             return  # the worker answers unknown bundles and stages itself
         now = self._clock()
-        refusal = self.check(key, now + header.deadline_ms / 1000.0, held_bytes(header, payload_bytes), now)
+        deadline_at = now + header.deadline_ms / 1000.0
+        if deadline_at <= now or _over_wire_limits(header, self.wire_limits):
+            # Already late, or over the wire limits: answered by the decoder
+            # (TOO_LARGE, step 4) or the worker (EXPIRED, step 8, after its
+            # tensors are checked: a malformed late request is BAD_REQUEST).
+            return
+        refusal = self.check(key, deadline_at, held_bytes(header, payload_bytes), now)
         if refusal is not None:
             if self._on_refuse is not None:
                 self._on_refuse(refusal.status, refusal.reason)

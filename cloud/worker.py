@@ -157,6 +157,7 @@ class Worker:
         described = [describe_bundle(s.bundle, s.chain, decodable_compressions()) for s in self.served.values()]
         self.server.describe = lambda: described
         self.server.load = lambda: self.accepted - self.answered  # queued or running
+        self.admission.wire_limits = self.server.limits
         if self.config.metrics_port:
             self.metrics.serve(self.config.metrics_port, self.config.metrics_addr)
         for i in range(self.config.threads):
