@@ -91,167 +91,19 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from jetsplit.bundle import Bundle, GateSpec
+from jetsplit.bundle import Bundle
+from jetsplit.edge.budgets import Budgets, ControllerConfig, ControllerState
+from jetsplit.edge.curve import ThresholdCurve
 from jetsplit.edge.early import EarlyOffload
 from jetsplit.edge.power.budget import PowerLoop
 from jetsplit.errors import ConfigError
-from jetsplit.manifest import TableReader
 
 __all__ = ["Budgets", "BudgetController", "ControllerConfig", "ControllerState", "ThresholdCurve"]
-
-
-class ThresholdCurve:
-    """Threshold -> fraction of frames that continue past the gate (score below
-    the threshold), non-decreasing; :meth:`threshold_for` inverts it."""
-
-    def __init__(self, thresholds: Sequence[float] | np.ndarray, continue_fraction: Sequence[float] | np.ndarray) -> None:
-        t = np.asarray(thresholds, np.float64)
-        c = np.asarray(continue_fraction, np.float64)
-        if t.ndim != 1 or t.shape != c.shape or len(t) < 2:
-            raise ConfigError(f"threshold curve: expected two equal-length lists of >= 2 points, got {t.shape} and {c.shape}")
-        if not (np.all(np.isfinite(t)) and np.all(np.isfinite(c))) or np.any(np.diff(t) < 0):
-            raise ConfigError("threshold curve: expected finite values and non-decreasing thresholds")
-        c = np.maximum.accumulate(np.clip(c, 0.0, 1.0))
-        if c[-1] < 1.0:
-            # Just above the largest threshold every frame continues.
-            span = max(float(t[-1] - t[0]), 1e-6)
-            t, c = np.append(t, t[-1] + 1e-3 * span), np.append(c, 1.0)
-        self.thresholds, self.fractions = t, c
-        # For the inverse: one threshold (the lowest) per distinct fraction.
-        self._inv_c, first = np.unique(c, return_index=True)
-        self._inv_t = t[first]
-
-    @classmethod
-    def from_gate(cls, gate: GateSpec | None) -> ThresholdCurve | None:
-        if gate is None or len(gate.curve_threshold) < 2:
-            return None
-        return cls(gate.curve_threshold, gate.curve_continue)
-
-    @classmethod
-    def from_scores(cls, scores: Sequence[float] | np.ndarray, points: int = 41) -> ThresholdCurve:
-        """The empirical curve of a set of gate scores (what calibration stores)."""
-        s = np.sort(np.asarray(scores, np.float64)[np.isfinite(np.asarray(scores, np.float64))])
-        if s.size == 0:
-            raise ConfigError("threshold curve: no finite scores")
-        t = np.unique(np.quantile(s, np.linspace(0.0, 1.0, points)))
-        if len(t) == 1:
-            t = np.array([t[0], t[0] + 1e-6])
-        return cls(t, np.searchsorted(s, t, side="left") / s.size)
-
-    def rate(self, threshold: float) -> float:
-        """Fraction of frames that continue at ``threshold``."""
-        if threshold > self.thresholds[-1]:
-            return 1.0
-        return float(np.interp(threshold, self.thresholds, self.fractions, left=0.0))
-
-    def threshold_for(self, rate: float) -> float:
-        """The threshold at which ``rate`` of the frames continue."""
-        if len(self._inv_c) == 1:
-            return float(self._inv_t[0])
-        return float(np.interp(min(max(rate, 0.0), 1.0), self._inv_c, self._inv_t))
-
-
-@dataclass(frozen=True)
-class Budgets:
-    """What the operator allows; ``None`` is no budget. ``[budget]`` in edge.toml."""
-
-    latency_ms: float | None = None
-    latency_quantile: float = 0.95
-    max_offload_rate: float | None = None
-    uplink_bytes_per_s: float | None = None
-    energy_per_frame_mj: float | None = None
-    power_w: float | None = None
-
-    def __post_init__(self) -> None:
-        if not 0.5 <= self.latency_quantile < 1.0:
-            raise ConfigError(f"[budget].latency_quantile: expected a number in [0.5, 1), got {self.latency_quantile}")
-        if self.max_offload_rate is not None and not 0.0 <= self.max_offload_rate <= 1.0:
-            raise ConfigError(f"[budget].max_offload_rate: expected a fraction in [0, 1], got {self.max_offload_rate}")
-        for name in ("latency_ms", "uplink_bytes_per_s", "energy_per_frame_mj", "power_w"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ConfigError(f"[budget].{name}: expected a number > 0, got {value}")
-
-    @classmethod
-    def from_table(cls, table: Mapping[str, Any], where: str = "[budget]") -> Budgets:
-        r = TableReader(table, where, ConfigError)
-        budgets = cls(
-            latency_ms=r.number("latency_ms", None),
-            latency_quantile=r.number("latency_quantile", 0.95),
-            max_offload_rate=r.number("max_offload_rate", None),
-            uplink_bytes_per_s=r.number("uplink_bytes_per_s", None),
-            energy_per_frame_mj=r.number("energy_per_frame_mj", None),
-            power_w=r.number("power_w", None),
-        )
-        r.done()
-        return budgets
-
-
-@dataclass(frozen=True)
-class ControllerConfig:
-    """Tuning of the loop (``[controller]``); the defaults suit 10-60 fps."""
-
-    update_interval_s: float = 0.25
-    window_frames: int = 300
-    feedback_frames: int = 100
-    score_window: int = 1000
-    warmup_frames: int = 50
-    ewma: float = 0.1
-    latency_margin: float = 0.6
-    max_step_down: float = 0.25
-    max_step_up: float = 0.02
-    deadband: float = 0.005
-    shrink: float = 0.9
-    grow: float = 1.02
-    relax: float = 0.9
-    gain_min: float = 0.05
-    congestion_threshold: float = 0.02
-    congestion_recover: float = 0.02
-    power_gain: float = 0.3
-
-    @classmethod
-    def from_table(cls, table: Mapping[str, Any], where: str = "[controller]") -> ControllerConfig:
-        r = TableReader(table, where, ConfigError)
-        kwargs: dict[str, Any] = {}
-        for f in cls.__dataclass_fields__.values():
-            kwargs[f.name] = (r.integer if f.type == "int" else r.number)(f.name, f.default)
-        r.done()
-        return cls(**kwargs)
-
-
-@dataclass
-class ControllerState:
-    """A snapshot for logs, the agent's summary and ``jetsplit top``."""
-
-    threshold: float
-    base_threshold: float
-    target_rate: float
-    commanded_rate: float
-    observed_rate: float
-    curve_bias: float
-    binding: str
-    limits: dict[str, float] = field(default_factory=dict)
-    gains: dict[str, float] = field(default_factory=dict)
-    fps: float = 0.0
-    latency_p_ms: float = 0.0
-    rtt_p95_ms: float = 0.0
-    late_fraction: float = 0.0
-    bytes_per_s: float = 0.0
-    energy_per_frame_mj: float = 0.0
-    watts: float = 0.0
-    refused_fraction: float = 0.0  # offloads the cloud refused OVERLOADED (EWMA)
-    curve: str = "calibrated"
-    updates: int = 0
-    early_fraction: float = 0.0
-    power_knob: str = ""
-    power_unmet: bool = False
-
 
 class _Ewma:
     def __init__(self, alpha: float) -> None:
