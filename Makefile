@@ -6,7 +6,7 @@ PY     := $(BIN)/python
 # Reinstall when the packaging changes; the stamp names the extras installed.
 DEPS   := setup.py pyproject.toml
 
-.PHONY: demo test lint typecheck unit zoo bundles bench soak clean venv
+.PHONY: demo test lint typecheck unit zoo bundles bench soak clean venv cpp
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,10 +47,21 @@ typecheck: $(VENV)/.stamp-dev
 	cd $(TYPECHECK_TREE) && $(CURDIR)/$(BIN)/mypy --python-version 3.10 --config-file $(CURDIR)/pyproject.toml \
 		--cache-dir $(CURDIR)/.mypy_cache -p jetsplit
 
-unit: $(VENV)/.stamp-dev
+unit: $(VENV)/.stamp-dev cpp
 	sh tests/system/netns_setup.sh
 	sh tests/support/browser_setup.sh
 	$(BIN)/pytest -q -m "not slow"
+
+# The C++ client (clients/cpp): install the distribution's packages when missing,
+# then build into build/cpp, where tests/clients/ runs it against a live worker
+# (those tests skip, saying why, when it could not be built).
+cpp:
+	sh clients/cpp/deps.sh
+	if command -v cmake >/dev/null 2>&1; then \
+	    cmake -S clients/cpp -B build/cpp -DCMAKE_BUILD_TYPE=Release >/dev/null \
+	    && cmake --build build/cpp -j2 \
+	    || echo "the C++ client did not build: tests/clients/ will say why"; \
+	else echo "cmake not found: the C++ client is not built"; fi
 
 # The README's test command: static 3.10 checks, then every test this machine can run.
 test: lint typecheck unit

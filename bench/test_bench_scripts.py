@@ -13,7 +13,7 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = ["edge_loop", "cascade", "calibration_seeds", "search_speed", "scaleout", "real_scale",
-           "temperature"]  # soak: make soak
+           "temperature", "header_checks"]  # soak: make soak
 
 
 @pytest.mark.slow

@@ -13,6 +13,10 @@ variables, then command-line flags, each overriding the one before.
     metrics_port = 9100     # 0: no metrics endpoint
     metrics_addr = "127.0.0.1"
     drain_timeout_s = 30.0  # SIGTERM: longest wait for accepted work
+    insecure = false        # true: serve a non-loopback address without CURVE (a warning)
+    queue_requests = 4096   # per (bundle, stage); past it requests are refused OVERLOADED
+    queue_mib = 64          # bytes the requests of one queue may hold (default: 1/16 of memory over the queues)
+    rcvhwm = 8              # requests ZeroMQ may buffer per connected edge before the worker reads them
 
     [curve]
     secret = "/etc/jetsplit/keys/worker.key_secret"
@@ -27,9 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from jetsplit.cloud.placement import check_cpus, parse_cpus
-from jetsplit.config import EnvTable, layered, relative_to_file, split_list
+from jetsplit.config import EnvTable, layered, parse_flag, relative_to_file, split_list
 from jetsplit.errors import ConfigError
 from jetsplit.manifest import TableReader, read_toml
+from jetsplit.protocol.exposure import check_server
 
 __all__ = ["CloudConfig", "load_cloud_config"]
 
@@ -52,6 +57,14 @@ class CloudConfig:
     curve_allow: str | None = None
     engine_cpus: tuple[int, ...] = ()
     io_cpus: tuple[int, ...] = ()
+    insecure: bool = False
+    # Admission control (cloud/admission.py): None sizes the queue from the machine.
+    queue_requests: int | None = None
+    queue_mib: float | None = None
+    # Per connected edge: small, since the socket thread reads ahead into the
+    # bounded queue; ZeroMQ's default (1000) would let every edge park ~1000
+    # requests in the worker's memory, unbounded by configuration.
+    rcvhwm: int = 8
 
     def __post_init__(self) -> None:
         if not self.bundles:
@@ -71,8 +84,19 @@ class CloudConfig:
             raise ConfigError(f"metrics_port: expected 0..65535, got {self.metrics_port}")
         if (self.curve_secret is None) != (self.curve_allow is None):
             raise ConfigError("curve: expected both the secret key file and the allowed-clients directory, got one")
+        if self.queue_requests is not None and self.queue_requests < 1:
+            raise ConfigError(f"queue_requests: expected an integer >= 1, got {self.queue_requests}")
+        if self.queue_mib is not None and not 0 < self.queue_mib < float("inf"):
+            raise ConfigError(f"queue_mib: expected a size in MiB > 0, got {self.queue_mib}")
+        if self.rcvhwm < 1:
+            raise ConfigError(f"rcvhwm: expected an integer >= 1, got {self.rcvhwm}")
         check_cpus(self.engine_cpus, "engine_cpus")
         check_cpus(self.io_cpus, "io_cpus")
+
+    def check_exposure(self) -> None:
+        """Refuse plaintext on a non-loopback address unless ``insecure`` (then warn):
+        called by the worker before it binds (protocol/exposure.py)."""
+        check_server(self.bind, self.curve_secret is not None, self.insecure)
 
     def describe(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -86,14 +110,19 @@ def _from_file(path: Path) -> dict[str, Any]:
         value = r.texts(key, None)
         if value is not None:
             out[key] = value
-    for key in ("max_batch", "threads", "intra_op_threads", "metrics_port"):
+    for key in ("max_batch", "threads", "intra_op_threads", "metrics_port", "queue_requests", "rcvhwm"):
         value = r.integer(key, None)
         if value is not None:
             out[key] = value
-    for key in ("max_wait_ms", "drain_timeout_s"):
+    for key in ("max_wait_ms", "drain_timeout_s", "queue_mib"):
         value = r.number(key, None)
         if value is not None:
             out[key] = value
+    insecure = r.custom("insecure", lambda v: v, None)
+    if insecure is not None:
+        if not isinstance(insecure, bool):
+            raise r.fail("insecure", "true or false", insecure)
+        out["insecure"] = insecure
     metrics_addr = r.text("metrics_addr", None)
     if metrics_addr is not None:
         out["metrics_addr"] = metrics_addr
@@ -127,6 +156,10 @@ _ENV: EnvTable = {
     "JETSPLIT_CLOUD_METRICS_ADDR": ("metrics_addr", str),
     "JETSPLIT_CLOUD_ENGINE_CPUS": ("engine_cpus", lambda text: parse_cpus(text, "JETSPLIT_CLOUD_ENGINE_CPUS")),
     "JETSPLIT_CLOUD_IO_CPUS": ("io_cpus", lambda text: parse_cpus(text, "JETSPLIT_CLOUD_IO_CPUS")),
+    "JETSPLIT_CLOUD_INSECURE": ("insecure", parse_flag),
+    "JETSPLIT_CLOUD_QUEUE_REQUESTS": ("queue_requests", int),
+    "JETSPLIT_CLOUD_QUEUE_MIB": ("queue_mib", float),
+    "JETSPLIT_CLOUD_RCVHWM": ("rcvhwm", int),
 }
 
 

@@ -60,7 +60,8 @@ def probe(endpoint: str, fingerprints: Sequence[str] = (), timeout_ms: int = 100
     if missing:
         return False, (f"unhealthy {endpoint}: bundle {', '.join(missing)} not served "
                        f"(serves {', '.join(pong.bundles) or 'none'})")
-    return True, f"healthy {endpoint}: {pong.server}, {len(pong.bundles)} bundle(s), rtt {pong.rtt_ms:.2f} ms"
+    return True, (f"healthy {endpoint}: {pong.server}, {pong.state}, load {pong.load}, {len(pong.bundles)} bundle(s), "
+                  f"rtt {pong.rtt_ms:.2f} ms")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -28,6 +28,17 @@ class WorkerMetrics:
                                          registry=self.registry)
         self.in_flight = Gauge("jetsplit_in_flight", "Requests accepted and not yet answered",
                                registry=self.registry)
+        # Overload (cloud/admission.py): what was refused or dropped, and why.
+        self.shed = Counter("jetsplit_shed", "Requests answered without running: OVERLOADED (refused on "
+                            "arrival) or EXPIRED, by reason", ["status", "reason"], registry=self.registry)
+        self.goodput = Counter("jetsplit_goodput", "Requests answered ok before their deadline",
+                               registry=self.registry)
+        self.queue_depth = Gauge("jetsplit_queue_depth", "Requests waiting for a batch",
+                                 ["bundle", "stage"], registry=self.registry)
+        self.queue_bytes = Gauge("jetsplit_queue_bytes", "Bytes held by the requests waiting for a batch",
+                                 ["bundle", "stage"], registry=self.registry)
+        self.service_rate = Gauge("jetsplit_service_rate", "Measured requests per second the engines serve "
+                                  "when busy (0 until measured)", ["bundle", "stage"], registry=self.registry)
         self._server: Any = None
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:

@@ -18,28 +18,39 @@ Threads and their roles:
 
 A malformed or hostile request costs an error reply and nothing else: the decoder
 enforces every limit before allocating, and any exception in a batch is answered
-per request. On stop (SIGTERM), the socket thread stops accepting work (new requests
-are answered ``shutting down``), waits for everything it accepted to be answered,
+per request.
+
+Past capacity, admission control (cloud/admission.py) keeps the worker useful: the
+socket thread reads ahead (the ZeroMQ pipes, whose high-water mark is lowered to
+``rcvhwm``, never become the real queue), refuses from the header alone what its
+bounded queue could not serve in time (``OVERLOADED``), and drops what went stale
+from the head of the queue (``EXPIRED``).
+
+On stop (SIGTERM), the socket thread stops accepting work (new requests are
+answered ``shutting down``), waits for everything it accepted to be answered,
 then closes.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import numpy as np
 
 from jetsplit.bundle import Bundle, load_bundle
 from jetsplit.chain import Chain
+from jetsplit.cloud.admission import Admission, QueueLimits, held_bytes
 from jetsplit.cloud.batcher import Batch, Batcher
 from jetsplit.cloud.config import CloudConfig
+from jetsplit.cloud.describe import describe_bundle
 from jetsplit.cloud.metrics import WorkerMetrics
 from jetsplit.cloud.placement import available_cpus, pin_thread, pinned
 from jetsplit.errors import ConfigError, JetsplitError
@@ -47,12 +58,17 @@ from jetsplit.handoff import Resume, stack, validate
 from jetsplit.protocol import CurveServer, Server, StatusCode
 from jetsplit.protocol.codec import error_for, result_for
 from jetsplit.protocol.messages import InferRequest
-from jetsplit.protocol.transport import Request
+from jetsplit.protocol.payloads import decodable_compressions
+from jetsplit.protocol.transport import DEFAULT_OPTIONS, Request
 from jetsplit.systemd import Notifier
 
 __all__ = ["Worker"]
 
 _log = logging.getLogger("jetsplit.cloud")
+
+# Read ahead: the most requests the socket thread takes from ZeroMQ in a row
+# before it forms batches again (a few ms of decoding at most).
+_READ_AHEAD = 256
 
 
 @dataclass
@@ -72,12 +88,14 @@ class _Job:
     stage: int
     resume: Resume | None
     earliest: float  # the first deadline among the requests (monotonic)
+    run_s: float = 0.0  # how long the batch is expected to run (admission's estimate; 0: unknown)
 
 
 class Worker:
     """Load bundles, bind, serve until stopped. See the module docstring."""
 
     def __init__(self, config: CloudConfig, notifier: Notifier | None = None) -> None:
+        config.check_exposure()  # before anything loads: plaintext beyond loopback needs --insecure
         self.config = config
         self.notifier = notifier or Notifier()
         self.metrics = WorkerMetrics()
@@ -96,6 +114,7 @@ class Worker:
         # socket thread that starts them: remember the process's CPUs.
         self._engine_cpus = config.engine_cpus or tuple(sorted(available_cpus()))
         self._ok = self.metrics.requests.labels(status="ok")
+        self._shed_counters: dict[tuple[StatusCode, str], tuple[Any, Any]] = {}
         try:
             # Sessions created here start their thread pools here: on the engine CPUs.
             with pinned(config.engine_cpus):
@@ -104,6 +123,13 @@ class Worker:
         except BaseException:
             self._close_chains()
             raise
+        keys = {(fp, stage) for fp, s in self.served.items() for stage in s.cloud_stages}
+        limits = QueueLimits.sized(len(keys), config.queue_requests, config.queue_mib)
+        self.admission = Admission(limits, self.batcher, config.max_batch, max(1, config.threads), keys,
+                                   on_refuse=self._count_shed)
+        self._watch_queues(keys)
+        _log.info("admission: per (bundle, stage) queue of %d requests and %.1f MiB; rcvhwm %d per edge",
+                  limits.requests, limits.bytes / 2**20, config.rcvhwm)
 
     def _load(self, spec: str) -> None:
         bundle = load_bundle(spec)
@@ -126,7 +152,12 @@ class Worker:
         # keep_f16: float16 activations are kept as they came, then stacked and
         # widened once per batch when it is formed (jetsplit/halfcast.py).
         self.server = Server(list(self.config.bind), bundles=list(self.served), name="jetsplit-cloud", curve=curve,
-                             keep_f16=True)
+                             keep_f16=True, screen=self.admission.screen,
+                             options=replace(DEFAULT_OPTIONS, rcvhwm=self.config.rcvhwm))
+        described = [describe_bundle(s.bundle, s.chain, decodable_compressions()) for s in self.served.values()]
+        self.server.describe = lambda: described
+        self.server.load = lambda: self.accepted - self.answered  # queued or running
+        self.admission.wire_limits = self.server.limits
         if self.config.metrics_port:
             self.metrics.serve(self.config.metrics_port, self.config.metrics_addr)
         for i in range(self.config.threads):
@@ -149,8 +180,14 @@ class Worker:
             while not stop.is_set():
                 self.notifier.tick()
                 req = server.recv(self._wait_ms())
-                if req is not None:
+                # Read ahead: take what ZeroMQ holds into the bounded queue (or
+                # refuse it) before forming batches, even while they run inline.
+                for _ in range(_READ_AHEAD):
+                    if req is None:
+                        break
                     self._accept(server, req)
+                    req = server.recv(0)
+                self._drop_stale()
                 self._dispatch()
             self.notifier.stopping()
             self._drain(server)
@@ -172,6 +209,7 @@ class Worker:
         # re-sends elsewhere at once) instead of waiting out its deadline.
         end = time.monotonic() + self.config.drain_timeout_s
         quiet_since = time.monotonic()
+        server.state = "draining"  # pongs say so: edges send new work elsewhere
         while time.monotonic() < end:
             req = server.recv(20)
             self.batcher.close()  # release what is queued at once
@@ -225,17 +263,50 @@ class Worker:
                                f"stage {header.stage} is not a cloud stage of {served.bundle.name!r} "
                                f"(cloud stages: {sorted(served.cloud_stages)})")
             return
-        if req.expired():
-            self._answer_error(server, req, StatusCode.EXPIRED, "deadline passed before the request was queued")
-            return
+        # SPEC.md 6.1: a malformed request is BAD_REQUEST ("fix the client") even
+        # when it is also late (EXPIRED only says "fall back").
         try:
             validate(served.chain, header.stage, req.tensors)
         except JetsplitError as exc:
             self._answer_error(server, req, StatusCode.BAD_REQUEST, str(exc))
             return
+        if req.expired():
+            self._answer_error(server, req, StatusCode.EXPIRED, "deadline passed before the request was queued")
+            self.metrics.shed.labels(status="expired", reason="arrival").inc()
+            return
         self.accepted += 1
         self.metrics.in_flight.inc()
-        self.batcher.put((header.bundle, header.stage), req, req.deadline_at)
+        self.batcher.put((header.bundle, header.stage), req, req.deadline_at, held_bytes(header, req.nbytes))
+
+    # -- admission (cloud/admission.py) -------------------------------------------------
+    def _count_shed(self, status: StatusCode, reason: str) -> None:
+        """A request answered without running: counted by status and reason.
+        The labelled counters are kept: a flood refuses tens of thousands a
+        second, and ``labels()`` costs more than the rest of a refusal's count."""
+        counters = self._shed_counters.get((status, reason))
+        if counters is None:
+            name = status.name.lower()
+            counters = (self.metrics.shed.labels(status=name, reason=reason),
+                        self.metrics.requests.labels(status=name))
+            self._shed_counters[(status, reason)] = counters
+        counters[0].inc()
+        counters[1].inc()
+
+    def _drop_stale(self) -> None:
+        """Answer EXPIRED, from the head of each queue, what could no longer be
+        served in time."""
+        for _, items in self.batcher.drop_stale(time.monotonic(), self.admission.horizon):
+            self._send_errors(items, StatusCode.EXPIRED, "deadline would pass before the request could run",
+                              reason="queue")
+
+    def _watch_queues(self, keys: set[tuple[str, int]]) -> None:
+        """Queue depth, bytes and measured rate per key, read when scraped."""
+        m, batcher, model = self.metrics, self.batcher, self.admission.model
+        for key in keys:
+            labels = {"bundle": self.served[key[0]].bundle.name, "stage": str(key[1])}
+            m.queue_depth.labels(**labels).set_function(functools.partial(lambda k: batcher.queued(k)[0], key))
+            m.queue_bytes.labels(**labels).set_function(functools.partial(lambda k: batcher.queued(k)[1], key))
+            m.service_rate.labels(**labels).set_function(functools.partial(model.rate, key))
 
     # -- batches -------------------------------------------------------------------------
     def _dispatch(self) -> None:
@@ -265,7 +336,7 @@ class Worker:
 
     def _form(self, batch: Batch[Request]) -> _Job | None:
         if batch.expired:
-            self._send_errors(batch.expired, StatusCode.EXPIRED, "deadline passed in the queue")
+            self._send_errors(batch.expired, StatusCode.EXPIRED, "deadline passed in the queue", reason="queue")
         if not batch.items:
             return None
         fingerprint, stage = cast("tuple[str, int]", batch.key)  # the key put() was given
@@ -279,7 +350,8 @@ class Worker:
             self._send_errors(batch.items, StatusCode.INTERNAL, "internal error")
             self.batcher.done(len(batch.items))
             return None
-        return _Job(batch, served, stage, resume, min(r.deadline_at for r in batch.items))
+        return _Job(batch, served, stage, resume, min(r.deadline_at for r in batch.items),
+                    self.admission.horizon(batch.key, len(batch.items)))
 
     def _engine_loop(self) -> None:
         pin_thread(self._engine_cpus)
@@ -315,13 +387,14 @@ class Worker:
     def _run_job(self, job: _Job) -> None:
         items, waited_ms, resume = job.batch.items, job.batch.waited_ms, job.resume
         try:
-            # A formed batch may have waited for its engine: what became late
-            # meanwhile is answered expired, not run.
-            now = time.monotonic()
-            if job.earliest <= now:  # one comparison per batch on the engine thread
-                keep = [i for i, r in enumerate(items) if r.deadline_at > now]
-                self._deliver_errors([r for r in items if r.deadline_at <= now], StatusCode.EXPIRED,
-                                     "deadline passed while its batch waited for an engine")
+            # A formed batch may have waited for its engine: what would be late by
+            # the time it finishes is answered expired, not run (its engine time
+            # goes to requests that can still be served).
+            done_at = time.monotonic() + job.run_s
+            if job.earliest <= done_at:  # one comparison per batch on the engine thread
+                keep = [i for i, r in enumerate(items) if r.deadline_at > done_at]
+                self._deliver_errors([r for r in items if r.deadline_at <= done_at], StatusCode.EXPIRED,
+                                     "deadline would pass before its batch finished", reason="engine")
                 items, waited_ms = [items[i] for i in keep], [waited_ms[i] for i in keep]
                 if resume is not None:
                     resume = resume.take(np.asarray(keep, np.int64))
@@ -357,15 +430,19 @@ class Worker:
         else:
             server.call_soon(lambda: fn(*args))
 
-    def _deliver_errors(self, items: Sequence[Request], status: StatusCode, message: str) -> None:
-        self._hand_over(self._send_errors, list(items), status, message)
+    def _deliver_errors(self, items: Sequence[Request], status: StatusCode, message: str,
+                        reason: str | None = None) -> None:
+        self._hand_over(self._send_errors, list(items), status, message, reason)
 
-    def _send_errors(self, items: list[Request], status: StatusCode, message: str) -> None:
+    def _send_errors(self, items: list[Request], status: StatusCode, message: str, reason: str | None = None) -> None:
+        """Answer ``items`` with ``status``; ``reason``: they were shed (metrics)."""
         server = self.server
         for req in items:
             if server is not None:
-                server.send(req, error_for(req.header.id, status, message))
+                server.send(req, error_for(req.header.id, status, message, req.header.v))
         self._answered(len(items), status.name.lower())
+        if reason is not None and items:
+            self.metrics.shed.labels(status=status.name.lower(), reason=reason).inc(len(items))
 
     def _answered(self, count: int, status: str) -> None:
         self.answered += count
@@ -386,6 +463,10 @@ class Worker:
         metrics = self.metrics
         metrics.batch_size.observe(len(items))
         metrics.compute_seconds.observe(compute_ms / 1000.0)
+        now = time.monotonic()
+        header = items[0].header
+        self.admission.batch_done((header.bundle, header.stage), len(items), compute_ms / 1000.0, now)  # type: ignore[union-attr]
+        metrics.goodput.inc(sum(1 for r in items if r.deadline_at > now))
         observe_queue = metrics.queue_seconds.observe
         stage_list = stages.tolist()
         for i, req in enumerate(items):

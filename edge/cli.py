@@ -4,7 +4,7 @@
                       [--config edge.toml] [--latency-budget-ms X] [--max-offload-rate R]
                       [--power-budget-w W] [--offload auto|activations|frames|none]
                       [--status-interval-s S]
-                      [--curve-secret FILE --curve-server-key FILE] [--max-batch N] [--max-wait-ms MS]
+                      [--curve-secret FILE --curve-server-key FILE | --insecure] [--max-batch N] [--max-wait-ms MS]
                       [--shadow-rate R] [--field-trace PATH [--field-frames DIR]]
 
 ``--source`` may be given once per camera (or ``[[sources]]`` in edge.toml, with
@@ -67,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--fps", type=float, help="with --realtime: frames per second (default: the video's, or 30)")
     r.add_argument("--curve-secret", help="the edge's CURVE secret key file")
     r.add_argument("--curve-server-key", help="the worker's CURVE public key file")
+    r.add_argument("--insecure", action="store_true", default=None,
+                   help="offload to a non-loopback worker without CURVE (refused otherwise)")
     r.add_argument("--shadow-rate", type=float,
                    help="share of edge-accepted frames also sent to the cloud to audit the edge (0..1)")
     r.add_argument("--field-trace", metavar="PATH",
@@ -96,7 +98,7 @@ def main(argv: Sequence[str]) -> int:
         "sources": tuple(SourceSpec(u) for u in args.source) if args.source and len(args.source) > 1 else None,
         "offload": args.offload, "deadline_ms": args.deadline_ms, "window": args.window,
         "realtime": args.realtime, "fps": args.fps, "status_interval_s": args.status_interval_s,
-        "curve_secret": args.curve_secret, "curve_server_key": args.curve_server_key,
+        "curve_secret": args.curve_secret, "curve_server_key": args.curve_server_key, "insecure": args.insecure,
     }
     budgets = {"latency_ms": args.latency_budget_ms, "max_offload_rate": args.max_offload_rate,
                "power_w": args.power_budget_w}

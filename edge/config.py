@@ -34,6 +34,9 @@ variables, then command-line flags, each overriding the one before.
     [curve]
     secret = "/etc/jetsplit/keys/edge.key_secret"
     server_key = "/etc/jetsplit/keys/worker.key"
+
+Without ``[curve]``, offloading to a worker that is not on loopback is refused
+unless ``insecure = true`` in ``[edge]`` (or ``--insecure``): SPEC.md section 8.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from jetsplit.config import EnvTable, layered, relative_to_file, split_list
+from jetsplit.config import EnvTable, layered, parse_flag, relative_to_file, split_list
 from jetsplit.edge.breaker import BreakerConfig
 from jetsplit.edge.controller import Budgets, ControllerConfig
 from jetsplit.edge.monitor import MonitorConfig
@@ -52,6 +55,7 @@ from jetsplit.edge.power import PowerConfig
 from jetsplit.edge.streams import MuxConfig, SourceSpec, check_unique, parse_sources
 from jetsplit.errors import ConfigError
 from jetsplit.manifest import TableReader, read_toml
+from jetsplit.protocol.exposure import check_client
 
 __all__ = ["OFFLOAD_MODES", "EdgeConfig", "load_edge_config"]
 
@@ -74,6 +78,7 @@ class EdgeConfig:
     status_interval_s: float = 60.0
     curve_secret: str | None = None
     curve_server_key: str | None = None
+    insecure: bool = False
     budgets: Budgets = field(default_factory=Budgets)
     # Probing a dead cloud costs one frame's deadline a second at most, while a long
     # back-off delays recovery: cap it at 1 s on the edge.
@@ -105,6 +110,12 @@ class EdgeConfig:
                 raise ConfigError(f"cloud: expected endpoints such as tcp://host:5555, got {ep!r}")
         if (self.curve_secret is None) != (self.curve_server_key is None):
             raise ConfigError("curve: expected both the edge's secret key and the worker's public key, got one")
+
+    def check_exposure(self) -> None:
+        """Refuse to offload in plaintext beyond loopback unless ``insecure`` (then
+        warn): called by the agent before it connects (protocol/exposure.py)."""
+        if self.offload != "none":
+            check_client(self.cloud, self.curve_secret is not None, self.insecure, self.offload)
 
     def source_specs(self) -> tuple[SourceSpec, ...]:
         """The sources to read, each with its own ``fps``/``realtime`` or the agent's."""
@@ -141,11 +152,12 @@ def _from_file(path: Path) -> dict[str, Any]:
     for key in ("window", "intra_op_threads"):
         if (v := r.integer(key, None)) is not None:
             out[key] = v
-    realtime = r.custom("realtime", lambda v: v, None)
-    if realtime is not None:
-        if not isinstance(realtime, bool):
-            raise r.fail("realtime", "true or false", realtime)
-        out["realtime"] = realtime
+    for key in ("realtime", "insecure"):
+        flag = r.custom(key, lambda v: v, None)
+        if flag is not None:
+            if not isinstance(flag, bool):
+                raise r.fail(key, "true or false", flag)
+            out[key] = flag
     r.done()
     sections: dict[str, Callable[[Mapping[str, Any], str], Any]] = {
         "budget": Budgets.from_table, "breaker": BreakerConfig.from_table,
@@ -175,6 +187,7 @@ _ENV: EnvTable = {
     "JETSPLIT_EDGE_OFFLOAD": ("offload", str),
     "JETSPLIT_EDGE_DEADLINE_MS": ("deadline_ms", float),
     "JETSPLIT_EDGE_STATUS_INTERVAL_S": ("status_interval_s", float),
+    "JETSPLIT_EDGE_INSECURE": ("insecure", parse_flag),
 }
 
 

@@ -15,7 +15,8 @@ threshold -> continue-fraction curve (:class:`ThresholdCurve`)::
     r_lat   = g_L * (1 - p) * margin / q                 # p95 latency budget L
     r_E     = g_E * (E - E_local) / (E_off - E_local)    # energy per frame E
     r_P     = the power loop's rate limit                 # average power P
-    r*      = clip(min(r_max, r_bytes, r_lat, r_E, r_P), 0, 1)     # 1 if no budget
+    r_C     = AIMD on the cloud's OVERLOADED refusals (below)       # congestion
+    r*      = clip(min(r_max, r_bytes, r_lat, r_E, r_P, r_C), 0, 1)  # 1 if no budget
 
 ``q`` is the fraction of offloaded frames whose latency (edge + round trip, or
 the deadline when the cloud is late) exceeded ``L``, or whose cloud answer missed
@@ -29,6 +30,17 @@ measurement is over budget (and the recent rate already obeys the feed-forward
 limit: anti-windup), by ``grow`` while it is under ``relax`` x budget (integral
 action in the log domain, for what the feed-forward models miss). For latency,
 ``1 - p`` is first reduced by the late fraction of frames answered locally.
+
+Congestion is feedback from the cloud, not a budget: with ``f`` the fraction of
+the offloads answered in the last interval that the worker refused ``OVERLOADED``
+(it could not have served them in time), ``r_C`` is cut multiplicatively when
+``f > congestion_threshold`` and restored additively otherwise, as TCP does::
+
+    r_C = min(r_C, r_recent) * (1 - f) * shrink      # congested (r_C starts at r_recent)
+    r_C = r_C + congestion_recover                    # not: until it reaches 1 and lapses
+
+so many edges sharing a worker settle at what it accepts, and offload again as
+before once the load goes.
 
 Power is held by its own loop (:mod:`jetsplit.edge.power.budget`): integral
 action on the board's measured average power (``watch_power``; without a meter,
@@ -79,164 +91,19 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from jetsplit.bundle import Bundle, GateSpec
+from jetsplit.bundle import Bundle
+from jetsplit.edge.budgets import Budgets, ControllerConfig, ControllerState
+from jetsplit.edge.curve import ThresholdCurve
 from jetsplit.edge.early import EarlyOffload
 from jetsplit.edge.power.budget import PowerLoop
 from jetsplit.errors import ConfigError
-from jetsplit.manifest import TableReader
 
 __all__ = ["Budgets", "BudgetController", "ControllerConfig", "ControllerState", "ThresholdCurve"]
-
-
-class ThresholdCurve:
-    """Threshold -> fraction of frames that continue past the gate (score below
-    the threshold), non-decreasing; :meth:`threshold_for` inverts it."""
-
-    def __init__(self, thresholds: Sequence[float] | np.ndarray, continue_fraction: Sequence[float] | np.ndarray) -> None:
-        t = np.asarray(thresholds, np.float64)
-        c = np.asarray(continue_fraction, np.float64)
-        if t.ndim != 1 or t.shape != c.shape or len(t) < 2:
-            raise ConfigError(f"threshold curve: expected two equal-length lists of >= 2 points, got {t.shape} and {c.shape}")
-        if not (np.all(np.isfinite(t)) and np.all(np.isfinite(c))) or np.any(np.diff(t) < 0):
-            raise ConfigError("threshold curve: expected finite values and non-decreasing thresholds")
-        c = np.maximum.accumulate(np.clip(c, 0.0, 1.0))
-        if c[-1] < 1.0:
-            # Just above the largest threshold every frame continues.
-            span = max(float(t[-1] - t[0]), 1e-6)
-            t, c = np.append(t, t[-1] + 1e-3 * span), np.append(c, 1.0)
-        self.thresholds, self.fractions = t, c
-        # For the inverse: one threshold (the lowest) per distinct fraction.
-        self._inv_c, first = np.unique(c, return_index=True)
-        self._inv_t = t[first]
-
-    @classmethod
-    def from_gate(cls, gate: GateSpec | None) -> ThresholdCurve | None:
-        if gate is None or len(gate.curve_threshold) < 2:
-            return None
-        return cls(gate.curve_threshold, gate.curve_continue)
-
-    @classmethod
-    def from_scores(cls, scores: Sequence[float] | np.ndarray, points: int = 41) -> ThresholdCurve:
-        """The empirical curve of a set of gate scores (what calibration stores)."""
-        s = np.sort(np.asarray(scores, np.float64)[np.isfinite(np.asarray(scores, np.float64))])
-        if s.size == 0:
-            raise ConfigError("threshold curve: no finite scores")
-        t = np.unique(np.quantile(s, np.linspace(0.0, 1.0, points)))
-        if len(t) == 1:
-            t = np.array([t[0], t[0] + 1e-6])
-        return cls(t, np.searchsorted(s, t, side="left") / s.size)
-
-    def rate(self, threshold: float) -> float:
-        """Fraction of frames that continue at ``threshold``."""
-        if threshold > self.thresholds[-1]:
-            return 1.0
-        return float(np.interp(threshold, self.thresholds, self.fractions, left=0.0))
-
-    def threshold_for(self, rate: float) -> float:
-        """The threshold at which ``rate`` of the frames continue."""
-        if len(self._inv_c) == 1:
-            return float(self._inv_t[0])
-        return float(np.interp(min(max(rate, 0.0), 1.0), self._inv_c, self._inv_t))
-
-
-@dataclass(frozen=True)
-class Budgets:
-    """What the operator allows; ``None`` is no budget. ``[budget]`` in edge.toml."""
-
-    latency_ms: float | None = None
-    latency_quantile: float = 0.95
-    max_offload_rate: float | None = None
-    uplink_bytes_per_s: float | None = None
-    energy_per_frame_mj: float | None = None
-    power_w: float | None = None
-
-    def __post_init__(self) -> None:
-        if not 0.5 <= self.latency_quantile < 1.0:
-            raise ConfigError(f"[budget].latency_quantile: expected a number in [0.5, 1), got {self.latency_quantile}")
-        if self.max_offload_rate is not None and not 0.0 <= self.max_offload_rate <= 1.0:
-            raise ConfigError(f"[budget].max_offload_rate: expected a fraction in [0, 1], got {self.max_offload_rate}")
-        for name in ("latency_ms", "uplink_bytes_per_s", "energy_per_frame_mj", "power_w"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ConfigError(f"[budget].{name}: expected a number > 0, got {value}")
-
-    @classmethod
-    def from_table(cls, table: Mapping[str, Any], where: str = "[budget]") -> Budgets:
-        r = TableReader(table, where, ConfigError)
-        budgets = cls(
-            latency_ms=r.number("latency_ms", None),
-            latency_quantile=r.number("latency_quantile", 0.95),
-            max_offload_rate=r.number("max_offload_rate", None),
-            uplink_bytes_per_s=r.number("uplink_bytes_per_s", None),
-            energy_per_frame_mj=r.number("energy_per_frame_mj", None),
-            power_w=r.number("power_w", None),
-        )
-        r.done()
-        return budgets
-
-
-@dataclass(frozen=True)
-class ControllerConfig:
-    """Tuning of the loop (``[controller]``); the defaults suit 10-60 fps."""
-
-    update_interval_s: float = 0.25
-    window_frames: int = 300
-    feedback_frames: int = 100
-    score_window: int = 1000
-    warmup_frames: int = 50
-    ewma: float = 0.1
-    latency_margin: float = 0.6
-    max_step_down: float = 0.25
-    max_step_up: float = 0.02
-    deadband: float = 0.005
-    shrink: float = 0.9
-    grow: float = 1.02
-    relax: float = 0.9
-    gain_min: float = 0.05
-    power_gain: float = 0.3
-
-    @classmethod
-    def from_table(cls, table: Mapping[str, Any], where: str = "[controller]") -> ControllerConfig:
-        r = TableReader(table, where, ConfigError)
-        kwargs: dict[str, Any] = {}
-        for f in cls.__dataclass_fields__.values():
-            kwargs[f.name] = (r.integer if f.type == "int" else r.number)(f.name, f.default)
-        r.done()
-        return cls(**kwargs)
-
-
-@dataclass
-class ControllerState:
-    """A snapshot for logs, the agent's summary and ``jetsplit top``."""
-
-    threshold: float
-    base_threshold: float
-    target_rate: float
-    commanded_rate: float
-    observed_rate: float
-    curve_bias: float
-    binding: str
-    limits: dict[str, float] = field(default_factory=dict)
-    gains: dict[str, float] = field(default_factory=dict)
-    fps: float = 0.0
-    latency_p_ms: float = 0.0
-    rtt_p95_ms: float = 0.0
-    late_fraction: float = 0.0
-    bytes_per_s: float = 0.0
-    energy_per_frame_mj: float = 0.0
-    watts: float = 0.0
-    curve: str = "calibrated"
-    updates: int = 0
-    early_fraction: float = 0.0
-    power_knob: str = ""
-    power_unmet: bool = False
-
 
 class _Ewma:
     def __init__(self, alpha: float) -> None:
@@ -287,6 +154,9 @@ class BudgetController:
         self._e_off = _Ewma(cfg.ewma)
         self._watts = _Ewma(cfg.ewma)
         self._gains = {"latency": 1.0, "bytes": 1.0, "energy": 1.0}
+        self._r_congestion: float | None = None  # r_C while congestion binds
+        self._replies = self._refused = 0  # cloud replies in this interval, and those refused
+        self._refused_ewma = _Ewma(cfg.ewma)
         self._limits: dict[str, float] = {}
         self._binding = "calibration"
         self._target = 1.0
@@ -394,6 +264,28 @@ class BudgetController:
         way, as the deadline it took)."""
         self._rtt.append(float(rtt_ms))
 
+    def observe_congestion(self, refused: bool) -> None:
+        """A cloud reply to an offload; ``refused``: the worker answered
+        ``OVERLOADED`` (congestion, module docstring)."""
+        self._replies += 1
+        self._refused += int(refused)
+        self._refused_ewma.add(float(refused))
+
+    def _congestion_limit(self, r_recent: float) -> float | None:
+        """``r_C`` after this interval's replies (None: no congestion to answer)."""
+        cfg = self.config
+        r = self._r_congestion
+        if self._replies and self._refused / self._replies > cfg.congestion_threshold:
+            f = self._refused / self._replies
+            r = (r_recent if r is None else min(r, r_recent)) * (1.0 - f) * cfg.shrink
+        elif r is not None:
+            r += cfg.congestion_recover
+            if r >= 1.0:
+                r = None
+        self._replies = self._refused = 0
+        self._r_congestion = r
+        return r
+
     def set_floor(self, rate: float | None) -> None:
         """Offload at least ``rate`` of the frames (observed on the stream, not as
         the curve predicts), within the budgets, even above the calibrated
@@ -434,6 +326,9 @@ class BudgetController:
         limits: dict[str, float] = {}
         if b.max_offload_rate is not None:
             limits["offload_rate"] = b.max_offload_rate
+        r_congestion = self._congestion_limit(r_recent)
+        if r_congestion is not None:
+            limits["congestion"] = r_congestion
         if b.uplink_bytes_per_s is not None and fps > 0 and self._bytes_off.count and self._bytes_off.value > 0:
             recent = list(self._bytes)[-k:]
             measured = sum(recent) / len(recent) * fps
@@ -558,6 +453,7 @@ class BudgetController:
             bytes_per_s=sum(self._bytes) / len(self._bytes) * self._fps() if self._bytes else 0.0,
             energy_per_frame_mj=sum(self._energy) / len(self._energy) if self._energy else 0.0,
             watts=self._watts.value,
+            refused_fraction=self._refused_ewma.value,
             curve="calibrated" if self._calibrated else ("observed" if self._curve is not None else "none"),
             updates=self.updates,
             early_fraction=self.early.fraction if self.early is not None else 0.0,

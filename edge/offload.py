@@ -86,6 +86,7 @@ def open_client(config: EdgeConfig, fingerprint: str) -> OffloadClient:
             list(config.cloud), fingerprint, timeout_ms=timeout_ms, curve=curve,
             heartbeat_ms=p.heartbeat_ms, dead_after_ms=p.dead_after_ms, timeout_strikes=p.timeout_strikes,
             hold_down_s=p.hold_down_s, resolve_interval_s=p.resolve_interval_s,
+            overload_hold_ms=p.overload_hold_ms,
         )
     return Client(list(config.cloud), fingerprint, timeout_ms=timeout_ms, curve=curve)
 
@@ -185,6 +186,8 @@ class Offloader:
             yield pending, self._fallback(pending, "deadline")
 
     def _on_reply(self, pending: Pending, reply: Reply) -> FrameResult:
+        if self.controller is not None:
+            self.controller.observe_congestion(reply.status == StatusCode.OVERLOADED)
         if time.monotonic() > pending.deadline_at:
             # The contract is the cloud's answer *before* the deadline; one that
             # comes later is a fallback like any other, whatever it says.
@@ -217,7 +220,11 @@ class Offloader:
                 self._mismatch_reported = True
             self.breaker.trip("bundle mismatch", backoff_s=self.config.breaker.max_backoff_s)
             return self._fallback(pending, "bundle mismatch")
-        if reply.status in (StatusCode.EXPIRED, StatusCode.OVERLOADED, StatusCode.SHUTTING_DOWN):
+        if reply.status == StatusCode.OVERLOADED and self.controller is not None:
+            # A worker that refuses at once is up: the controller offloads less
+            # (congestion), the breaker need not stop everything.
+            self.breaker.record_success()
+        elif reply.status in (StatusCode.EXPIRED, StatusCode.OVERLOADED, StatusCode.SHUTTING_DOWN):
             self.breaker.record_failure(reply.status.name.lower())
         else:
             _log.warning("cloud error on %s frame %d: %s %s", pending.frame.source_id, pending.frame.index,

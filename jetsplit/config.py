@@ -17,7 +17,7 @@ from typing import Any
 
 from jetsplit.errors import ConfigError
 
-__all__ = ["EnvTable", "layered", "relative_to_file", "setup_logging", "split_list"]
+__all__ = ["EnvTable", "layered", "parse_flag", "relative_to_file", "setup_logging", "split_list"]
 
 #: environment variable -> (config key, converter from the variable's text)
 EnvTable = Mapping[str, tuple[str, Callable[[str], Any]]]
@@ -26,6 +26,16 @@ EnvTable = Mapping[str, tuple[str, Callable[[str], Any]]]
 def split_list(text: str) -> tuple[str, ...]:
     """A comma-separated list from an environment variable."""
     return tuple(x for x in text.split(",") if x)
+
+
+def parse_flag(text: str) -> bool:
+    """A boolean from an environment variable: 1/true/yes/on or 0/false/no/off."""
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(text)
 
 
 def layered(file_values: Mapping[str, Any], environ: Mapping[str, str], env: EnvTable,

@@ -27,7 +27,7 @@ import collections
 import logging
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -40,12 +40,13 @@ from .codec import (
     Encodings,
     Limits,
     decode_message,
+    describe_for,
     encode_infer,
     encode_message,
     ping_for,
 )
 from .errors import DecodeError, RequestTimeout, Unavailable
-from .messages import Message, Pong
+from .messages import Description, ErrorReply, Message, Pong
 from .replies import PingReply, Reply, reply_for
 from .sockio import readable, recv_parts, wait
 from .transport import DEFAULT_OPTIONS, SocketOptions, dealer_socket, send_frames
@@ -100,6 +101,7 @@ class Client:
         self._abandoned: list[int] = []
         self._ready: collections.deque[Reply] = collections.deque()
         self._pongs: dict[int, PingReply] = {}
+        self._descriptions: dict[int, Description] = {}
         self._last_recv = time.monotonic()
         self.reconnects = 0
         self.last_sent_bytes = 0
@@ -147,6 +149,7 @@ class Client:
         self._abandoned.extend(self._pending)
         self._pending.clear()
         self._pongs.clear()
+        self._descriptions.clear()
         self.reconnects += 1
         self._socket = self.open_socket()
 
@@ -174,7 +177,8 @@ class Client:
         return bool(self.socket.poll(wait, zmq.POLLOUT))
 
     def _new_id(self) -> int:
-        self._next_id = (self._next_id + 1) % (2**63)
+        # 1 .. 2^63-1: a server answers id 0 only to a request whose id it could not read.
+        self._next_id = self._next_id % (2**63 - 1) + 1
         return self._next_id
 
     # ------------------------------------------------------------------ infer
@@ -348,7 +352,18 @@ class Client:
             _log.warning("dropped a malformed reply: %s", exc)
             return True
         if type(msg) is Pong:
-            self._pongs[msg.id] = PingReply(msg.server, list(msg.bundles), msg.max_message_bytes, 0.0)
+            self._pongs[msg.id] = PingReply(msg.server, list(msg.bundles), msg.max_message_bytes, 0.0,
+                                            msg.state, msg.load)
+            return True
+        if type(msg) is Description:
+            self._descriptions[msg.id] = msg
+            return True
+        if type(msg) is ErrorReply and msg.id == 0:
+            # SPEC.md 7.1: the server could not read a request's id, so it answers no
+            # request in particular (each runs on to its own reply or timeout); it
+            # means this side sent something malformed.
+            _log.warning("the server could not read the id of a request we sent: %s (status %d)",
+                         msg.message, msg.status)
             return True
         return now, msg, tensors
 
@@ -390,20 +405,42 @@ class Client:
 
     def ping(self, timeout_ms: int | None = None) -> PingReply:
         """Health check: one ``ping``, its ``pong`` or :class:`RequestTimeout`."""
+        rid, start = self._ask(ping_for, self._pongs, "pong", timeout_ms)
+        pong = self._pongs.pop(rid)
+        rtt = (time.monotonic() - start) * 1000.0
+        return PingReply(pong.server, pong.bundles, pong.max_message_bytes, rtt, pong.state, pong.load)
+
+    def describe(self, timeout_ms: int | None = None) -> Description:
+        """What the server serves (SPEC.md 3.8): one ``describe``, its
+        ``description`` or :class:`RequestTimeout`."""
+        rid, _ = self._ask(describe_for, self._descriptions, "description", timeout_ms)
+        return self._descriptions.pop(rid)
+
+    def _ask(self, header: Callable[[int], Message], answers: Mapping[int, object], what: str,
+             timeout_ms: int | None) -> tuple[int, float]:
+        """Send a header-only request and wait until its answer is filed in
+        ``answers`` (by :meth:`_read`); its id and when it was sent."""
         wait = self.timeout_ms if timeout_ms is None else int(timeout_ms)
+        rid = self._new_id()
         start = time.monotonic()
-        rid = self.send_ping(wait)
-        if rid is None:
+        if not send_frames(self.socket, encode_message(header(rid)), wait):
             self.reconnect()
             raise RequestTimeout(f"no worker reachable at {self.endpoints} within {wait} ms")
         end = start + wait / 1000.0
-        while rid not in self._pongs:
-            left = int((end - time.monotonic()) * 1000.0)
-            if left <= 0:
-                self.reconnect()
-                raise RequestTimeout(f"no pong within {wait} ms from {self.endpoints}")
-            self._receive_one(left)
-        pong = self._pongs.pop(rid)
-        rtt = (time.monotonic() - start) * 1000.0
-        return PingReply(pong.server, pong.bundles, pong.max_message_bytes, rtt)
+        # Pending like a request, so that an error reply to it is not dropped as late.
+        self._pending[rid] = _Pending(start, end)
+        try:
+            while rid not in answers:
+                left = int((end - time.monotonic()) * 1000.0)
+                if left <= 0:
+                    del self._pending[rid]  # not a request of the caller's: expire() must not report it
+                    self.reconnect()
+                    raise RequestTimeout(f"no {what} within {wait} ms from {self.endpoints}")
+                got = self._receive_one(left)
+                if type(got) is Reply and got.id == rid:
+                    self._ready.pop()  # _receive_one appended it last
+                    got.raise_for_status()
+        finally:
+            self._pending.pop(rid, None)
+        return rid, start
 

@@ -26,9 +26,10 @@ Example::
 from __future__ import annotations
 
 import functools
+import operator
 import re
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, get_args
 
 import msgspec
 import numpy as np
@@ -42,6 +43,8 @@ from .messages import (
     MAX_TENSORS,
     MAX_TOP_K,
     PROTOCOL_VERSION,
+    SUPPORTED_VERSIONS,
+    Describe,
     ErrorReply,
     InferRequest,
     Message,
@@ -49,6 +52,7 @@ from .messages import (
     Result,
     TensorDesc,
 )
+from .peek import peek_envelope, repeated_key
 from .tensors import (
     DEFAULT_LIMITS,
     Encodings,
@@ -76,6 +80,7 @@ __all__ = [
     "decode_message",
     "decode_tensor",
     "decode_tensors",
+    "describe_for",
     "encode_header",
     "encode_infer",
     "encode_message",
@@ -89,16 +94,6 @@ __all__ = [
 _P = TypeVar("_P")
 _HEADER_ENCODER = msgspec.msgpack.Encoder()
 _HEADER_DECODER = msgspec.msgpack.Decoder(Message)
-
-
-class _Envelope(msgspec.Struct):
-    """The lenient view of a header that failed strict decoding: enough to answer."""
-
-    v: Any = None
-    id: Any = None
-
-
-_ENVELOPE_DECODER = msgspec.msgpack.Decoder(_Envelope)
 
 
 # --------------------------------------------------------------------------- encode
@@ -183,12 +178,14 @@ def result_for(
     """Build the reply to ``request`` from one sample's class scores.
 
     Applies the request's ``top_k`` (or ``top_k`` if given): the best k scores, best
-    first, with their class ids. Returns the header and its payload frames.
+    first, with their class ids (all of them, ranked, when k is at least the
+    number of classes). Returns the header and its payload frames; the reply is in
+    the request's protocol version.
     """
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     k = request.top_k if top_k is None else top_k
     classes: list[int] | None = None
-    if 0 < k < s.size:
+    if k > 0:
         idx = np.argsort(-s, kind="stable")[:k]
         classes = idx.tolist()
         s = s[idx]
@@ -197,7 +194,7 @@ def result_for(
     if tensors:
         descs, payloads = encode_tensors(tensors, encodings)
     msg = Result(
-        v=PROTOCOL_VERSION,
+        v=request.v,
         id=request.id,
         stage=stage,
         scores=s.tolist(),
@@ -222,49 +219,81 @@ class Decoded(NamedTuple):
 def decode_header(buf: ReadableBuffer, limits: Limits = DEFAULT_LIMITS) -> Message:
     """Decode and validate a header frame, checking the protocol version.
 
-    Raises :class:`DecodeError` with ``UNSUPPORTED_VERSION`` for another ``v`` (even
-    when the rest of the header is not a v1 header), else ``BAD_REQUEST``.
+    Raises :class:`DecodeError` with ``UNSUPPORTED_VERSION`` for a ``v`` this side
+    does not speak (even when the rest of the header is not a header of ours),
+    ``TOO_LARGE`` for a frame over ``max_header_bytes``, else ``BAD_REQUEST``; its
+    ``request_id`` is the header's id whenever that could be read (SPEC.md 7.1).
     """
     view = buf if type(buf) is memoryview else memoryview(buf)
     if view.nbytes > limits.max_header_bytes:
-        raise DecodeError(
-            f"header of {view.nbytes} bytes exceeds {limits.max_header_bytes}", StatusCode.TOO_LARGE
+        raise _error_with_envelope(
+            view, f"header of {view.nbytes} bytes exceeds {limits.max_header_bytes}", StatusCode.TOO_LARGE
         )
     try:
         msg = _HEADER_DECODER.decode(view)
     # msgspec raises its own errors, but also UnicodeDecodeError on bad UTF-8 and
     # RecursionError on deep nesting: anything it raises means a bad header.
     except Exception as exc:
-        version, request_id = _peek(view)
-        if version is not None and version != PROTOCOL_VERSION:
+        version, request_id = peek_envelope(view)
+        if version is not None and version not in SUPPORTED_VERSIONS:
             raise _version_error(version, request_id) from None
-        raise DecodeError(f"bad header: {exc}", StatusCode.BAD_REQUEST, request_id) from None
-    if msg.v != PROTOCOL_VERSION:
+        raise DecodeError(f"bad header: {exc}", StatusCode.BAD_REQUEST, request_id, version) from None
+    if msg.v not in SUPPORTED_VERSIONS:
         raise _version_error(msg.v, msg.id)
+    kind = type(msg)
+    required, getter, _ = _FIELDS[kind]
+    if getter is None and view[0] <= 0x80 + required:
+        return msg  # a fixmap of required fields only (ping, describe): each once
+    tensors = msg.tensors if kind is InferRequest or kind is Result else ()  # type: ignore[union-attr]
+    if repeated_key(view, _present(msg), [_present(d) for d in tensors] if tensors else ()):
+        raise DecodeError("bad header: a map repeats a key", StatusCode.BAD_REQUEST, msg.id, msg.v)
     return msg
 
 
-def _peek(view: memoryview) -> tuple[int | None, int | None]:
-    """Best-effort ``(v, id)`` of a header that failed strict decoding."""
-    try:
-        env = _ENVELOPE_DECODER.decode(view)
-    except Exception:
-        return None, None
-    version = env.v if type(env.v) is int else None
-    request_id = env.id if type(env.id) is int and 0 <= env.id < 2**63 else None
-    return version, request_id
+def _defaults(t: type) -> tuple[int, Callable[[Any], Any] | None, tuple[Any, ...]]:
+    """Required fields of a struct (its ``kind`` tag included), a getter of its
+    optional fields' values and their defaults."""
+    fields = msgspec.structs.fields(t)
+    optional = [f for f in fields if not f.required]
+    defaults = tuple(f.default if f.default is not msgspec.NODEFAULT else f.default_factory() for f in optional)
+    getter = operator.attrgetter(*(f.name for f in optional)) if optional else None
+    return sum(f.required for f in fields) + (t is not TensorDesc), getter, defaults
+
+
+_FIELDS = {t: _defaults(t) for t in (*get_args(Message), TensorDesc)}
+
+
+def _present(struct: Any) -> int:
+    """Keys a strictly decoded map certainly held: its required fields and the
+    optional ones whose value is not the default (protocol/peek.py)."""
+    required, getter, defaults = _FIELDS[type(struct)]
+    if getter is None:
+        return required
+    values = getter(struct)
+    if len(defaults) == 1:  # attrgetter of one name returns the value itself
+        return required + (values != defaults[0])
+    return required + sum(map(operator.ne, values, defaults))
+
+
+def _error_with_envelope(view: memoryview, message: str, status: StatusCode) -> DecodeError:
+    """A :class:`DecodeError` carrying the header's id and version if they can be read."""
+    version, request_id = peek_envelope(view)
+    return DecodeError(message, status, request_id, version)
 
 
 def _version_error(version: int, request_id: int | None) -> DecodeError:
+    # Answered in version 1, which every client reads (SPEC.md section 9).
     return DecodeError(
-        f"protocol version {version} is not supported; this side speaks {PROTOCOL_VERSION}",
+        f"protocol version {version} is not supported; this side speaks {', '.join(map(str, SUPPORTED_VERSIONS))}",
         StatusCode.UNSUPPORTED_VERSION,
         request_id,
+        1,
     )
 
 
 def decode_message(
-    frames: Sequence[ReadableBuffer], limits: Limits = DEFAULT_LIMITS, *, keep_f16: bool = False
+    frames: Sequence[ReadableBuffer], limits: Limits = DEFAULT_LIMITS, *, keep_f16: bool = False,
+    screen: Callable[[Message, int], None] | None = None,
 ) -> Decoded:
     """Decode ``[header, *payloads]`` with every limit checked before allocating.
 
@@ -274,6 +303,11 @@ def decode_message(
     arrays viewing the frames (no copy) instead of being widened one by one: for
     a receiver that stacks many requests and widens the batch at once
     (:mod:`jetsplit.halfcast`, the cloud worker).
+
+    ``screen(header, payload_bytes)`` is called once the header is decoded and
+    before any payload is: a server's admission control raises a
+    :class:`DecodeError` from it (``OVERLOADED``) to refuse the request at the cost
+    of its header alone.
     """
     if not frames:
         raise DecodeError("empty message: no header frame")
@@ -282,28 +316,37 @@ def decode_message(
     for v in views:
         total += v.nbytes
     if total > limits.max_message_bytes:
-        raise DecodeError(
-            f"message of {total} bytes exceeds {limits.max_message_bytes}", StatusCode.TOO_LARGE
+        raise _error_with_envelope(
+            views[0], f"message of {total} bytes exceeds {limits.max_message_bytes}", StatusCode.TOO_LARGE
         )
     msg = decode_header(views[0], limits)
+    if screen is not None:
+        screen(msg, total - views[0].nbytes)
     kind = type(msg)
     descs = msg.tensors if kind is InferRequest or kind is Result else ()  # type: ignore[union-attr]
     if not descs and len(views) == 1:
         return Decoded(msg, {})
     try:
-        tensors = decode_views(descs, views[1:], limits, keep_f16)
+        tensors = decode_views(descs, views[1:], limits, keep_f16, msg.v)
     except DecodeError as exc:
         exc.request_id = msg.id
+        exc.version = msg.v
         raise
     return Decoded(msg, tensors)
 
 
-def error_for(request_id: int, status: StatusCode, message: str) -> ErrorReply:
-    """An ``error`` header (messages longer than the wire allows are cut)."""
-    return ErrorReply(v=PROTOCOL_VERSION, id=request_id, status=int(status), message=message[:1024])
+def error_for(request_id: int, status: StatusCode, message: str, version: int = PROTOCOL_VERSION) -> ErrorReply:
+    """An ``error`` header in ``version`` (the request's; messages longer than the
+    wire allows are cut)."""
+    return ErrorReply(v=version, id=request_id, status=int(status), message=message[:1024])
 
 
 def ping_for(request_id: int) -> Ping:
     """A ``ping`` header."""
     return Ping(v=PROTOCOL_VERSION, id=request_id)
+
+
+def describe_for(request_id: int) -> Describe:
+    """A ``describe`` header."""
+    return Describe(v=PROTOCOL_VERSION, id=request_id)
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import security
 from .codec import DEFAULT_LIMITS, Frame, Limits, result_for
-from .messages import PROTOCOL_VERSION, InferRequest, Result
+from .messages import InferRequest, Result
 from .transport import DEFAULT_OPTIONS, OutFrame, Request, Server, SocketOptions
 
 __all__ = ["EchoServer", "main"]
@@ -80,7 +80,7 @@ class EchoServer:
                 return self.handle(header, request.tensors)
         self.requests += 1
         reply = Result(
-            v=PROTOCOL_VERSION, id=header.id, stage=header.stage, scores=self._score_list, tensors=list(descs),
+            v=header.v, id=header.id, stage=header.stage, scores=self._score_list, tensors=list(descs),
             queue_ms=(time.monotonic() - request.received_at) * 1000.0,
         )
         return reply, request.payloads

@@ -54,15 +54,22 @@ class DecodeError(ProtocolError):
     """A received message is malformed, too large or of another version.
 
     ``status`` is the code a server answers with; ``request_id`` is the request's
-    id when it could still be read from the header, else ``None``.
+    id when it could still be read from the header, else ``None``; ``version`` the
+    header's ``v`` when it could be read (the error reply is written in it when the
+    server speaks it, else in version 1).
     """
 
     def __init__(
-        self, message: str, status: StatusCode = StatusCode.BAD_REQUEST, request_id: int | None = None
+        self,
+        message: str,
+        status: StatusCode = StatusCode.BAD_REQUEST,
+        request_id: int | None = None,
+        version: int | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.request_id = request_id
+        self.version = version
 
 
 class EncodeError(ProtocolError):

@@ -32,6 +32,7 @@ from typing import Annotated, Literal, get_args
 import msgspec
 
 __all__ = [
+    "COLOURS",
     "COMPRESSIONS",
     "DTYPES",
     "ENCODINGS",
@@ -44,17 +45,30 @@ __all__ = [
     "MAX_TENSORS",
     "MAX_TOP_K",
     "PROTOCOL_VERSION",
+    "SERVER_STATES",
+    "SUPPORTED_VERSIONS",
+    "BundleInfo",
+    "Describe",
+    "Description",
     "ErrorReply",
+    "GateInfo",
     "InferRequest",
     "Message",
     "Ping",
     "Pong",
+    "PreprocessInfo",
     "Result",
+    "ServerLimits",
+    "StageInfo",
     "TensorDesc",
+    "TensorInfo",
 ]
 
-#: The only protocol version this implementation speaks; any other ``v`` is refused.
-PROTOCOL_VERSION = 1
+#: The protocol version this implementation sends (SPEC.md section 9).
+PROTOCOL_VERSION = 2
+#: Every version it reads; a reply is written in the version of its request, so a
+#: client of an older release keeps working against a newer worker.
+SUPPORTED_VERSIONS = (1, 2)
 
 #: Hard caps written into the schema; :class:`.codec.Limits` may set lower ones.
 MAX_TENSORS = 64
@@ -76,11 +90,15 @@ DType = Literal[
 ]
 Encoding = Literal["raw", "f16", "i8", "jpeg"]
 Compression = Literal["none", "lz4", "zstd"]
+ServerState = Literal["serving", "draining"]
+Colour = Literal["gray", "rgb", "bgr"]
 
 #: Element types allowed on the wire (always little-endian): the schema's own list.
 DTYPES: tuple[str, ...] = get_args(DType)
 ENCODINGS: tuple[str, ...] = get_args(Encoding)
 COMPRESSIONS: tuple[str, ...] = get_args(Compression)
+SERVER_STATES: tuple[str, ...] = get_args(ServerState)
+COLOURS: tuple[str, ...] = get_args(Colour)
 
 #: Upper bounds of header fields, as the schema below enforces them (the encoder
 #: checks the same ones before sending: protocol/codec.py).
@@ -100,6 +118,9 @@ _Dim = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
 _Name = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME)]
 _Fingerprint = Annotated[str, msgspec.Meta(pattern=FINGERPRINT_PATTERN)]
 _MAX_SCORES = 1 << 20
+_MAX_LABELS = 1 << 16
+_Count = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+_Side = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 
 
 class _Header(msgspec.Struct, tag_field="kind", forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -114,13 +135,15 @@ class _Header(msgspec.Struct, tag_field="kind", forbid_unknown_fields=True, froz
         return str(self.__struct_config__.tag)
 
 
-class TensorDesc(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+class TensorDesc(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, omit_defaults=True):
     """Describes one payload frame: what array it decodes to and how it is encoded.
 
     ``dtype`` and ``shape`` are those of the array the receiver reconstructs;
     ``encoding`` says how the frame's bytes represent it; ``scale`` is required for
     ``i8`` and absent otherwise; ``nbytes`` is the exact length of the frame as sent
-    (after compression).
+    (after compression). Optional fields at their default are left out when
+    encoding, as for :class:`InferRequest` and :class:`Result`: smaller headers, and
+    a receiver's repeated-key check is then a count (protocol/peek.py).
     """
 
     name: _Name
@@ -132,7 +155,7 @@ class TensorDesc(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_onl
     nbytes: Annotated[int, msgspec.Meta(ge=0, le=2**40)]
 
 
-class InferRequest(_Header, tag="infer", kw_only=True, frozen=True):
+class InferRequest(_Header, tag="infer", kw_only=True, frozen=True, omit_defaults=True):
     """Run a bundle's chain from ``stage`` on the tensors that follow the header.
 
     Frames: ``[header, payload_0, ..., payload_{N-1}]`` with N = ``len(tensors)``.
@@ -151,7 +174,7 @@ class Ping(_Header, tag="ping", kw_only=True, frozen=True):
     """Health check. Frames: ``[header]``. Answered by a :class:`Pong` with the same id."""
 
 
-class Result(_Header, tag="result", kw_only=True, frozen=True):
+class Result(_Header, tag="result", kw_only=True, frozen=True, omit_defaults=True):
     """A successful answer to an :class:`InferRequest`.
 
     Frames: ``[header, payload_0, ...]`` (usually just the header). ``scores`` are the
@@ -180,17 +203,118 @@ class ErrorReply(_Header, tag="error", kw_only=True, frozen=True):
     message: Annotated[str, msgspec.Meta(max_length=1024)] = ""
 
 
-class Pong(_Header, tag="pong", kw_only=True, frozen=True):
+class Pong(_Header, tag="pong", kw_only=True, frozen=True, omit_defaults=True):
     """Answer to a :class:`Ping`. Frames: ``[header]``.
 
     ``server`` names the server software; ``bundles`` lists the fingerprints it
     serves; ``max_message_bytes`` is its limit on the total size of a request.
+    Version 2 adds ``state`` (``serving``, or ``draining``: no new work, send it
+    elsewhere) and ``load`` (requests it holds, queued or running). Fields equal to
+    their default are left out, so a pong to a version-1 ping (built without the
+    version-2 fields) is a version-1 pong.
     """
 
     server: Annotated[str, msgspec.Meta(max_length=256)] = ""
     bundles: Annotated[list[_Fingerprint], msgspec.Meta(max_length=1024)] = []
     max_message_bytes: Annotated[int, msgspec.Meta(ge=0)] = 0
+    state: ServerState = "serving"
+    load: _Count = 0
+
+
+class Describe(_Header, tag="describe", kw_only=True, frozen=True):
+    """Ask a server what it serves (version 2). Frames: ``[header]``; answered by a
+    :class:`Description` with the same id."""
+
+
+class TensorInfo(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, omit_defaults=True):
+    """One tensor a request carries (or a stage produces): ``shape`` has ``None`` for
+    a dimension of any size; ``encodings``/``compressions`` are those the server
+    accepts for it; ``value`` is the only value a scalar may have (``count``)."""
+
+    name: _Name
+    dtype: DType
+    shape: Annotated[list[_Dim | None], msgspec.Meta(max_length=MAX_RANK)]
+    encodings: Annotated[list[Encoding], msgspec.Meta(max_length=8)] = []
+    compressions: Annotated[list[Compression], msgspec.Meta(max_length=8)] = []
+    value: int | None = None
+
+
+class PreprocessInfo(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """What the server does to a ``frame`` before the model sees it: resize to
+    ``height`` x ``width`` (``interpolation``), convert to ``colour``, then per
+    channel ``(pixel * scale - mean) / std`` as ``dtype``, laid out ``layout``."""
+
+    height: _Side
+    width: _Side
+    colour: Colour
+    layout: Literal["nchw", "nhwc"]
+    dtype: Literal["float32", "float16", "uint8"]
+    scale: float
+    mean: Annotated[list[float], msgspec.Meta(min_length=1, max_length=4)]
+    std: Annotated[list[float], msgspec.Meta(min_length=1, max_length=4)]
+    interpolation: Literal["area", "linear", "nearest", "cubic"]
+
+
+class GateInfo(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """The gate after a stage: accept the stage's answer iff its score >= ``threshold``."""
+
+    kind: Annotated[str, msgspec.Meta(max_length=64)]
+    threshold: float
+
+
+class StageInfo(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, omit_defaults=True):
+    """One stage of a bundle's chain. ``inputs`` are the tensors an ``infer`` request
+    resuming at this stage carries (cloud stages only: a request cannot resume at an
+    edge stage); ``preprocess`` is set when they include ``frame``. ``outputs`` are
+    what the stage produces: ``probs`` (the combined class probabilities a
+    ``result`` carries) and, when it hands one on, ``carry``."""
+
+    index: _Stage
+    name: _Name
+    where: Literal["edge", "cloud"]
+    input: Literal["frame", "carry"]
+    combine: Literal["replace", "average"]
+    inputs: Annotated[list[TensorInfo], msgspec.Meta(max_length=MAX_TENSORS)] = []
+    preprocess: PreprocessInfo | None = None
+    outputs: Annotated[list[TensorInfo], msgspec.Meta(max_length=MAX_TENSORS)] = []
+    gate: GateInfo | None = None
+
+
+class BundleInfo(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """A bundle the server serves: ``labels[i]`` names class ``i``."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    fingerprint: _Fingerprint
+    labels: Annotated[list[Annotated[str, msgspec.Meta(max_length=1024)]], msgspec.Meta(max_length=_MAX_LABELS)]
+    stages: Annotated[list[StageInfo], msgspec.Meta(min_length=1, max_length=MAX_STAGE + 1)]
+
+
+class ServerLimits(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """The limits of SPEC.md section 7 as this server enforces them."""
+
+    max_message_bytes: _Count
+    max_header_bytes: _Count
+    max_tensors: Annotated[int, msgspec.Meta(ge=0, le=MAX_TENSORS)]
+    max_rank: Annotated[int, msgspec.Meta(ge=0, le=MAX_RANK)]
+    max_elements: _Count
+    max_decoded_bytes: _Count
+
+
+class Description(_Header, tag="description", kw_only=True, frozen=True):
+    """Answer to a :class:`Describe` (version 2). Frames: ``[header]``.
+
+    Everything a client needs to form ``infer`` requests without the bundle: the
+    bundles with their stages' input tensors, preprocessing and outputs, the
+    encodings and compressions the server decodes, and its limits.
+    """
+
+    server: Annotated[str, msgspec.Meta(max_length=256)] = ""
+    state: ServerState = "serving"
+    encodings: Annotated[list[Encoding], msgspec.Meta(max_length=8)] = []
+    compressions: Annotated[list[Compression], msgspec.Meta(max_length=8)] = []
+    limits: ServerLimits
+    bundles: Annotated[list[BundleInfo], msgspec.Meta(max_length=1024)] = []
 
 
 #: Any header, decoded by its ``kind`` tag.
-Message = InferRequest | Ping | Result | ErrorReply | Pong
+Message = InferRequest | Ping | Describe | Result | ErrorReply | Pong | Description

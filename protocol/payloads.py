@@ -9,6 +9,7 @@ compressed payload is never expanded past the length its descriptor implies.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 import numpy as np
@@ -16,14 +17,18 @@ import numpy as np
 from .errors import DecodeError, EncodeError, StatusCode
 from .messages import TensorDesc
 
-__all__ = ["JPEG_MAX_SIDE", "compress", "decode_jpeg", "decompress", "encode_jpeg", "jpeg_frame_size"]
+__all__ = ["JPEG_MAX_SIDE", "compress", "decodable", "decodable_compressions", "decode_jpeg", "decompress", "encode_jpeg", "jpeg_frame_size"]
+
+#: The library each encoding or compression needs to be decoded (None: none).
+_DECODERS = {"raw": None, "f16": None, "i8": None, "none": None, "jpeg": "cv2", "lz4": "lz4.frame", "zstd": "zstandard"}
 
 #: JPEG stores each side in 16 bits.
 JPEG_MAX_SIDE = 65535
 
 
 def encode_jpeg(name: str, a: np.ndarray[Any, Any], quality: int) -> bytes:
-    """A uint8 HxW, HxWx1 or HxWx3 (RGB) array as a JPEG file."""
+    """A uint8 HxW, HxWx1 or HxWx3 array as a JPEG file; a 3-channel array is B, G,
+    R (a camera frame as OpenCV holds it), so the file shows its true colours."""
     import cv2  # lazily: only jpeg needs OpenCV
 
     if a.dtype != np.uint8:
@@ -33,15 +38,26 @@ def encode_jpeg(name: str, a: np.ndarray[Any, Any], quality: int) -> bytes:
     if not (0 < a.shape[0] <= JPEG_MAX_SIDE and 0 < a.shape[1] <= JPEG_MAX_SIDE):
         raise EncodeError(f"tensor {name!r}: jpeg sides must be in [1, 65535], got {a.shape}")
     img = np.ascontiguousarray(a)
-    if img.ndim == 3 and img.shape[2] == 3:
-        # The wire maps JPEG's R, G, B to channels 0, 1, 2; OpenCV thinks in BGR.
-        img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
-    elif img.ndim == 3:
+    if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
     ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise EncodeError(f"tensor {name!r}: OpenCV could not encode the jpeg")
     return buf.tobytes()
+
+
+def decodable(name: str) -> bool:
+    """True if this side can decode the encoding or compression ``name`` (its
+    library is installed): what a server lists in its ``description``."""
+    module = _DECODERS.get(name)
+    if module is None:
+        return name in _DECODERS
+    return importlib.util.find_spec(module.split(".")[0]) is not None
+
+
+def decodable_compressions() -> list[str]:
+    """The compressions this side can decode, ``none`` included."""
+    return [c for c in ("none", "lz4", "zstd") if decodable(c)]
 
 
 def compress(payload: bytes | memoryview, compression: str, level: int | None = None) -> bytes | memoryview:
@@ -110,8 +126,10 @@ def _import_decoder(module: str, package: str) -> Any:
         ) from None
 
 
-def decode_jpeg(desc: TensorDesc, view: memoryview) -> np.ndarray[Any, Any]:
-    """The JPEG payload of ``desc`` as a uint8 array of its shape, size checked first."""
+def decode_jpeg(desc: TensorDesc, view: memoryview, bgr: bool = True) -> np.ndarray[Any, Any]:
+    """The JPEG payload of ``desc`` as a uint8 array of its shape, size checked first.
+    Three channels come out B, G, R (protocol version 2), or R, G, B when not ``bgr``
+    (a version-1 request)."""
     import cv2
 
     height, width, components = jpeg_frame_size(desc.name, view)
@@ -124,7 +142,7 @@ def decode_jpeg(desc: TensorDesc, view: memoryview) -> np.ndarray[Any, Any]:
     img = cv2.imdecode(np.frombuffer(view, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise DecodeError(f"tensor {desc.name!r}: corrupt jpeg")
-    if img.ndim == 3:
+    if img.ndim == 3 and not bgr:
         img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     img = img.reshape(desc.shape)
     if img.shape != tuple(desc.shape):

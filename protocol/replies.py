@@ -60,12 +60,16 @@ class Reply:
 
 @dataclass(frozen=True)
 class PingReply:
-    """A server's ``pong``: who it is, which bundles it serves, and the round trip."""
+    """A server's ``pong``: who it is, which bundles it serves, the round trip,
+    whether it takes new work (``state``: ``serving`` or ``draining``) and how many
+    requests it holds (``load``)."""
 
     server: str
     bundles: list[str]
     max_message_bytes: int
     rtt_ms: float
+    state: str = "serving"
+    load: int = 0
 
 
 def reply_for(msg: Message, tensors: dict[str, np.ndarray[Any, Any]], rtt_ms: float) -> Reply | None:

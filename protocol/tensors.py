@@ -20,7 +20,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import DecodeError, EncodeError, StatusCode
-from .messages import COMPRESSIONS, DTYPES, ENCODINGS, MAX_NAME, MAX_RANK, MAX_TENSORS, TensorDesc
+from .messages import (
+    COMPRESSIONS,
+    DTYPES,
+    ENCODINGS,
+    MAX_NAME,
+    MAX_RANK,
+    MAX_TENSORS,
+    PROTOCOL_VERSION,
+    TensorDesc,
+)
 from .payloads import JPEG_MAX_SIDE, compress, decode_jpeg, decompress, encode_jpeg
 
 if TYPE_CHECKING:
@@ -239,7 +248,8 @@ def decode_tensors(
 
 
 def decode_views(
-    descs: Sequence[TensorDesc], views: Sequence[memoryview], limits: Limits, keep_f16: bool = False
+    descs: Sequence[TensorDesc], views: Sequence[memoryview], limits: Limits, keep_f16: bool = False,
+    version: int = PROTOCOL_VERSION,
 ) -> dict[str, np.ndarray[Any, Any]]:
     if len(descs) > limits.max_tensors:
         raise DecodeError(f"{len(descs)} tensors exceed {limits.max_tensors}", StatusCode.TOO_LARGE)
@@ -259,7 +269,7 @@ def decode_views(
             f"tensors would decode to {decoded_bytes} bytes, over {limits.max_decoded_bytes}",
             StatusCode.TOO_LARGE,
         )
-    return {desc.name: _decode_checked(desc, view, keep_f16) for desc, view in zip(descs, views)}
+    return {desc.name: _decode_checked(desc, view, keep_f16, version) for desc, view in zip(descs, views)}
 
 
 def decode_tensor(
@@ -326,10 +336,14 @@ def _check(desc: TensorDesc, frame_len: int, limits: Limits) -> int:
     return elements * _ITEMSIZE[desc.dtype] + (payload if compressed else 0)
 
 
-def _decode_checked(desc: TensorDesc, view: memoryview, keep_f16: bool = False) -> np.ndarray[Any, Any]:
+def _decode_checked(
+    desc: TensorDesc, view: memoryview, keep_f16: bool = False, version: int = PROTOCOL_VERSION
+) -> np.ndarray[Any, Any]:
     encoding = desc.encoding
     if encoding == "jpeg":
-        return decode_jpeg(desc, view)
+        # Version 1 mapped a JPEG's R, G, B to channels 0, 1, 2; version 2 maps
+        # B, G, R, the order of camera frames (SPEC.md section 4).
+        return decode_jpeg(desc, view, bgr=version >= 2)
     buf: memoryview | bytes = view
     if desc.compression != "none":
         buf = decompress(desc, view, math.prod(desc.shape) * _payload_itemsize(desc))

@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import numpy as np
@@ -46,7 +46,22 @@ from .codec import (
     error_for,
 )
 from .errors import DecodeError, StatusCode
-from .messages import PROTOCOL_VERSION, ErrorReply, InferRequest, Message, Ping, Pong, Result
+from .messages import (
+    COMPRESSIONS,
+    ENCODINGS,
+    SUPPORTED_VERSIONS,
+    BundleInfo,
+    Describe,
+    Description,
+    ErrorReply,
+    InferRequest,
+    Message,
+    Ping,
+    Pong,
+    Result,
+    ServerLimits,
+)
+from .payloads import decodable
 from .sockets import DEFAULT_OPTIONS, SocketOptions, dealer_socket, router_socket, send_frames
 from .sockio import readable, recv_parts, send_parts
 
@@ -122,8 +137,16 @@ class Server:
     a :meth:`recv` in progress.
 
     ``bundles`` and ``name`` are reported in ``pong`` replies; assign to
-    ``server.bundles`` when the set of loaded bundles changes. ``keep_f16`` is
-    :func:`~.codec.decode_message`'s: requests' ``f16`` tensors stay float16.
+    ``server.bundles`` when the set of loaded bundles changes. ``keep_f16`` and
+    ``screen`` are :func:`~.codec.decode_message`'s: requests' ``f16`` tensors stay
+    float16; ``screen(header, payload_bytes)`` may refuse a request from its header
+    alone by raising a :class:`DecodeError` (admission control), which is answered
+    at once like any malformed request.
+
+    ``state`` (``serving`` or ``draining``) and ``load()`` (requests held, queued or
+    running) go into every ``pong``; ``describe()`` returns the bundles part of the
+    ``description`` a ``describe`` request gets (none by default). The server fills
+    in its name, state, limits and the encodings it can decode.
     """
 
     def __init__(
@@ -138,10 +161,15 @@ class Server:
         context: zmq.Context[Any] | None = None,
         answer_pings: bool = True,
         keep_f16: bool = False,
+        screen: Callable[[Message, int], None] | None = None,
     ) -> None:
         eps = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         self.keep_f16 = keep_f16
+        self.screen = screen
         self.bundles: list[str] = list(bundles)
+        self.state: Literal["serving", "draining"] = "serving"
+        self.load: Callable[[], int] = lambda: 0
+        self.describe: Callable[[], list[BundleInfo]] = list
         self.name = name
         self.limits = limits
         self.answer_pings = answer_pings
@@ -232,10 +260,12 @@ class Server:
             route, body = (*route, b""), body[1:]
         try:
             # zmq.Frame exports the buffer protocol (pyzmq's stubs do not say so).
-            msg, tensors = decode_message(body, self.limits, keep_f16=self.keep_f16)  # type: ignore[arg-type]
+            msg, tensors = decode_message(body, self.limits, keep_f16=self.keep_f16,  # type: ignore[arg-type]
+                                          screen=self.screen)
         except DecodeError as exc:
             _log.debug("bad request from %r: %s", route[0], exc)
-            self._send_route(route, [error_for(exc.request_id or 0, exc.status, str(exc))])
+            version = exc.version if exc.version in SUPPORTED_VERSIONS else 1
+            self._send_route(route, [error_for(exc.request_id or 0, exc.status, str(exc), version)])  # type: ignore[arg-type]
             return None
         except Exception as exc:  # a codec bug must not kill the serving loop
             _log.exception("internal error decoding a request")
@@ -248,19 +278,53 @@ class Server:
                 self._send_route(route, [self.pong_for(msg)])
                 return None
             return Request(route, msg, {}, received_at)
-        self._send_route(
-            route, [error_for(msg.id, StatusCode.BAD_REQUEST, f"a server does not accept {type(msg).__name__} messages")]
-        )
+        if type(msg) is Describe:
+            try:
+                reply: Message = self.description_for(msg)
+            except Exception as exc:  # a bug in describe() must not end the loop
+                _log.exception("describing the server failed")
+                reply = error_for(msg.id, StatusCode.INTERNAL, f"describe failed: {exc!r}", msg.v)
+            self._send_route(route, [reply])
+            return None
+        self._send_route(route, [error_for(
+            msg.id, StatusCode.BAD_REQUEST, f"a server does not accept {msg.kind} messages", msg.v)])
         return None
 
     def pong_for(self, ping: Ping) -> Pong:
-        """The ``pong`` this server answers ``ping`` with."""
+        """The ``pong`` this server answers ``ping`` with, in the ping's version
+        (version 1 has no ``state`` and ``load``)."""
+        if ping.v < 2:
+            return Pong(v=ping.v, id=ping.id, server=self.name, bundles=list(self.bundles),
+                        max_message_bytes=self.limits.max_message_bytes)
         return Pong(
-            v=PROTOCOL_VERSION,
+            v=ping.v,
             id=ping.id,
             server=self.name,
             bundles=list(self.bundles),
             max_message_bytes=self.limits.max_message_bytes,
+            state=self.state,
+            load=max(0, int(self.load())),
+        )
+
+    def description_for(self, request: Describe) -> Description:
+        """The ``description`` this server answers ``request`` with."""
+        limits = self.limits
+        return Description(
+            v=request.v,
+            id=request.id,
+            server=self.name,
+            state=self.state,
+            encodings=[e for e in ENCODINGS if decodable(e)],  # type: ignore[misc]
+            compressions=[c for c in COMPRESSIONS if decodable(c)],  # type: ignore[misc]
+            limits=ServerLimits(
+                max_message_bytes=limits.max_message_bytes,
+                max_header_bytes=limits.max_header_bytes,
+                max_tensors=limits.max_tensors,
+                max_rank=limits.max_rank,
+                max_elements=limits.max_elements,
+                max_decoded_bytes=limits.max_decoded_bytes,
+            ),
+            bundles=self.describe(),
         )
 
     # ------------------------------------------------------------------ send
@@ -274,8 +338,8 @@ class Server:
         self._send_encoded(request.route, encode_message(reply, payloads))
 
     def send_error(self, request: Request, status: StatusCode, message: str = "") -> None:
-        """Answer ``request`` with an ``error`` reply."""
-        self.send(request, error_for(request.header.id, status, message))
+        """Answer ``request`` with an ``error`` reply (in the request's version)."""
+        self.send(request, error_for(request.header.id, status, message, request.header.v))
 
     def post(self, request: Request, reply: Message, payloads: Sequence[OutFrame] = ()) -> None:
         """Thread-safe :meth:`send`: queue the reply for the socket's thread to send."""

@@ -24,9 +24,9 @@ from jetsplit.engines import open_engine
 from jetsplit.errors import ConfigError
 from jetsplit.gates import class_scores, softmax
 from jetsplit.protocol.codec import encode_tensor
-from jetsplit.tools.wirecost import encoding_costs, format_costs
+from jetsplit.tools.wirecost import ENCODINGS, EncodingCost, encoding_costs, format_costs
 
-__all__ = ["encodings_at_recommended", "main", "wire_bytes"]
+__all__ = ["encoding_costs_at", "encodings_at_recommended", "main", "wire_bytes"]
 
 # Real photographs the score errors are measured on.
 _SAMPLES = 6
@@ -49,12 +49,22 @@ def encodings_at_recommended(profile: Profile) -> list[str]:
         return []
     cut = best.tensors[0]
     try:
-        out, kind = scores_output(Path(profile.model))
+        costs, samples = encoding_costs_at(profile.model, cut, _SAMPLES)
     except ConfigError:  # several outputs, none named: bytes alone were shown above
         return []
-    inputs = real_inputs(profile.model, count=_SAMPLES)
+    return ["", f"at the recommended cut {cut}:", *format_costs(costs, samples)]
+
+
+def encoding_costs_at(model: str | Path, cut: str, samples: int = _SAMPLES,
+                      encodings: Sequence[str] = ENCODINGS) -> tuple[list[EncodingCost], int]:
+    """Each encoding's bytes and score error at single-tensor ``cut`` of ``model`` on
+    ``samples`` real photographs: the head's activations encoded by the protocol's
+    codec, decoded, and run through the tail (raises ConfigError when the model has
+    several outputs and none is named)."""
+    out, kind = scores_output(Path(model))
+    inputs = real_inputs(model, count=samples)
     with tempfile.TemporaryDirectory(prefix="jetsplit-profile-wire-") as tmp:
-        parts = split_model(profile.model, [cut], Path(tmp))
+        parts = split_model(model, [cut], Path(tmp))
         with open_engine(parts.head_path) as head, open_engine(parts.tail_path) as tail:
             carry = head.infer(inputs)[cut]
 
@@ -62,8 +72,7 @@ def encodings_at_recommended(profile: Profile) -> list[str]:
                 scores = class_scores(tail.infer({cut: x})[out])
                 return scores if kind == "probs" else softmax(scores)  # never softmaxed twice
 
-            costs = encoding_costs(carry, probs_of)
-    return ["", f"at the recommended cut {cut}:", *format_costs(costs, len(carry))]
+            return encoding_costs(carry, probs_of, encodings), len(carry)
 
 
 def main(argv: Sequence[str]) -> int:

@@ -1,6 +1,7 @@
 """``jetsplit top``: a live view of a running edge agent.
 
     jetsplit top ENDPOINT [--interval 2] [--once [--wait 10]] [--json]
+    jetsplit top http://WORKER:METRICS_PORT/ [--interval 2] [--once] [--json]
 
 Subscribes to the results an agent publishes with ``--sink zmq-pub:ENDPOINT``
 (``jetsplit.edge.sinks.ZmqPubSink``: one JSON :class:`FrameResult` per frame) and,
@@ -22,6 +23,10 @@ over. ``ENDPOINT`` is what the agent binds (``ipc:///run/jetsplit/results``,
 that starts there and exits (1 if nothing came). Otherwise the view is redrawn in
 place on a terminal, or printed window after window into a pipe; ``--json``
 prints one JSON object per window and line. Ctrl-C ends it.
+
+Given a cloud worker's metrics URL instead (``http://...``, its ``metrics_port``),
+it shows the worker's side (jetsplit.tools.top_worker): goodput, what it refused
+``OVERLOADED`` and answered ``EXPIRED`` by reason, and its queues.
 """
 
 from __future__ import annotations
@@ -210,8 +215,9 @@ def format_window(w: Window) -> str:
 
 
 def main(argv: Sequence[str]) -> int:
-    p = argparse.ArgumentParser(prog="jetsplit top", description="live view of a running edge agent")
-    p.add_argument("endpoint", help="the agent's zmq-pub sink endpoint, e.g. ipc:///run/jetsplit/results")
+    p = argparse.ArgumentParser(prog="jetsplit top", description="live view of a running edge agent or cloud worker")
+    p.add_argument("endpoint", help="the agent's zmq-pub sink endpoint, e.g. ipc:///run/jetsplit/results, "
+                                    "or a worker's metrics URL, e.g. http://127.0.0.1:9100/")
     p.add_argument("--interval", type=float, default=2.0, help="seconds per window (default 2)")
     p.add_argument("--once", action="store_true", help="print one window and exit")
     p.add_argument("--wait", type=float, default=10.0, help="with --once: seconds to wait for a first result (default 10)")
@@ -221,8 +227,10 @@ def main(argv: Sequence[str]) -> int:
         raise ConfigError(f"--interval: expected seconds > 0, got {args.interval:g}")
     if not args.wait >= 0:
         raise ConfigError(f"--wait: expected seconds >= 0, got {args.wait:g}")
-    sub = Subscriber(args.endpoint)
     redraw = not args.json and not args.once and sys.stdout.isatty()
+    if args.endpoint.startswith(("http://", "https://")):
+        return _worker_view(args.endpoint, args.interval, args.once, args.json, redraw)
+    sub = Subscriber(args.endpoint)
     try:
         if args.once:
             results = sub.first(args.wait)
@@ -246,9 +254,27 @@ def main(argv: Sequence[str]) -> int:
 
 
 def _emit(window: Window, as_json: bool, redraw: bool) -> None:
+    _show(window.to_json(), format_window(window), as_json, redraw)
+
+
+def _show(record: dict[str, Any], text: str, as_json: bool, redraw: bool) -> None:
     if as_json:
-        print(json.dumps(window.to_json()), flush=True)
+        print(json.dumps(record), flush=True)
     elif redraw:
-        print(_CLEAR + format_window(window), flush=True)
+        print(_CLEAR + text, flush=True)
     else:  # into a pipe or a file: one block per window, a blank line between
-        print(format_window(window) + "\n", flush=True)
+        print(text + "\n", flush=True)
+
+
+def _worker_view(url: str, interval: float, once: bool, as_json: bool, redraw: bool) -> int:
+    """A cloud worker's figures from its metrics, window after window."""
+    from jetsplit.tools.top_worker import format_worker_window, watch
+
+    try:
+        while True:
+            w = watch(url, interval)
+            _show(w.to_json(), format_worker_window(w), as_json, redraw)
+            if once:
+                return 0
+    except KeyboardInterrupt:
+        return 0

@@ -101,6 +101,7 @@ class Member:
     client: MemberClient
     state: MemberState = "joining"
     retiring: bool = False  # gone from DNS: no new requests, answers still taken
+    draining: bool = False  # its pong says so: no new requests, answers still taken
     serves_bundle: bool = True
     routes: dict[int, int] = field(default_factory=dict)  # member's request id -> pool id
     pings: dict[int, float] = field(default_factory=dict)  # ping id -> sent at
@@ -115,3 +116,4 @@ class Member:
     strikes: int = 0
     hold_until: float = 0.0
     reconnects_seen: int = 0
+    overloaded_until: float = 0.0  # it refused a request OVERLOADED: others are preferred until then

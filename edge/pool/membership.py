@@ -16,12 +16,17 @@
   socket monitor: a crash is seen at once), when nothing was heard for
   ``dead_after_ms`` after a ping, when a request cannot even be queued to it, when
   it answers ``shutting down``, or when ``timeout_strikes`` requests in a row time
-  out on it (then it is held down for ``hold_down_s`` so a worker that answers
+  out on it. A member whose ``pong`` says ``draining`` is leaving: it gets no new
+  requests, its answers to those it holds are still taken, and a ``serving``
+  pong (a restarted worker at the same address) brings it back (then it is held down for ``hold_down_s`` so a worker that answers
   pings but not work does not flap back in). A down member comes back with its
   next ``pong``.
 - **Choosing.** A request goes to the up member with the fewest requests in
   flight, ties broken round-robin; members whose ``pong`` does not list our bundle
-  are used only if no member serves it (so the caller hears ``unknown bundle``).
+  are used only if no member serves it (so the caller hears ``unknown bundle``). A
+  member that refused a request ``OVERLOADED`` is passed over for
+  ``overload_hold_ms`` while another can take the request (it is up, so it stays a
+  candidate: when every member is overloaded they share what is sent).
 
 :class:`Membership` applies these rules on the pool's thread; :class:`PoolConfig`
 (``[pool]`` in edge.toml) holds the timings. Which requests a member holds is the
@@ -47,7 +52,7 @@ from jetsplit.edge.pool.resolver import NameWatch, Resolver, is_dns_endpoint
 from jetsplit.edge.pool.stats import PoolStats
 from jetsplit.errors import ConfigError
 from jetsplit.manifest import TableReader
-from jetsplit.protocol.client import Reply
+from jetsplit.protocol.client import PingReply, Reply
 from jetsplit.protocol.errors import Unavailable
 
 __all__ = ["Membership", "PoolConfig"]
@@ -67,9 +72,10 @@ class PoolConfig:
     timeout_strikes: int = 3
     hold_down_s: float = 1.0
     resolve_interval_s: float = 5.0
+    overload_hold_ms: float = 500.0
 
     def __post_init__(self) -> None:
-        for name in ("heartbeat_ms", "dead_after_ms", "resolve_interval_s"):
+        for name in ("heartbeat_ms", "dead_after_ms", "resolve_interval_s", "overload_hold_ms"):
             value = getattr(self, name)
             if not 0 < value < math.inf:
                 raise ConfigError(f"[pool].{name}: expected a finite number > 0, got {value}")
@@ -87,6 +93,7 @@ class PoolConfig:
             timeout_strikes=r.integer("timeout_strikes", cls.timeout_strikes, minimum=1),
             hold_down_s=r.number("hold_down_s", cls.hold_down_s),
             resolve_interval_s=r.number("resolve_interval_s", cls.resolve_interval_s),
+            overload_hold_ms=r.number("overload_hold_ms", cls.overload_hold_ms),
         )
         r.done()
         return cfg
@@ -123,8 +130,10 @@ class Membership:
         hold_down_s: float,
         resolve_interval_s: float,
         resolver: Resolver,
+        overload_hold_s: float = PoolConfig.overload_hold_ms / 1000.0,
     ) -> None:
         self.configured = list(configured)
+        self.overload_hold_s = overload_hold_s
         self.fingerprint = fingerprint
         self.heartbeat_s = heartbeat_s
         self.dead_after_s = dead_after_s
@@ -188,8 +197,16 @@ class Membership:
 
     # ------------------------------------------------------------------ up and down
 
-    def _mark_up(self, m: Member, bundles: list[str]) -> None:
-        m.serves_bundle = self.fingerprint in bundles
+    def _mark_up(self, m: Member, pong: PingReply) -> None:
+        draining = pong.state == "draining"
+        if draining != m.draining:
+            m.draining = draining
+            if draining:
+                _log.warning("worker pool: member %s is draining: no new requests to it; %d in flight on it",
+                             m.endpoint, len(m.routes))
+            else:
+                _log.info("worker pool: member %s is serving again", m.endpoint)
+        m.serves_bundle = self.fingerprint in pong.bundles
         if m.state == "up":
             return
         m.state = "up"
@@ -224,6 +241,10 @@ class Membership:
             m.strikes += 1
             if m.strikes >= self.timeout_strikes:
                 self.mark_down(m, f"{m.strikes} requests in a row timed out", now, hold=True)
+
+    def overloaded(self, m: Member, now: float) -> None:
+        """``m`` refused a request ``OVERLOADED``: prefer other members for a while."""
+        m.overloaded_until = now + self.overload_hold_s
 
     def heartbeat(self, now: float) -> None:
         """Apply DNS results, take connection events, declare silent members down,
@@ -286,7 +307,7 @@ class Membership:
             m.replied = now
         for rid, pong in pongs.items():
             if m.pings.pop(rid, None) is not None and now >= m.hold_until:
-                self._mark_up(m, pong.bundles)
+                self._mark_up(m, pong)
         return replies
 
     def wait(self, wait_s: float) -> None:
@@ -305,11 +326,11 @@ class Membership:
     # ------------------------------------------------------------------ choosing
 
     def candidates(self, exclude: Member | None) -> list[Member]:
-        """Members that may take a new request: up, not retiring, not held down, and
-        serving our bundle if any of those does."""
+        """Members that may take a new request: up, neither retiring nor draining, not
+        held down, and serving our bundle if any of those does."""
         now = time.monotonic()
         up = [m for m in self.members.values()
-              if m.state == "up" and not m.retiring and m is not exclude and now >= m.hold_until]
+              if m.state == "up" and not m.retiring and not m.draining and m is not exclude and now >= m.hold_until]
         serving = [m for m in up if m.serves_bundle]
         return serving or up
 
@@ -323,8 +344,9 @@ class Membership:
         # Least in flight, ties round-robin: rotate, then take the first minimum.
         self._rr = (self._rr + 1) % len(candidates)
         order = candidates[self._rr:] + candidates[:self._rr]
-        order.sort(key=lambda m: len(m.routes))  # stable: keeps the rotation among ties
         now = time.monotonic()
+        # Not overloaded first, then the fewest in flight; stable: keeps the rotation among ties.
+        order.sort(key=lambda m: (m.overloaded_until > now, len(m.routes)))
         for m in order:
             try:
                 return m, m.client.submit(req.stage, req.tensors, deadline_ms, encodings=req.encodings,

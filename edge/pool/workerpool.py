@@ -95,6 +95,7 @@ class WorkerPool:
         hold_down_s: float = PoolConfig.hold_down_s,
         resolve_interval_s: float = PoolConfig.resolve_interval_s,
         resolver: Resolver | None = None,
+        overload_hold_ms: float = PoolConfig.overload_hold_ms,
     ) -> None:
         self.configured = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not self.configured:
@@ -118,6 +119,7 @@ class WorkerPool:
             self.configured, fingerprint, client_kw, self.stats, self._rescue,
             heartbeat_s=self.heartbeat_s, dead_after_s=self.dead_after_s, timeout_strikes=timeout_strikes,
             hold_down_s=hold_down_s, resolve_interval_s=resolve_interval_s, resolver=resolver or resolve_endpoint,
+            overload_hold_s=overload_hold_ms / 1000.0,
         )
         self._membership.heartbeat(time.monotonic())
 
@@ -125,6 +127,11 @@ class WorkerPool:
     def members(self) -> dict[str, MemberState]:
         """Every member's endpoint and state (retiring members included)."""
         return {ep: m.state for ep, m in self._membership.members.items()}
+
+    @property
+    def draining(self) -> list[str]:
+        """Members whose last pong said ``draining``: leaving, so given no new requests."""
+        return [ep for ep, m in self._membership.members.items() if m.draining]
 
     @property
     def pending(self) -> int:
@@ -239,6 +246,10 @@ class WorkerPool:
             return
         if not current and not reply.ok:
             return  # a superseded attempt's error: the re-sent attempt may still succeed
+        if reply.status == StatusCode.OVERLOADED:
+            # Delivered, not re-sent: the edge answers the frame itself at once, and
+            # a retry would only add load where there is too much (SPEC.md, OVERLOADED).
+            self._membership.overloaded(m, now)
         if reply.ok:
             m.strikes = 0  # timeouts count against a member only in a row
         self._inflight.deliver(req, reply, now)

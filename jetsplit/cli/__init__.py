@@ -37,6 +37,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("jetsplit.tools.bench:main", "time each stage of a bundle on this device"),
     "power": ("jetsplit.tools.power:main", "read the board's power rails"),
     "top": ("jetsplit.tools.top:main", "live view of a running edge agent"),
+    "describe": ("jetsplit.tools.describe:main", "what a worker serves: bundles, stages, tensors, limits"),
+    "conformance": ("jetsplit.tools.conformance:main", "check a worker against protocol/SPEC.md"),
     "simboard": ("jetsplit.tools.simboard:main", "a simulated Jetson whose power rails follow a process's load"),
 }
 

@@ -224,3 +224,81 @@ def test_several_outputs_need_scores_named(real_zoo: Path, tmp_path: Path) -> No
         scores_output(path, "softmax")
     # The version converter wraps the zoo's Softmax in shape nodes: still probabilities.
     assert scores_output(path, "softmaxout_1") == ("softmaxout_1", "probs")
+
+
+def _photo_set(path: Path, classes: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-image's photographs at 224x224, each also flipped and shifted (32
+    images), labelled with two of ``classes`` names: an npz dataset a user would make
+    (BGR, as datasets hold images). Returns the images in RGB, and the labels."""
+    import cv2
+    import skimage.data
+
+    names = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "cat", "hubble_deep_field")
+    images, labels = [], []
+    for k, name in enumerate(names):
+        img = getattr(skimage.data, name)()
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB) if img.ndim == 2 else img[:, :, :3]
+        img = cv2.resize(img, (224, 224), interpolation=cv2.INTER_AREA)
+        for view in (img, img[:, ::-1]):
+            for shift in (0, 8):
+                images.append(np.roll(view, shift, axis=0))
+                labels.append(7 * (k % 2))
+    x, y = np.stack(images).astype(np.uint8), np.asarray(labels)
+    np.savez(path, x=np.ascontiguousarray(x[..., ::-1]), y=y, labels=np.asarray([f"c{i}" for i in range(classes)]))
+    return x, y
+
+
+def _own_probs(path: Path, x: np.ndarray) -> np.ndarray:
+    """The model's own answer, one sample at a time (the zoo's files pin a batch of 1)."""
+    from jetsplit.calibration.builder import scores_output
+
+    out, kind = scores_output(path)
+    assert kind == "probs"  # the zoo's classics end in a Softmax
+    with open_engine(path) as engine:
+        name = engine.inputs[0].name
+        return np.concatenate([engine.infer({name: x[i : i + 1]})[out].reshape(1, -1) for i in range(len(x))])
+
+
+@pytest.mark.parametrize(
+    ("mode", "little", "big"),
+    [
+        ("little-big", "squeezenet", "shufflenet"),
+        ("ensemble", "squeezenet", "shufflenet"),
+        pytest.param("little-big", "squeezenet", "resnet50_opset17", marks=SLOW),
+    ],
+)
+def test_little_big_and_ensemble_of_real_architectures(real_zoo: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str],
+                                                       mode: str, little: str, big: str) -> None:
+    from jetsplit.chain import Chain
+    from jetsplit.gates import margin_score
+
+    images, _ = _photo_set(tmp_path / "photos.npz")
+    data = f"npz:{tmp_path / 'photos.npz'}"
+    paths = [build_model(little, real_zoo), build_model(big, real_zoo)]
+    models = ["--little", str(paths[0]), "--big", str(paths[1])] if mode == "little-big" else \
+        ["--ensemble", *map(str, paths)]
+    out = tmp_path / "bundle"
+    assert main(["calibrate", "--out", str(out), "--data", data, *models]) == 0
+    bundle = load_bundle(out)  # hashes checked, external data included
+    assert f'mode = "{mode}"' in (out / "bundle.toml").read_text() and len(bundle.stages) == 2
+    capsys.readouterr()
+    assert main(["eval", str(out), "--data", data, "--split", "all", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n"] == len(images) and len(report["stages"]) == 2
+    # The chain answers what the models themselves answer: the little (first) model
+    # where its gate accepts, the big one (or the members' mean) where it does not.
+    x = images.astype(np.float32).transpose(0, 3, 1, 2) / 255.0  # the bundle's defaults
+    own = [_own_probs(p, x) for p in paths]
+    with Chain.open(bundle) as chain:
+        batch = chain.preprocess([img[..., ::-1] for img in images])
+        np.testing.assert_allclose(batch, x, atol=1e-6)
+        threshold = float(np.median(margin_score(own[0])))  # half the photographs go on
+        res = chain.run_from(0, batch, thresholds=[threshold, None])
+    first = res.stage == 0
+    np.testing.assert_array_equal(first, margin_score(own[0]) >= threshold)
+    assert 0 < first.sum() < len(images)
+    final = own[1] if mode == "little-big" else (own[0] + own[1]) / 2
+    expect = np.where(first[:, None], own[0], final)
+    np.testing.assert_allclose(res.probs, expect, atol=1e-5)
+    np.testing.assert_array_equal(res.pred, expect.argmax(axis=1))

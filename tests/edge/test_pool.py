@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pytest
@@ -65,6 +65,7 @@ class Scripted(threading.Thread):
         self.endpoint, self.fingerprint, self.shutting_down = endpoint, fingerprint, shutting_down
         self.pings, self.release, self.die, self.bound = (threading.Event() for _ in range(4))
         self.pings.set()
+        self.state: Literal["serving", "draining"] = "serving"  # what its pongs say
         self.held: list[Request] = []
         self.received = 0
         self.start()
@@ -78,6 +79,7 @@ class Scripted(threading.Thread):
                 req = server.recv(5)
                 if req is not None and isinstance(req.header, Ping):
                     if self.pings.is_set():
+                        server.state = self.state
                         server.send(req, server.pong_for(req.header))
                 elif req is not None and isinstance(req.header, InferRequest):
                     self.received += 1
@@ -277,6 +279,35 @@ def test_shutting_down_member_is_left_and_its_request_resent(worker, tmp_path: P
         draining.kill()
     assert not expired and all(r.ok for r in replies.values())
     assert draining.received >= 1 and pool.stats.resent == draining.received
+
+
+def test_draining_member_gets_no_new_requests_and_its_answers_are_taken(
+        worker, tmp_path: Path, bundle: Bundle, requests) -> None:
+    worker("live")
+    leaving = Scripted(f"ipc://{tmp_path}/leaving", bundle.fingerprint)
+    endpoint = f"ipc://{tmp_path}/leaving"
+    try:
+        with WorkerPool([endpoint, f"ipc://{tmp_path}/live"], bundle.fingerprint, **FAST) as pool:
+            _pump(pool, lambda: set(pool.members.values()) == {"up"})
+            first = [pool.submit(1, requests[i], deadline_ms=10000) for i in range(6)]
+            seen = _pump(pool, lambda: leaving.received > 0)
+            leaving.state = "draining"
+            seen += _pump(pool, lambda: pool.draining == [endpoint])
+            before = leaving.received
+            later = [pool.submit(1, requests[i], deadline_ms=5000) for i in range(6, 26)]
+            replies, expired = _collect(pool, later)
+            assert not expired and all(r.ok for r in replies.values())
+            assert leaving.received == before  # nothing new went to the draining member
+            leaving.release.set()  # it still answers what it holds: taken, not re-sent
+            held = [i for i in first if i not in {r.id for r in seen}]
+            assert len(held) == before
+            replies, expired = _collect(pool, held)
+            assert not expired and all(r.ok for r in replies.values())
+            assert pool.members[endpoint] == "up" and pool.stats.resent == 0
+            leaving.state = "serving"  # a restarted worker at the same address
+            _pump(pool, lambda: pool.draining == [])
+    finally:
+        leaving.kill()
 
 
 def test_no_live_member(tmp_path: Path, bundle: Bundle, requests) -> None:

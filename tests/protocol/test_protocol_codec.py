@@ -16,7 +16,9 @@ from jetsplit.protocol import (
     EncodeError,
     InferRequest,
     Ping,
+    Pong,
     Result,
+    TensorDesc,
     TensorEncoding,
     decode_message,
     decode_tensor,
@@ -120,15 +122,38 @@ def test_jpeg_roundtrip(shape: tuple[int, ...]) -> None:
     assert _roundtrip(np.asfortranarray(noisy), "jpeg").shape == shape
 
 
-def test_jpeg_channel_0_is_red() -> None:
+def test_jpeg_channels_are_blue_green_red() -> None:
+    """SPEC.md 4 (version 2): channels 0, 1, 2 of a jpeg tensor are B, G, R, the
+    order of camera frames, so the file shows a frame's true colours."""
     import cv2
 
-    red = np.zeros((16, 16, 3), np.uint8)
-    red[..., 0] = 255
-    _, frame = encode_tensor("im", red, "jpeg")
-    # Any JPEG reader (OpenCV reads BGR) sees a red image.
+    blue = np.zeros((16, 16, 3), np.uint8)
+    blue[..., 0] = 255
+    _, frame = encode_tensor("im", blue, "jpeg")
+    # Any JPEG reader sees a blue image (OpenCV returns BGR, PIL-style readers RGB).
     bgr = cv2.imdecode(np.frombuffer(frame, np.uint8), cv2.IMREAD_COLOR)
-    assert bgr[8, 8, 2] > 240 and bgr[8, 8, 0] < 15
+    assert bgr[8, 8, 0] > 240 and bgr[8, 8, 2] < 15
+    # A JPEG file made elsewhere (true colours) decodes to a BGR tensor.
+    desc = TensorDesc(name="frame", dtype="uint8", shape=[16, 16, 3], encoding="jpeg", nbytes=len(frame))
+    out = decode_tensor(desc, frame)
+    assert out[8, 8, 0] > 240 and out[8, 8, 2] < 15
+
+
+def test_a_version_1_request_keeps_the_version_1_jpeg_order() -> None:
+    """Version 1 mapped R, G, B to channels 0, 1, 2: a v1 edge's colours survive."""
+    import cv2
+
+    red_first = np.zeros((16, 16, 3), np.uint8)
+    red_first[..., 0] = 255
+    ok, buf = cv2.imencode(".jpg", red_first[..., ::-1].copy())  # what a v1 encoder wrote
+    assert ok
+    frames = encode_infer(5, FP, 1, 100.0, {})
+    header = msgspec.msgpack.decode(frames[0])
+    header["v"] = 1
+    header["tensors"] = [{"name": "frame", "dtype": "uint8", "shape": [16, 16, 3], "encoding": "jpeg",
+                          "nbytes": len(buf)}]
+    msg, tensors = decode_message([msgspec.msgpack.encode(header), buf.tobytes()])
+    assert msg.v == 1 and tensors["frame"][8, 8, 0] > 240 and tensors["frame"][8, 8, 2] < 15
 
 
 def test_raw_decode_is_zero_copy_and_contiguous_encode_is_too() -> None:
@@ -192,6 +217,17 @@ def test_other_messages_roundtrip() -> None:
     np.testing.assert_array_equal(decoded.tensors["e"], np.arange(3))
     all_scores, _ = result_for(request, [0.1, 0.7], stage=2, top_k=0)
     assert all_scores.classes is None and all_scores.scores == pytest.approx([0.1, 0.7])
+    # SPEC.md 3.5: top_k at or above the number of classes ranks them all.
+    ranked, _ = result_for(request, [0.1, 0.7, 0.2], stage=2, top_k=5)
+    assert ranked.classes == [1, 2, 0] and ranked.scores == pytest.approx([0.7, 0.2, 0.1])
+
+
+def test_replies_are_written_in_the_request_version() -> None:
+    v1 = InferRequest(v=1, id=9, bundle=FP, stage=1, deadline_ms=1.0)
+    assert result_for(v1, [0.5, 0.5], stage=1)[0].v == 1
+    assert error_for(9, 2, "x", v1.v).v == 1  # type: ignore[arg-type]
+    pong = msgspec.msgpack.decode(encode_header(Pong(v=1, id=3, server="s")))
+    assert pong == {"kind": "pong", "v": 1, "id": 3, "server": "s"}  # no version-2 fields
 
 
 def test_header_is_a_plain_messagepack_map() -> None:

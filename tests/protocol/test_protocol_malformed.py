@@ -66,7 +66,7 @@ CASES: list[tuple[str, Callable[[], list[bytes]], StatusCode, int | None]] = [
     ("no frames", lambda: [], BAD, None),
     ("empty header", lambda: [b""], BAD, None),
     ("garbage msgpack", lambda: [b"\xc1\xff\x00"], BAD, None),
-    ("truncated header", lambda: [_request()[0][:-5], _request()[1]], BAD, None),
+    ("truncated header", lambda: [_request()[0][:-5], _request()[1]], BAD, 42),  # the id comes early
     ("header is an array", lambda: [msgspec.msgpack.encode([1, "infer", 42])], BAD, None),
     ("header is a string", lambda: [msgspec.msgpack.encode("infer")], BAD, None),
     ("missing payload frame", lambda: _request()[:1], BAD, 42),
@@ -101,9 +101,17 @@ CASES: list[tuple[str, Callable[[], list[bytes]], StatusCode, int | None]] = [
     ("missing kind", lambda: _request(kind=_DROP), BAD, 42),
     ("unknown header field", lambda: _request(priority=1), BAD, 42),
     ("missing version", lambda: _request(v=_DROP), BAD, 42),
-    ("unknown version", lambda: _request(v=2), VERSION, 42),
+    ("unknown version", lambda: _request(v=3), VERSION, 42),
     ("unknown version, other schema", lambda: [msgspec.msgpack.encode({"v": 7, "id": 5, "op": "x"})], VERSION, 5),
     ("version 0", lambda: [msgspec.msgpack.encode({"v": 0, "kind": "ping", "id": 1})], VERSION, 1),
+    # SPEC.md 7.1: the id is echoed whenever the header's id can be read.
+    ("trailing bytes after the header", lambda: [_request()[0] + b"\x00", _request()[1]], BAD, 42),
+    ("garbage after the header", lambda: [_request()[0] + b"\xc1\xff", _request()[1]], BAD, 42),
+    ("a key that is not a string", lambda: [_with_key(7, 1), _request()[1]], BAD, 42),
+    ("a key that is a map", lambda: [_with_key({"a": 1}, 1), _request()[1]], BAD, 42),
+    ("a repeated header key", lambda: [_repeat_key(b"\xa5stage\x01"), _request()[1]], BAD, 42),
+    ("a repeated tensor key", lambda: [_repeat_tensor_key(), _request()[1]], BAD, 42),
+    ("id after a bad value", lambda: [_id_last({"kind": "infer", "v": 2, "tensors": [{"x": [1.5, None]}]}), b""], BAD, 42),
     ("duplicate tensor names", lambda: [*_request(tensors=_request_desc() * 2), _request()[1]], BAD, 42),
     ("jpeg not a jpeg", lambda: _with_payload(b"GIF89a....", encoding="jpeg", dtype="uint8", shape=[8, 8]), BAD, 42),
     ("jpeg corrupt after SOF", lambda: _with_payload(_jpeg(8, 8)[:-40] + bytes(40), encoding="jpeg", dtype="uint8", shape=[8, 8]), BAD, 42),
@@ -128,6 +136,33 @@ CASES: list[tuple[str, Callable[[], list[bytes]], StatusCode, int | None]] = [
         42,
     ),
 ]
+
+
+def _with_key(key: Any, value: Any) -> bytes:
+    """The valid header with one more entry whose key is not a string."""
+    header = _request()[0]
+    assert 0x80 <= header[0] <= 0x8E
+    return bytes([header[0] + 1]) + header[1:] + msgspec.msgpack.encode(key) + msgspec.msgpack.encode(value)
+
+
+def _repeat_key(entry: bytes) -> bytes:
+    """The valid header with ``entry`` (a key and value, as MessagePack) appended."""
+    header = _request()[0]
+    return bytes([header[0] + 1]) + header[1:] + entry
+
+
+def _repeat_tensor_key() -> bytes:
+    """The valid header with its tensor descriptor's ``name`` entry written twice."""
+    header = _request()[0]
+    start = header.index(b"\xa4name")
+    desc = start - 1  # the descriptor's map byte comes just before its first key
+    assert 0x80 <= header[desc] <= 0x8E
+    return header[:desc] + bytes([header[desc] + 1]) + b"\xa4name\xa1y" + header[desc + 1:]
+
+
+def _id_last(fields: dict[str, Any]) -> bytes:
+    """A header map with ``id`` 42 as its last entry, after ``fields``."""
+    return msgspec.msgpack.encode({**fields, "id": 42})
 
 
 def _request_desc() -> list[dict[str, Any]]:
@@ -169,6 +204,23 @@ def test_limits_give_too_large(limits: Limits, frames: Callable[[], list[Any]]) 
     with pytest.raises(DecodeError) as info:
         decode_message(frames(), limits)
     assert info.value.status == StatusCode.TOO_LARGE
+    # Every header here is readable: the error carries the request's own id.
+    assert info.value.request_id == 1
+
+
+def test_oversize_message_carries_the_id_without_reading_the_payloads() -> None:
+    frames = [*_request(), bytes(2000)]
+    with pytest.raises(DecodeError) as info:
+        decode_message(frames, Limits(max_message_bytes=1000))
+    assert (info.value.status, info.value.request_id) == (StatusCode.TOO_LARGE, 42)
+
+
+def test_an_id_beyond_the_peek_limit_is_not_read() -> None:
+    # SPEC.md 7.1: a receiver looks for the id in the first 64 KiB only.
+    header = msgspec.msgpack.encode({"kind": "ping", "v": 2, "pad": "x" * (70 << 10), "id": 42})
+    with pytest.raises(DecodeError) as info:
+        decode_message([header])
+    assert (info.value.status, info.value.request_id) == (StatusCode.BAD_REQUEST, None)
 
 
 @settings(max_examples=300, deadline=None)

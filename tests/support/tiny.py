@@ -128,16 +128,8 @@ def tiny_bundle(out: Path, mode: str, models: dict[str, Path] | None = None, edi
 def edge_offloads(bundle: Bundle, n: int) -> tuple[int, list[dict[str, np.ndarray]], np.ndarray]:
     """Run the edge's stages on the first ``n`` test digits with every frame
     offloaded; return the stage the cloud resumes at, each frame's hand-off
-    tensors (what the agent sends), and the frames."""
-    from jetsplit.chain import Chain
-    from jetsplit.handoff import pack
+    tensors (what the agent sends), and the frames (the load generator's
+    :func:`~jetsplit.cloud.loadgen.offload_sample`)."""
+    from jetsplit.cloud.loadgen import offload_sample
 
-    frames = load_dataset("digits", "test").images[:n]
-    with Chain.open(bundle, where="edge") as edge:
-        res = edge.run_from(0, edge.preprocess(frames), stop_at=edge.first_cloud,
-                            thresholds=[float("inf")] * len(bundle.stages))
-    assert res.next_stage is not None and res.next_stage == edge.first_cloud
-    tensors = [pack(bundle, res.next_stage, frames[i], None if res.carry is None else res.carry[i:i + 1],
-                    None if res.state is None else res.state.take(np.array([i])))
-               for i in range(n)]
-    return res.next_stage, tensors, frames
+    return offload_sample(bundle, n)

@@ -506,7 +506,7 @@ def _up_main(args: argparse.Namespace) -> int:
             "worker": " ".join(link.exec_argv(link.cloud_ns, ["jetsplit", "cloud", "serve", "--bundle", "DIR",
                                                              "--bind", f"tcp://127.0.0.1:{args.worker_port}"])),
             "edge": " ".join(link.exec_argv(link.edge_ns, ["jetsplit", "edge", "run", "--bundle", "DIR",
-                                                          "--cloud", f"tcp://{link.cloud_ip}:{args.proxy_port}",
+                                                          "--cloud", f"tcp://{link.cloud_ip}:{args.proxy_port}", "--insecure",
                                                           "--source", "DIR"])),
         }, indent=2), flush=True)
         print(f"holding for {args.hold_s:g} s (Ctrl-C to tear down)", file=sys.stderr, flush=True)

@@ -110,7 +110,7 @@ def run_scenario(bundle_root: Path, tmp_path: Path, sc: Scenario) -> dict[str, A
             worker, _ = start_worker_in(link.exec_argv(link.cloud_ns, []), str(bundle_root),
                                         bind=f"tcp://127.0.0.1:{WORKER_PORT}")
             edge = Daemon("edge", "run", "--bundle", str(bundle_root),
-                          "--cloud", f"tcp://{link.cloud_ip}:{PROXY_PORT}", "--source", str(src),
+                          "--cloud", f"tcp://{link.cloud_ip}:{PROXY_PORT}", "--insecure", "--source", str(src),
                           "--sink", f"jsonl:{out}", "--realtime", "--fps", str(sc.fps),
                           "--deadline-ms", str(sc.deadline_ms),
                           "--latency-budget-ms", str(sc.latency_budget_ms),

@@ -33,6 +33,7 @@ from jetsplit.cloud.health import probe
 from jetsplit.datasets import load_dataset
 from jetsplit.edge.config import load_edge_config
 from jetsplit.edge.pool import PoolConfig
+from jetsplit.errors import ConfigError
 from jetsplit.handoff import pack
 from jetsplit.protocol import Client
 from tests.support.daemons import JETSPLIT, Daemon, Lines, start_worker
@@ -152,6 +153,36 @@ def test_example_configs_parse_with_the_real_loaders() -> None:
     assert edge.bundle == "/var/lib/jetsplit/bundles/split" and len(edge.cloud) == 2
     assert edge.backend == "tensorrt" and edge.budgets.latency_ms == 120.0
     assert edge.curve_server_key == "/etc/jetsplit/keys/worker.key"
+
+
+def test_units_and_examples_run_with_curve_beyond_loopback(tmp_path: Path) -> None:
+    """Secure by default (SPEC.md 8): the shipped unit, the example configs and the
+    Kubernetes manifest all use CURVE, so they start; without it they would not."""
+    cloud = load_cloud_config(UNITS / "cloud.toml.example", {}, {})
+    assert cloud.bind == ("tcp://0.0.0.0:5555",) and not cloud.insecure
+    cloud.check_exposure()  # CURVE set: serving 0.0.0.0 is allowed
+    edge = load_edge_config(UNITS / "edge.toml.example", {}, {})
+    assert not edge.insecure
+    edge.check_exposure()
+    # The unit binds 0.0.0.0 from its instance name and passes the keys as flags.
+    exec_start = " ".join(_directives(CLOUD_UNIT)["ExecStart"])
+    assert "--curve-secret" in exec_start and "--curve-allow" in exec_start and "--insecure" not in exec_start
+    unit_config = load_cloud_config(UNITS / "cloud.toml.example", {"JETSPLIT_CLOUD_BIND": "tcp://0.0.0.0:5555"},
+                                    {"curve_secret": "%d/worker.key_secret", "curve_allow": "/etc/jetsplit/keys/clients"})
+    unit_config.check_exposure()
+    bare = tmp_path / "cloud.toml"
+    bare.write_text("\n".join(line for line in (UNITS / "cloud.toml.example").read_text().splitlines()
+                              if not line.startswith(("[curve]", "secret", "allow"))))
+    with pytest.raises(ConfigError, match="no CURVE keys"):
+        load_cloud_config(bare, {}, {}).check_exposure()
+    yaml = pytest.importorskip("yaml", reason="PyYAML is not installed")
+    docs = [d for d in yaml.safe_load_all((ROOT / "deploy" / "k8s" / "jetsplit-cloud.yaml").read_text()) if d]
+    (config_map,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    k8s = tmp_path / "k8s-cloud.toml"
+    k8s.write_text(config_map["data"]["cloud.toml"])
+    k8s_config = load_cloud_config(k8s, {}, {})
+    assert k8s_config.curve_secret and k8s_config.curve_allow and not k8s_config.insecure
+    k8s_config.check_exposure()
 
 
 def test_edge_example_pool_table_states_the_defaults(tmp_path: Path) -> None:
