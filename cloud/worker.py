@@ -182,11 +182,13 @@ class Worker:
                 req = server.recv(self._wait_ms())
                 # Read ahead: take what ZeroMQ holds into the bounded queue (or
                 # refuse it) before forming batches, even while they run inline.
-                for _ in range(_READ_AHEAD):
-                    if req is None:
-                        break
+                # Every request received is accepted or refused: the last read
+                # of a full read-ahead is not left behind.
+                taken = 0
+                while req is not None:
                     self._accept(server, req)
-                    req = server.recv(0)
+                    taken += 1
+                    req = server.recv(0) if taken < _READ_AHEAD else None
                 self._drop_stale()
                 self._dispatch()
             self.notifier.stopping()

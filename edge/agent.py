@@ -99,7 +99,7 @@ class EdgeAgent:
                 _log.warning("budget controller off: %s", exc)
         self.offloader: Offloader | None = None
         if self.offload_block is None:
-            config.check_exposure()  # plaintext beyond loopback needs --insecure (SPEC.md 8)
+            config.check_exposure(self.offload.mode)  # plaintext beyond loopback needs --insecure (SPEC.md 8)
             self.offloader = Offloader(config, self.bundle, self.breaker, self.controller, self._fallback)
         self.status = Status(self.stats, self.breaker, None if self.offloader is None else self.offloader.client,
                              config.status_interval_s)

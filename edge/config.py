@@ -111,11 +111,14 @@ class EdgeConfig:
         if (self.curve_secret is None) != (self.curve_server_key is None):
             raise ConfigError("curve: expected both the edge's secret key and the worker's public key, got one")
 
-    def check_exposure(self) -> None:
+    def check_exposure(self, mode: str | None = None) -> None:
         """Refuse to offload in plaintext beyond loopback unless ``insecure`` (then
-        warn): called by the agent before it connects (protocol/exposure.py)."""
-        if self.offload != "none":
-            check_client(self.cloud, self.curve_secret is not None, self.insecure, self.offload)
+        warn): called by the agent before it connects (protocol/exposure.py).
+        ``mode``: what the agent resolved ``offload`` to (``auto`` takes the
+        bundle's), so the message names what would cross."""
+        what = mode or self.offload
+        if what != "none":
+            check_client(self.cloud, self.curve_secret is not None, self.insecure, what)
 
     def source_specs(self) -> tuple[SourceSpec, ...]:
         """The sources to read, each with its own ``fps``/``realtime`` or the agent's."""
