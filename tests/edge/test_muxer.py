@@ -42,6 +42,9 @@ def test_batches_take_one_frame_per_source_and_every_file_frame(tmp_path: Path) 
     specs = [SourceSpec(str(digits_folder(tmp_path / f"f{i}", n)), name=f"f{i}") for i, n in enumerate(lengths)]
     mux = Muxer(specs, _open, is_live, max_batch=8, max_wait_ms=50.0).start()
     try:
+        # Feeds open on their own threads: once each has its first frame, the
+        # batch holds all three (not only when the threads happen to start in time).
+        _wait_for(lambda: all(f.ready for f in mux.feeds))
         batches = _drain(mux)
     finally:
         mux.stop()
