@@ -183,7 +183,13 @@ def _check(run: dict[str, Any], sc: Scenario, tmp_path: Path) -> None:
     assert max(frames) < len(frames) + summary["dropped"]  # the last frame read may be a drop
     # Drops are the grabber keeping the newest frame when the agent falls behind;
     # on a loaded 2-vCPU machine (tests running side by side) that reaches a few %.
-    assert summary["dropped"] <= 0.1 * (len(frames) + summary["dropped"]), summary
+    # The paced source starts with the agent's muxer, before the first batch is
+    # gated: frames it dropped while the agent started (once 163 frames, 3.3 s, on
+    # an idle CI machine) are bounded apart, so this bound is about keeping up.
+    started_at = min(frames)
+    assert started_at <= 5 * sc.fps, f"the agent took {started_at / sc.fps:.1f} s to take its first frame"
+    running = max(frames) + 1 - started_at
+    assert running - len(frames) <= 0.1 * running, summary
 
     clean, impaired, late, cut = (phases[k] for k in ("clean", "impaired", "impaired_late", "cut"))
     assert clean.cloud > 0 and clean.offloaded > 0.05, report
