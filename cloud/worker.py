@@ -45,6 +45,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from jetsplit import halfcast
 from jetsplit.bundle import Bundle, load_bundle
 from jetsplit.chain import Chain
 from jetsplit.cloud.admission import Admission, QueueLimits, held_bytes
@@ -123,6 +124,7 @@ class Worker:
         except BaseException:
             self._close_chains()
             raise
+        halfcast.warm()  # not on the first batch: it would stall the first burst (jetsplit/halfcast.py)
         keys = {(fp, stage) for fp, s in self.served.items() for stage in s.cloud_stages}
         limits = QueueLimits.sized(len(keys), config.queue_requests, config.queue_mib)
         self.admission = Admission(limits, self.batcher, config.max_batch, max(1, config.threads), keys,

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["to_float32"]
+__all__ = ["to_float32", "warm"]
 
 #: Below this many elements numpy's loop is cheaper than a session call.
 MIN_ELEMENTS = 16384
@@ -72,3 +72,10 @@ def to_float32(x: np.ndarray) -> np.ndarray:
         return x.astype(np.float32)
     out: np.ndarray = session.run(["y"], {"x": np.ascontiguousarray(x)})[0]
     return out
+
+
+def warm() -> None:
+    """Build the widening session now. A server calls this at start: built on the
+    first large float16 batch instead, the import of onnx and the session stalled
+    that batch by 1-2 s (every request of a worker's first burst timed out)."""
+    _cast_session()

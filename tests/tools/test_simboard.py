@@ -33,16 +33,33 @@ def test_any_total_reads_back(tmp_path: Path, layout: str) -> None:
     assert reader.read_errors == 0
 
 
-def _busy_child(seconds: float) -> subprocess.Popen[bytes]:
-    # A real process that keeps one core busy, then idles, then ends.
-    code = f"import time\nt=time.monotonic()\nwhile time.monotonic()-t<{seconds}: pass\ntime.sleep(30)"
+def _busy_child(until: Path) -> subprocess.Popen[bytes]:
+    # A real process that keeps one core busy until the file ``until`` exists,
+    # then idles, then ends.
+    code = f"import os, time\nwhile not os.path.exists({str(until)!r}): pass\ntime.sleep(30)"
     return subprocess.Popen([sys.executable, "-c", code])
+
+
+def _cpu_settled(pid: int, timeout: float = 10.0) -> None:
+    """Wait until ``pid`` uses no more CPU time over 0.3 s (its busy phase is over:
+    a spinning process that a loaded machine deschedules for a moment is not idle)."""
+    probe = LoadProbe(pid)
+    end = time.monotonic() + timeout
+    last = probe.cpu_seconds()
+    while True:
+        time.sleep(0.3)
+        now = probe.cpu_seconds()
+        if now == last:
+            return
+        assert time.monotonic() < end, "the child kept spinning"
+        last = now
 
 
 def test_rails_follow_a_process_cpu_and_bytes(tmp_path: Path) -> None:
     results = tmp_path / "results.jsonl"
     results.write_text("")
-    child = _busy_child(3.0)
+    spin_until = tmp_path / "stop-spinning"
+    child = _busy_child(spin_until)
     board = SimBoard(tmp_path / "sys", "orin-nano").create()
     model = BoardModel(idle_w=5.0, cpu_w=8.0, j_per_byte=1e-3)
     stop = threading.Event()
@@ -57,7 +74,11 @@ def test_rails_follow_a_process_cpu_and_bytes(tmp_path: Path) -> None:
         while time.monotonic() < end and reader.total_watts() < 5.0 + 0.1 * 8.0:
             time.sleep(0.01)  # polling the rails, with a deadline
         assert reader.total_watts() >= 5.0 + 0.1 * 8.0
-        # Idle again, then 2000 bytes sent (as the agent's sink reports them): radio power.
+        # Idle again (the child told to stop and seen to stop: a moment's
+        # descheduling on a loaded machine also reads near idle), then 2000 bytes
+        # sent (as the agent's sink reports them): radio power.
+        spin_until.touch()
+        _cpu_settled(child.pid)
         end = time.monotonic() + 10
         while time.monotonic() < end and reader.total_watts() > 5.1:
             time.sleep(0.01)
