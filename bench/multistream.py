@@ -165,15 +165,16 @@ def _children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_agents(bundle: str, groups: list[list[Path]], out: Path, multi_threads: int = 1) -> dict[str, Any]:
+def run_agents(bundle: str, groups: list[list[Path]], out: Path, multi_threads: int = 1,
+               engine_threads: int = 1) -> dict[str, Any]:
     """One agent per group of sources, all started together; their results and memory."""
     procs = []
     for k, group in enumerate(groups):
         args = [JETSPLIT, "edge", "run", "--bundle", bundle, "--offload", "none", "--log-level", "WARNING",
                 "--sink", f"jsonl:{out / f'agent{k}.jsonl'}"]
-        if len(group) > 1 and multi_threads != 1:
+        if len(group) > 1 and (multi_threads != 1 or engine_threads != 1):
             toml = out / "edge.toml"
-            toml.write_text(f"[edge]\nintra_op_threads = {multi_threads}\n")
+            toml.write_text(f"[edge]\nintra_op_threads = {multi_threads}\nengine_threads = {engine_threads}\n")
             args += ["--config", str(toml)]
         for folder in group:
             args += ["--source", str(folder)]
@@ -222,7 +223,8 @@ def run_agents(bundle: str, groups: list[list[Path]], out: Path, multi_threads: 
     }
 
 
-def workload(name: str, root: Path, streams: int, frames: int, reps: int, multi_threads: int) -> dict[str, Any]:
+def workload(name: str, root: Path, streams: int, frames: int, reps: int, multi_threads: int,
+             engine_threads: int) -> dict[str, Any]:
     if name == "demo-split":
         bundle, folders = "demo:split", digit_frames(root / "frames", streams, frames)
     else:
@@ -235,7 +237,7 @@ def workload(name: str, root: Path, streams: int, frames: int, reps: int, multi_
             out = root / f"{setup}{rep}"
             out.mkdir()
             groups = [folders] if setup == "multi" else [[f] for f in folders]
-            pair[setup] = run_agents(bundle, groups, out, multi_threads)
+            pair[setup] = run_agents(bundle, groups, out, multi_threads, engine_threads)
         a, b = pair["multi"].pop("answers"), pair["single"].pop("answers")
         assert set(a) == set(b) and len(a) == streams * frames, "a frame was lost or duplicated"
         pair["same_answers"] = sum(a[k] == b[k] for k in a) / len(a)
@@ -249,6 +251,7 @@ def workload(name: str, root: Path, streams: int, frames: int, reps: int, multi_
            for k in ("fps_ratio", "cpu_efficiency_ratio", "rss_ratio", "pss_ratio", "same_answers")}
     return {
         "bundle": bundle, "streams": streams, "frames_per_stream": frames, "multi_intra_op_threads": multi_threads,
+        "multi_engine_threads": engine_threads,
         "multi_fps": statistics.median(r["multi"]["fps"] for r in runs),
         "single_fps": statistics.median(r["single"]["fps"] for r in runs),
         "multi_rss_mib": statistics.median(r["multi"]["rss_mib"] for r in runs),
@@ -267,6 +270,8 @@ def main() -> int:
     p.add_argument("--frames", type=int, default=0, help="frames per stream (default: 300 demo, 100 squeezenet)")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--multi-threads", type=int, default=1, help="intra-op threads of the one agent's engine")
+    p.add_argument("--engine-threads", type=int, default=len(os.sched_getaffinity(0)),
+                   help="batches the one agent runs at once (engine_threads; default: this machine's cores)")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
     machine = describe()
@@ -276,7 +281,7 @@ def main() -> int:
         for name in args.workloads.split(","):
             frames = args.frames or (300 if name == "demo-split" else 100)
             report["workloads"][name] = workload(name, Path(tmp) / name, args.streams, frames, args.reps,
-                                                 args.multi_threads)
+                                                 args.multi_threads, args.engine_threads)
     report["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -115,7 +115,11 @@ class EdgeAgent:
         self.source = source
         self.sinks = sinks
         self.muxer: Muxer | None = None
-        self._engine = ThreadPoolExecutor(1, thread_name_prefix="engine")
+        # ``engine_threads`` batches run at once (ONNX Runtime sessions take
+        # concurrent runs): an agent serving several streams uses the board's
+        # cores for its one model instead of one core with 1 intra-op thread.
+        self._engine = ThreadPoolExecutor(config.engine_threads, thread_name_prefix="engine")
+        self._max_out = config.engine_threads + 1
         self._base_thresholds = self.bundle.thresholds()
         self._stage_names = [s.name for s in self.bundle.stages]
         self.monitor = FieldMonitor(self.bundle, config.monitor, self.controller,
@@ -189,13 +193,14 @@ class EdgeAgent:
             self.offloader.client.wait_ready(min(1000, int(self.config.deadline_ms)))
         self.status.started()
         # The engine runs batch k+1 on its thread (ONNX Runtime releases the GIL)
-        # while this thread gates batch k and writes its results: at most two
-        # batches out, judged in order.
+        # while this thread gates batch k and writes its results: at most
+        # engine_threads + 1 batches out, judged in order.
         running: deque[Future[Ran]] = deque()
+        max_out = self._max_out
         while running or (not self.stop_event.is_set() and not mux.finished):
             self.notifier.tick()
             self.status.tick()
-            if len(running) < 2 and not self.stop_event.is_set():
+            if len(running) < max_out and not self.stop_event.is_set():
                 # Wait for a batch in short slices (or until the running one is done),
                 # answering replies and deadlines in between, so a cloud answer is
                 # not held back by a slow source.
@@ -205,7 +210,7 @@ class EdgeAgent:
                     future.add_done_callback(lambda _: mux.wake())
                     running.append(future)
             yield from self._service(0)
-            if running and (running[0].done() or len(running) == 2 or self.stop_event.is_set() or mux.finished):
+            if running and (running[0].done() or len(running) == max_out or self.stop_event.is_set() or mux.finished):
                 yield from self._judge(running.popleft().result())
         # End of input or stop: every frame in flight gets its result by its deadline.
         while self.offloader is not None and (self.offloader.inflight or self.monitor.audits_in_flight):

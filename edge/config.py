@@ -12,6 +12,7 @@ variables, then command-line flags, each overriding the one before.
     window = 8                  # requests in flight at most
     backend = "onnxruntime"
     intra_op_threads = 1
+    engine_threads = 1          # batches the edge model runs at once (several streams: the cores)
     status_interval_s = 60.0    # a status line (fps, offload rate, fallbacks) this often; 0: none
 
     [budget]                    # see jetsplit.edge.controller.Budgets
@@ -73,6 +74,7 @@ class EdgeConfig:
     window: int = 8
     backend: str = "onnxruntime"
     intra_op_threads: int = 1
+    engine_threads: int = 1
     realtime: bool = False
     fps: float | None = None
     status_interval_s: float = 60.0
@@ -102,6 +104,12 @@ class EdgeConfig:
             raise ConfigError(f"deadline_ms: expected a number > 0, got {self.deadline_ms}")
         if self.window < 1:
             raise ConfigError(f"window: expected an integer >= 1, got {self.window}")
+        if self.engine_threads < 1:
+            raise ConfigError(f"engine_threads: expected an integer >= 1, got {self.engine_threads}")
+        if self.engine_threads > 1 and self.backend != "onnxruntime":
+            # A TensorRT execution context runs one batch at a time.
+            raise ConfigError(f"engine_threads: {self.backend} runs one batch at a time, "
+                              f"expected 1 with backend {self.backend!r}, got {self.engine_threads}")
         if not 0 <= self.status_interval_s < float("inf"):
             raise ConfigError(f"status_interval_s: expected a number of seconds >= 0 (0: no status line), "
                               f"got {self.status_interval_s}")
@@ -152,7 +160,7 @@ def _from_file(path: Path) -> dict[str, Any]:
     for key in ("deadline_ms", "fps", "status_interval_s"):
         if (v := r.number(key, None)) is not None:
             out[key] = v
-    for key in ("window", "intra_op_threads"):
+    for key in ("window", "intra_op_threads", "engine_threads"):
         if (v := r.integer(key, None)) is not None:
             out[key] = v
     for key in ("realtime", "insecure"):

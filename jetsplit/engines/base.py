@@ -19,6 +19,7 @@ so callers batch every engine alike and never get another sample's answer.
 
 from __future__ import annotations
 
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -63,7 +64,8 @@ class Engine(ABC):
 
     def __init__(self, model: str | Path) -> None:
         self.model = Path(model)
-        self.last_time_ms: float = 0.0
+        # Per calling thread: an edge agent runs batches on several engine threads.
+        self._timing = threading.local()
         self._inputs: tuple[TensorSpec, ...] = ()
         self._outputs: tuple[TensorSpec, ...] = ()
         self._open_flag = False
@@ -123,6 +125,15 @@ class Engine(ABC):
         return bool(specs) and all(len(s.shape) and s.shape[0] == 1 for s in specs)
 
     # -- inference -----------------------------------------------------------
+    @property
+    def last_time_ms(self) -> float:
+        """How long this thread's last :meth:`infer` took, ms (0 before any)."""
+        return float(getattr(self._timing, "ms", 0.0))
+
+    @last_time_ms.setter
+    def last_time_ms(self, ms: float) -> None:
+        self._timing.ms = ms
+
     def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Validate ``feeds`` against the input specs, run, and time the call."""
         self._require_open()

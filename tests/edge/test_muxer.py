@@ -191,6 +191,18 @@ def test_sources_from_flags_file_and_errors(tmp_path: Path) -> None:
         load_edge_config(toml, {}, {"source": "a"})
 
 
+def test_engine_threads_from_the_file_and_its_errors(tmp_path: Path) -> None:
+    toml = tmp_path / "edge.toml"
+    toml.write_text('[edge]\nbundle = "demo:split"\nsource = "a"\nengine_threads = 2\n')
+    assert load_edge_config(toml, {}, {}).engine_threads == 2
+    toml.write_text('[edge]\nbundle = "demo:split"\nsource = "a"\nengine_threads = 0\n')
+    with pytest.raises(ConfigError, match="engine_threads: expected an integer >= 1, got 0"):
+        load_edge_config(toml, {}, {})
+    toml.write_text('[edge]\nbundle = "demo:split"\nsource = "a"\nengine_threads = 2\nbackend = "tensorrt"\n')
+    with pytest.raises(ConfigError, match="engine_threads: tensorrt runs one batch at a time"):
+        load_edge_config(toml, {}, {})
+
+
 def test_is_live_by_scheme() -> None:
     assert [is_live(u) for u in ("csi://0", "v4l2:///dev/video0", "rtsp://h/s", "http://h/v.mjpg",
                                  "gst:videotestsrc ! appsink", "file://clip.mp4", "/data/", "ftp://x")] == [

@@ -80,6 +80,28 @@ def test_four_sources_one_agent_every_frame_once(make_bundle, tmp_path: Path) ->
         sid: len(got) for sid, got in by_source.items()}
 
 
+def test_two_engine_threads_give_the_same_answers_in_order(make_bundle, tmp_path: Path) -> None:
+    """``engine_threads = 2``: two batches run at once, yet every frame of every
+    source is answered once, each source's results come in frame order (batches
+    are judged in the order they were formed), and the answers are those of one
+    engine thread."""
+    bundle = make_bundle("split")
+    folders = [digits_folder(tmp_path / name, n) for name, n in (("a", 120), ("b", 90), ("c", 60))]
+    answers = []
+    for threads in (1, 2):
+        config = tmp_path / f"edge{threads}.toml"
+        config.write_text(f"[edge]\nengine_threads = {threads}\n[mux]\nmax_batch = 2\n")
+        out = tmp_path / f"results{threads}.jsonl"
+        edge = Daemon("edge", "run", "--config", str(config), "--bundle", str(bundle.root), "--offload", "none",
+                      *[a for f in folders for a in ("--source", str(f))], "--sink", f"jsonl:{out}")
+        assert edge.proc.wait(120) == 0, edge.proc.stderr.read() if edge.proc.stderr else ""
+        results = read_jsonl(out)
+        for folder, n in zip(folders, (120, 90, 60)):
+            assert [r["frame"] for r in results if r["source_id"] == str(folder)] == list(range(n))
+        answers.append({(r["source_id"], r["frame"]): (r["label"], r["where"]) for r in results})
+    assert answers[0] == answers[1]
+
+
 def test_live_camera_that_goes_away_does_not_stop_the_others(make_bundle, tmp_path: Path) -> None:
     bundle = make_bundle("split")
     folder = digits_folder(tmp_path / "replay", 300)
