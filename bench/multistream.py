@@ -19,10 +19,12 @@ be compared frame by frame):
   weights are not trained: "equal accuracy" is then the two set-ups giving the
   same answers.
 
-Both set-ups run with the same settings (one ONNX Runtime intra-op thread per
-agent, the default); ``--multi-threads N`` gives the one agent's engine N threads
-instead (its one session runs every stream's batches; ONNX Runtime's threads spin
-between runs, which costs CPU time on a machine others share).
+Each of the eight agents runs one engine thread with one ONNX Runtime thread (the
+defaults); the one agent gets ``--engine-threads N`` engine threads (default: this
+machine's cores; ``engine_threads`` in edge.toml: N batches at once on its one
+session), so both set-ups can use every core. ``--multi-threads N`` gives its
+session N intra-op threads instead or as well (they spin between runs, which
+costs CPU time on a machine others share).
 
 Frames are uncompressed BMP files (a camera hands over raw frames: the codec is
 not what is measured); every source is read on demand, so every frame is answered
@@ -31,10 +33,9 @@ all processes run (from each result's ``t_capture + latency_ms``, on the shared
 monotonic clock), over that window's length. Memory is the sum of VmRSS (and of
 PSS, which counts shared pages once) over the processes, sampled every 0.2 s;
 the median of the samples taken in steady state. Frames per CPU-second (the
-processes' user + system time) is recorded beside frames/s: on a machine other
-work shares, how much of the cores each set-up gets depends on the scheduler as
-much as on the set-up, and frames per CPU-second is what a dedicated board's
-cores would turn into frames/s when the work is CPU-bound. Repetitions alternate the two
+processes' user + system time, start-up included: eight interpreters loading
+eight sessions cost a few CPU-seconds the one agent spends once) is recorded
+beside frames/s. Repetitions alternate the two
 set-ups; medians of the per-repetition ratios are reported. The machine is
 shared: its load average is recorded before and after.
 
