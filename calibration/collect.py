@@ -44,7 +44,14 @@ import numpy as np
 from jetsplit.bundle import Bundle, load_bundle
 from jetsplit.chain import Chain
 from jetsplit.chance import near_chance
-from jetsplit.datasets import DATA_HELP, SPLITS, labels_for, load_dataset, parse_labels
+from jetsplit.datasets import (
+    DATA_HELP,
+    SPLITS,
+    check_classes,
+    labels_for,
+    load_dataset,
+    parse_labels,
+)
 from jetsplit.errors import ConfigError
 from jetsplit.trace import Trace, collect_trace
 
@@ -128,10 +135,7 @@ def collect(bundle: Bundle, data: str, split: str = "calib", power: PowerModel |
     dataset = load_dataset(data, split, labels_for(data, bundle.labels, labels))
     if len(dataset) == 0:
         raise ConfigError(f"dataset {data!r} split {split!r} is empty")
-    if dataset.class_names and len(dataset.class_names) != bundle.num_classes:
-        raise ConfigError(
-            f"dataset {data!r} has {len(dataset.class_names)} classes, bundle {bundle.name!r} has {bundle.num_classes}"
-        )
+    check_classes(dataset, data, bundle.name, bundle.num_classes)
     with Chain.open(bundle, intra_op_threads=threads) as chain:
         trace = collect_trace(chain, dataset.images, dataset.labels, batch_size=batch_size, progress=progress)
         n, s_count = trace.n, trace.num_stages

@@ -39,8 +39,8 @@ import numpy as np
 from jetsplit.corruptions import corrupt_images, parse_corruption
 from jetsplit.errors import DataError
 
-__all__ = ["DATA_HELP", "SPLITS", "SPLIT_SEED", "Dataset", "labels_for", "load_dataset", "parse_labels",
-           "split_indices"]
+__all__ = ["DATA_HELP", "SPLITS", "SPLIT_SEED", "Dataset", "check_classes", "labels_for", "load_dataset",
+           "parse_labels", "split_indices"]
 
 SPLITS = ("train", "calib", "test", "all")
 # The --data help of every command.
@@ -204,6 +204,25 @@ def labels_for(spec: str, bundle_labels: Sequence[str], given: Sequence[str] | N
         return None
     folders = _subfolders(Path(source[len("folder:"):]))
     return tuple(bundle_labels) if folders and set(folders) <= set(bundle_labels) else None
+
+
+def check_classes(dataset: Dataset, spec: str, bundle_name: str, num_classes: int, strict: bool = True) -> None:
+    """Refuse to score ``dataset`` against a bundle with another number of
+    classes: its labels would be read as the bundle's first classes, a silently
+    wrong accuracy. A folder whose sub-folders are named after the bundle's
+    labels (or ``--labels``) loads with the bundle's classes, so it passes.
+    ``strict=False`` (evaluation) lets a dataset with fewer classes through
+    unless it is a folder: an npz or a built-in set may hold a subset."""
+    have = len(dataset.class_names)
+    folder = _unwrap(spec)[0].startswith("folder:")
+    if not have or have == num_classes or (have < num_classes and not strict and not folder):
+        return
+    hint = ""
+    if folder:
+        hint = ("; name its sub-folders after the bundle's labels ([labels] in its bundle.toml) "
+                "or give --labels in the model's label order")
+    raise DataError(f"dataset {spec!r} has {have} classes ({', '.join(dataset.class_names[:5])}"
+                    f"{', ...' if have > 5 else ''}), bundle {bundle_name!r} has {num_classes}{hint}")
 
 
 def _folder(root: Path, names: Sequence[str] | None = None) -> Dataset:

@@ -16,7 +16,14 @@ from typing import Any
 from jetsplit.bundle import load_bundle
 from jetsplit.chain import Chain
 from jetsplit.chance import near_chance
-from jetsplit.datasets import DATA_HELP, SPLITS, labels_for, load_dataset, parse_labels
+from jetsplit.datasets import (
+    DATA_HELP,
+    SPLITS,
+    check_classes,
+    labels_for,
+    load_dataset,
+    parse_labels,
+)
 from jetsplit.trace import Trace, collect_trace
 
 __all__ = ["evaluate", "format_table", "main"]
@@ -30,6 +37,7 @@ def evaluate(bundle_spec: str, data: str, split: str = "test", batch_size: int =
     every sub-folder, else sorted). A near-chance accuracy is warned on stderr."""
     bundle = load_bundle(bundle_spec)
     dataset = load_dataset(data, split, labels_for(data, bundle.labels, labels))
+    check_classes(dataset, data, bundle.name, bundle.num_classes, strict=False)
     options: dict[str, Any] = {"intra_op_threads": threads} if backend == "onnxruntime" else {}
     with Chain.open(bundle, backend=backend, **options) as chain:
         trace = collect_trace(chain, dataset.images, dataset.labels, batch_size=batch_size, progress=progress)

@@ -81,3 +81,16 @@ def test_frame_of_wrong_shape(make_bundle, tmp_path: Path) -> None:
 def test_unknown_command() -> None:
     proc = run_cli("frobnicate")
     assert proc.returncode == 2 and "unknown command 'frobnicate'" in proc.stderr
+
+
+def test_folder_with_other_classes_than_the_bundle(make_bundle, tmp_path: Path) -> None:
+    """Two class folders named unlike a ten-class bundle's labels: read as its
+    classes 0 and 1 that would be a wrong accuracy, so it is one clear line."""
+    import cv2
+
+    b = make_bundle("little-big")
+    for name in ("cat", "dog"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "data" / name / "0.png"), np.zeros((8, 8), np.uint8))
+    _one_line_error(run_cli("eval", str(b.root), "--data", f"folder:{tmp_path / 'data'}", "--split", "all"),
+                    "has 2 classes (cat, dog), bundle 'tiny-little-big' has 10; name its sub-folders after")
